@@ -1,0 +1,16 @@
+"""One error type, and helpers that put the spec and the shapes into every message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["AttnblocksError", "fmt_shape"]
+
+
+class AttnblocksError(ValueError):
+    """Raised for every invalid spec, configuration or input (a ``ValueError``)."""
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    """``(2, 30, 40, 96)`` for a shape, as the messages print it."""
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"

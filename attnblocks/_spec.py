@@ -1,0 +1,67 @@
+"""Shared machinery of the frozen spec dataclasses: normalisation and minimal reprs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ._errors import AttnblocksError
+
+__all__ = ["Spec", "pair", "positive_int"]
+
+
+def positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
+    """Check that ``value`` is an int ``>= minimum`` and return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise AttnblocksError(f"{owner}: {name} must be >= {minimum}, got {value}.")
+    return value
+
+
+def pair(owner: str, name: str, value: Any, minimum: int = 1) -> tuple[int, int]:
+    """Normalise an int or an (h, w) pair of ints to a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise AttnblocksError(
+                f"{owner}: {name} must be an int or an (h, w) pair, got {value!r}."
+            )
+        return (
+            positive_int(owner, name, value[0], minimum),
+            positive_int(owner, name, value[1], minimum),
+        )
+    v = positive_int(owner, name, value, minimum)
+    return (v, v)
+
+
+def _short(value: Any) -> Any:
+    """Collapse a square pair to its int so reprs read as the user wrote them."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        if all(isinstance(v, int) for v in value):
+            return value[0]
+    return value
+
+
+class Spec:
+    """Mixin for frozen dataclass specs: a repr that is the minimal constructor call.
+
+    Fields listed in ``_positional`` print positionally; the others print as keywords and only
+    when they differ from their default.
+    """
+
+    _positional: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        parts: list[str] = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.repr:
+                continue
+            value = _short(getattr(self, f.name))
+            if f.name in self._positional:
+                parts.append(repr(value))
+                continue
+            default = f.default
+            if default is not dataclasses.MISSING and _short(default) == value:
+                continue
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"

@@ -1,0 +1,139 @@
+"""The Attention spec: the composition root of partitions, head splits and encoders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._errors import AttnblocksError
+from ._spec import Spec, positive_int
+from .heads import Split
+from .lowering import PAD_MODES, GroupPlan, resolve_groups
+from .partition import Partition
+from .pe import PositionalEncoder
+
+if TYPE_CHECKING:
+    from .nn import AttentionLayer
+
+__all__ = ["Attention"]
+
+
+@dataclass(frozen=True, repr=False)
+class Attention(Spec):
+    """A multi-head attention, described: what attends to what, per head group, and how.
+
+    The spec holds no tensors. ``build(dim, num_heads)`` makes the module for one stage
+    (dimensions may also be fixed in the spec, then ``build()`` takes none), the same way a
+    timm block takes ``dim`` and ``num_heads``:
+
+    >>> from attnblocks import LePE, Split, Stripe
+    >>> spec = Attention(partition=Stripe(7), heads=Split(2), pe=LePE())  # CSWin
+    >>> spec
+    Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
+    >>> layer = spec.build(dim=64, num_heads=2)
+    >>> import torch
+    >>> layer(torch.randn(1, 14, 14, 64)).shape
+    torch.Size([1, 14, 14, 64])
+
+    Args:
+        partition: which tokens attend to which (default: :class:`Global`). A generic
+            partition (``Stripe(7)``) needs ``heads=Split(n)`` to pick each group's form.
+        heads: ``Split(n)`` or ``Split(p0, p1, ...)``; ``None`` is one group of all heads.
+        pe: one positional encoder, or a tuple of them.
+        dim, num_heads: the channel count ``C`` and the number of heads ``h`` (or at build).
+        qkv_bias: whether the fused ``[q | k | v]`` projection has a bias.
+        scale: the logit scale; ``None`` is ``head_dim ** -0.5``.
+        attn_drop, proj_drop: dropout on the attention weights and after the projection.
+        pad: what happens where the map does not divide into windows: ``"mask"`` (pad and
+            mask the padded keys: the exact attention over the real tokens), ``"zeros"`` (pad
+            q, k, v with zeros that stay in the softmax, as CSWin's segmentation code does),
+            ``"timm"`` (as if the input were zero-padded before the projection, unmasked,
+            with Swin's shift bands on the padded canvas: timm 1.0's ``SwinTransformerBlock``),
+            or ``"error"``.
+    """
+
+    partition: Partition | None = None
+    heads: Split | None = None
+    pe: PositionalEncoder | tuple[PositionalEncoder, ...] | None = None
+    dim: int | None = None
+    num_heads: int | None = None
+    qkv_bias: bool = True
+    scale: float | None = None
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+    pad: str = "mask"
+
+    def __post_init__(self) -> None:
+        if self.partition is not None and not isinstance(self.partition, Partition):
+            raise TypeError(
+                f"Attention: partition must be a Partition such as Window(7), got {self.partition!r}."
+            )
+        if self.heads is not None and not isinstance(self.heads, Split):
+            raise TypeError(f"Attention: heads must be a Split such as Split(2), got {self.heads!r}.")
+        explicit = self.heads is not None and self.heads.partitions is not None
+        if explicit and self.partition is not None:
+            raise AttnblocksError(
+                f"Attention: {self.heads!r} already gives every head group its partition; "
+                f"drop partition={self.partition!r}."
+            )
+        if self.partition is not None and self.partition.is_generic() and (
+            self.heads is None or self.heads.count == 1
+        ):
+            raise AttnblocksError(
+                f"Attention: {self.partition!r} means one form per head group, but there is no "
+                f"head split: add heads=Split(2) or give the partition its form explicitly."
+            )
+        pes = self.pe if isinstance(self.pe, tuple) else (() if self.pe is None else (self.pe,))
+        for p in pes:
+            if not isinstance(p, PositionalEncoder):
+                raise TypeError(f"Attention: pe must be positional encoders, got {p!r}.")
+        if self.pad not in PAD_MODES:
+            raise AttnblocksError(f"Attention: pad must be one of {PAD_MODES}, got {self.pad!r}.")
+        for name in ("attn_drop", "proj_drop"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise AttnblocksError(f"Attention: {name} must be in [0, 1), got {p}.")
+        if self.dim is not None or self.num_heads is not None:
+            self._check_dims(self.dim, self.num_heads)
+
+    @property
+    def encoders(self) -> tuple[PositionalEncoder, ...]:
+        """The positional encoders as a tuple (empty when there are none)."""
+        if self.pe is None:
+            return ()
+        return self.pe if isinstance(self.pe, tuple) else (self.pe,)
+
+    def _check_dims(self, dim: int | None, num_heads: int | None) -> tuple[int, int]:
+        if dim is None or num_heads is None:
+            raise AttnblocksError(
+                f"{self!r}: give both dim and num_heads (got dim={dim}, num_heads={num_heads})."
+            )
+        positive_int(repr(self), "dim", dim)
+        positive_int(repr(self), "num_heads", num_heads)
+        if dim % num_heads:
+            raise AttnblocksError(
+                f"{self!r}: dim={dim} is not divisible by num_heads={num_heads}."
+            )
+        if self.heads is not None:
+            self.heads.check(num_heads)
+        return dim, num_heads
+
+    def groups(self, dim: int | None = None, num_heads: int | None = None) -> tuple[GroupPlan, ...]:
+        """The head groups with their concrete partitions, heads and channels."""
+        dim, num_heads = self._check_dims(dim or self.dim, num_heads or self.num_heads)
+        return resolve_groups(self.partition, self.heads, num_heads, dim)
+
+    def build(
+        self, dim: int | None = None, num_heads: int | None = None, *, device=None, dtype=None
+    ) -> AttentionLayer:
+        """Make the module: ``x: (B, H, W, C) -> (B, H, W, C)`` with ``C = dim``."""
+        from .nn import AttentionLayer
+
+        if dim is not None and self.dim is not None and dim != self.dim:
+            raise AttnblocksError(f"{self!r}: build(dim={dim}) contradicts the spec's dim.")
+        if num_heads is not None and self.num_heads is not None and num_heads != self.num_heads:
+            raise AttnblocksError(
+                f"{self!r}: build(num_heads={num_heads}) contradicts the spec's num_heads."
+            )
+        dim, num_heads = self._check_dims(dim or self.dim, num_heads or self.num_heads)
+        return AttentionLayer(self, dim, num_heads, device=device, dtype=dtype)

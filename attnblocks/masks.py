@@ -1,0 +1,136 @@
+"""Mask builders: shift regions, padded keys, and the dense "who may attend to whom" oracle.
+
+Window masks are built from a :class:`~attnblocks.lowering.RectLayout` with the same einops
+pattern as the fast path. The dense oracle is built independently, from token coordinates,
+so that tests comparing the two compare two different derivations.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from ._errors import AttnblocksError
+from .lowering import RectLayout, rect_layout, resolve_groups
+from .partition import Partition
+
+__all__ = ["additive_mask", "dense_mask", "mask_value", "region_ids", "window_mask"]
+
+
+def mask_value(dtype: torch.dtype) -> float:
+    """The additive value of a masked logit: very negative but finite in ``dtype``.
+
+    Finite (half the dtype's lowest value) so that a row whose keys are all masked, which
+    padding can produce, softmaxes to a uniform row instead of NaN.
+    """
+    return torch.finfo(dtype).min / 2
+
+
+def _bands(n: int, n_padded: int, window: int, shift: int, rule: str) -> np.ndarray:
+    """Per-row (or column) region band on the rolled, padded canvas."""
+    r = np.arange(n_padded)
+    if shift == 0:
+        return np.zeros(n_padded, dtype=np.int64)
+    if rule == "timm":  # Swin's three bands, on the padded canvas (timm 1.0)
+        return (r >= n_padded - window).astype(np.int64) + (r >= n_padded - shift)
+    # "wrap": the rows that the roll brought over from the top, on the real map; padding apart
+    return np.where(r >= n, 2, (r >= n - shift).astype(np.int64))
+
+
+def region_ids(layout: RectLayout) -> torch.Tensor:
+    """Shift-region id of every position of the rolled, padded canvas.
+
+    Returns:
+        ``(Hp, Wp)`` int64; tokens attend only within their region. All zeros without a shift.
+    """
+    rule = layout.regions or "wrap"
+    rows = _bands(layout.H, layout.Hp, layout.window[0], layout.shift[0], rule)
+    cols = _bands(layout.W, layout.Wp, layout.window[1], layout.shift[1], rule)
+    return torch.from_numpy(3 * rows[:, None] + cols[None, :])
+
+
+@lru_cache(maxsize=256)
+def window_mask(layout: RectLayout, device: torch.device | None = None) -> torch.Tensor | None:
+    """Which key each query of each window may attend to, or ``None`` when all may.
+
+    Returns:
+        ``(nW, T, T)`` bool, True where query ``i`` (dim 1) may attend to key ``j`` (dim 2).
+    """
+    if not layout.needs_mask:
+        return None
+    canvas = region_ids(layout)
+    if layout.mask_pad:  # padded keys get a region of their own that no real query shares
+        real = torch.zeros(layout.Hp, layout.Wp, dtype=torch.bool)
+        real[: layout.H, : layout.W] = True
+        canvas = torch.where(real, canvas, torch.full_like(canvas, -1))
+    ids = rearrange(canvas[None, :, :, None], layout.pattern, h=1, **_sizes(layout))[0, :, 0, :, 0]
+    allowed = ids[:, :, None] == ids[:, None, :]
+    if layout.mask_pad:
+        allowed &= (ids != -1)[:, None, :]
+    return allowed.to(device)
+
+
+def _sizes(layout: RectLayout) -> dict[str, int]:
+    return {"wh": layout.window[0], "ww": layout.window[1]}
+
+
+@lru_cache(maxsize=256)
+def additive_mask(
+    layout: RectLayout, dtype: torch.dtype, device: torch.device | None = None
+) -> torch.Tensor | None:
+    """:func:`window_mask` as an additive float mask ``(nW, 1, T, T)`` (0 or :func:`mask_value`)."""
+    allowed = window_mask(layout, device)
+    if allowed is None:
+        return None
+    out = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return out.masked_fill_(~allowed, mask_value(dtype))[:, None]
+
+
+def _partition_mask(partition: Partition, H: int, W: int) -> np.ndarray:
+    """``(N, N)`` oracle for one concrete rectangular partition, from token coordinates."""
+    lay = rect_layout(partition, H, W, "mask")
+    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
+    y, x = np.divmod(np.arange(H * W), W)
+    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled canvas
+    if lay.grid:
+        win = (r % nh) * nw + (c % nw)
+    else:
+        win = (r // wh) * nw + (c // ww)
+    region = 3 * (r >= H - sh) * (sh > 0) + (c >= W - sw) * (sw > 0)
+    return (win[:, None] == win[None, :]) & (region[:, None] == region[None, :])
+
+
+def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tensor:
+    """The dense "who may attend to whom" mask of a partition or attention spec.
+
+    Tokens are row-major (``n = y * W + x``); padded positions do not exist here, which is
+    the ``pad="mask"`` semantics.
+
+    Args:
+        spec: a concrete :class:`~attnblocks.Partition`, or an :class:`~attnblocks.Attention`.
+        H, W: the map size.
+        num_heads: for an ``Attention`` whose spec does not fix it.
+
+    Returns:
+        ``(N, N)`` bool for a partition; ``(G, N, N)`` bool, one per head group, for an
+        ``Attention``.
+
+    Example:
+        >>> from attnblocks import Window
+        >>> dense_mask(Window(2), 2, 4).int()[0]
+        tensor([1, 1, 0, 0, 1, 1, 0, 0], dtype=torch.int32)
+    """
+    from .attention import Attention
+
+    if isinstance(spec, Partition):
+        if spec.is_generic():
+            raise AttnblocksError(f"dense_mask({spec!r}): a generic partition needs heads=Split(...).")
+        return torch.from_numpy(_partition_mask(spec, H, W))
+    if not isinstance(spec, Attention):
+        raise TypeError(f"dense_mask expects a Partition or an Attention, got {type(spec).__name__}.")
+    heads = num_heads or spec.num_heads or (spec.heads.count if spec.heads else 1)
+    groups = resolve_groups(spec.partition, spec.heads, heads, heads)
+    return torch.stack([torch.from_numpy(_partition_mask(g.partition, H, W)) for g in groups])

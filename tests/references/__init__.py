@@ -1,0 +1,1 @@
+"""Plain reference implementations and golden-case loaders used as test oracles."""

@@ -1,0 +1,29 @@
+"""Hypothesis strategies for maps, partitions and compositions."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from attnblocks import Global, Grid, Stripe, Window
+
+sizes = st.integers(1, 24)
+
+
+@st.composite
+def windows(draw, max_size: int = 9) -> Window:
+    wh = draw(st.integers(1, max_size))
+    ww = draw(st.one_of(st.just(wh), st.integers(1, max_size)))
+    sh = draw(st.integers(0, wh - 1))
+    sw = draw(st.one_of(st.just(min(sh, ww - 1)), st.integers(0, ww - 1)))
+    clamp = draw(st.sampled_from([None, "timm", "swin"]))
+    return Window((wh, ww), shift=(sh, sw), clamp=clamp)
+
+
+def concrete_partitions(max_size: int = 9):
+    """Any concrete (non-generic) partition."""
+    return st.one_of(
+        windows(max_size),
+        st.builds(Stripe, st.integers(1, max_size), st.sampled_from(["v", "h"])),
+        st.just(Global()),
+        st.builds(Grid, st.integers(1, 6)),
+    )
