@@ -36,9 +36,9 @@ def pair(owner: str, name: str, value: Any, minimum: int = 1) -> tuple[int, int]
 
 def _short(value: Any) -> Any:
     """Collapse a square pair to its int so reprs read as the user wrote them."""
-    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
-        if all(isinstance(v, int) for v in value):
-            return value[0]
+    square = isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]
+    if square and all(isinstance(v, int) for v in value):
+        return value[0]
     return value
 
 

@@ -66,18 +66,23 @@ class Attention(Spec):
     def __post_init__(self) -> None:
         if self.partition is not None and not isinstance(self.partition, Partition):
             raise TypeError(
-                f"Attention: partition must be a Partition such as Window(7), got {self.partition!r}."
+                "Attention: partition must be a Partition such as Window(7), got "
+                f"{self.partition!r}."
             )
         if self.heads is not None and not isinstance(self.heads, Split):
-            raise TypeError(f"Attention: heads must be a Split such as Split(2), got {self.heads!r}.")
+            raise TypeError(
+                f"Attention: heads must be a Split such as Split(2), got {self.heads!r}."
+            )
         explicit = self.heads is not None and self.heads.partitions is not None
         if explicit and self.partition is not None:
             raise AttnblocksError(
                 f"Attention: {self.heads!r} already gives every head group its partition; "
                 f"drop partition={self.partition!r}."
             )
-        if self.partition is not None and self.partition.is_generic() and (
-            self.heads is None or self.heads.count == 1
+        if (
+            self.partition is not None
+            and self.partition.is_generic()
+            and (self.heads is None or self.heads.count == 1)
         ):
             raise AttnblocksError(
                 f"Attention: {self.partition!r} means one form per head group, but there is no "
@@ -111,9 +116,7 @@ class Attention(Spec):
         positive_int(repr(self), "dim", dim)
         positive_int(repr(self), "num_heads", num_heads)
         if dim % num_heads:
-            raise AttnblocksError(
-                f"{self!r}: dim={dim} is not divisible by num_heads={num_heads}."
-            )
+            raise AttnblocksError(f"{self!r}: dim={dim} is not divisible by num_heads={num_heads}.")
         if self.heads is not None:
             self.heads.check(num_heads)
         return dim, num_heads

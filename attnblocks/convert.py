@@ -43,8 +43,12 @@ def _load(layer: AttentionLayer, mapped: dict[str, torch.Tensor], source: str) -
     return layer
 
 
-def embed_rel_table(table: torch.Tensor, window: tuple[int, int], size: tuple[int, int],
-                    into: torch.Tensor | None = None) -> torch.Tensor:
+def embed_rel_table(
+    table: torch.Tensor,
+    window: tuple[int, int],
+    size: tuple[int, int],
+    into: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Place a relative-position table made for ``window`` inside one made for ``size``.
 
     timm and the Swin authors size the table from the clamped window; attnblocks sizes it from
@@ -79,7 +83,7 @@ def load_swin(
     table = state["relative_position_bias_table"]
     size = rpb.sizes[0]  # type: ignore[attr-defined]
     if window is None:
-        side = int(round(table.shape[0] ** 0.5))
+        side = round(table.shape[0] ** 0.5)
         if side * side != table.shape[0] or side % 2 == 0:
             raise AttnblocksError(
                 f"load_swin: relative_position_bias_table has {table.shape[0]} rows, not "
@@ -93,7 +97,10 @@ def load_swin(
             f"{window[0]}x{window[1]} window needs {expected}."
         )
     mapped[f"pe.{i}.tables.0"] = embed_rel_table(
-        table, tuple(window), size, into=rpb.tables[0]  # type: ignore[attr-defined]
+        table,
+        tuple(window),
+        size,
+        into=rpb.tables[0],  # type: ignore[attr-defined]
     )
     return _load(layer, mapped, "Swin state dict")
 

@@ -33,9 +33,7 @@ class EncoderModule(nn.Module):
     def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor | None:
         return None
 
-    def value(
-        self, group: GroupPlan, v: torch.Tensor, layout: RectLayout
-    ) -> torch.Tensor | None:
+    def value(self, group: GroupPlan, v: torch.Tensor, layout: RectLayout) -> torch.Tensor | None:
         return None
 
 
@@ -73,7 +71,9 @@ class RelPosBiasModule(EncoderModule):
             self.sizes.append(size)
         self.tables = nn.ParameterList(
             nn.Parameter(
-                torch.empty((2 * s[0] - 1) * (2 * s[1] - 1), g.num_heads, device=device, dtype=dtype)
+                torch.empty(
+                    (2 * s[0] - 1) * (2 * s[1] - 1), g.num_heads, device=device, dtype=dtype
+                )
             )
             for s, g in zip(self.sizes, groups)
         )
@@ -97,7 +97,10 @@ class RelPosBiasModule(EncoderModule):
 
 
 class LePEModule(EncoderModule):
-    """Depthwise conv on V in each group's own windows: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``."""
+    """Depthwise conv on V in each group's own windows.
+
+    Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
+    """
 
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()

@@ -67,11 +67,11 @@ class RectLayout:
     pad_mode: str = "mask"
 
     @property
-    def Hp(self) -> int:  # noqa: N802
+    def Hp(self) -> int:
         return math.ceil(self.H / self.window[0]) * self.window[0]
 
     @property
-    def Wp(self) -> int:  # noqa: N802
+    def Wp(self) -> int:
         return math.ceil(self.W / self.window[1]) * self.window[1]
 
     @property
@@ -144,7 +144,7 @@ def _divisibility_error(spec: Partition, H: int, W: int, window: tuple[int, int]
 
 @lru_cache(maxsize=1024)
 def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> RectLayout:
-    """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on ``H x W``."""
+    """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on a map."""
     if H < 1 or W < 1:
         raise AttnblocksError(f"{partition!r}: the token map must be at least 1x1, got {H}x{W}.")
     if pad not in PAD_MODES:
@@ -184,7 +184,8 @@ def explain(spec, hw: tuple[int, int], dim: int | None = None, num_heads: int | 
         >>> print(explain(Attention(partition=Window(7, shift=3)), (14, 14), 96, 3))
         Attention(partition=Window(7, shift=3)) on a 14x14 map, dim=96, num_heads=3
           group 0: heads [0, 3), channels [0, 96), Window(7, shift=3)
-            windows 2x2 of 7x7 tokens, pad (0, 0), roll (3, 3), b (nh wh) (nw ww) (h d) -> b (nh nw) h (wh ww) d
+            windows 2x2 of 7x7 tokens, pad (0, 0), roll (3, 3)
+            b (nh wh) (nw ww) (h d) -> b (nh nw) h (wh ww) d
             mask: shift regions
     """
     from .attention import Attention
@@ -210,10 +211,10 @@ def describe(partition: Partition, H: int, W: int, pad: str = "mask") -> list[st
     """Lines that say how ``partition`` lowers on an ``H x W`` map."""
     lay = rect_layout(partition, H, W, pad)
     (nh, nw), (wh, ww) = lay.counts, lay.window
-    lines = [
-        f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}, {lay.pattern}"
+    lines = [f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}", lay.pattern]
+    masks = [
+        name for name, on in (("shift regions", lay.regions), ("padded keys", lay.mask_pad)) if on
     ]
-    masks = [name for name, on in (("shift regions", lay.regions), ("padded keys", lay.mask_pad)) if on]
     if masks:
         lines.append("mask: " + " + ".join(masks))
     return lines

@@ -7,6 +7,7 @@ so that tests comparing the two compare two different derivations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -15,9 +16,41 @@ from einops import rearrange
 
 from ._errors import AttnblocksError
 from .lowering import RectLayout, rect_layout, resolve_groups
-from .partition import Partition
+from .partition import Global, Grid, Partition, Stripe, Window
 
-__all__ = ["additive_mask", "dense_mask", "mask_value", "region_ids", "window_mask"]
+__all__ = [
+    "additive_mask",
+    "dense_mask",
+    "mask_value",
+    "region_ids",
+    "register_oracle",
+    "window_mask",
+]
+
+Oracle = Callable[[Partition, int, int], np.ndarray]
+_ORACLES: dict[type, Oracle] = {}
+
+
+def register_oracle(*types: type[Partition]) -> Callable[[Oracle], Oracle]:
+    """Decorator: ``fn(partition, H, W) -> (N, N) bool ndarray`` is the oracle of ``types``.
+
+    Oracles are written from token coordinates, independently of the fast lowering.
+    """
+
+    def deco(fn: Oracle) -> Oracle:
+        for t in types:
+            _ORACLES[t] = fn
+        return fn
+
+    return deco
+
+
+def partition_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
+    """``(N, N)`` bool: the registered oracle of a concrete partition on ``H x W``."""
+    for t in type(partition).__mro__:
+        if t in _ORACLES:
+            return _ORACLES[t](partition, H, W)
+    raise AttnblocksError(f"dense_mask: no oracle is registered for {partition!r}.")
 
 
 def mask_value(dtype: torch.dtype) -> float:
@@ -89,16 +122,15 @@ def additive_mask(
     return out.masked_fill_(~allowed, mask_value(dtype))[:, None]
 
 
-def _partition_mask(partition: Partition, H: int, W: int) -> np.ndarray:
+@register_oracle(Window, Stripe, Global, Grid)
+def _rect_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
     """``(N, N)`` oracle for one concrete rectangular partition, from token coordinates."""
     lay = rect_layout(partition, H, W, "mask")
     (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
     y, x = np.divmod(np.arange(H * W), W)
     r, c = (y - sh) % H, (x - sw) % W  # position on the rolled canvas
-    if lay.grid:
-        win = (r % nh) * nw + (c % nw)
-    else:
-        win = (r // wh) * nw + (c // ww)
+    # window id: blocks of wh x ww tokens, or (grid) tokens congruent modulo the window count
+    win = (r % nh) * nw + (c % nw) if lay.grid else (r // wh) * nw + (c // ww)
     region = 3 * (r >= H - sh) * (sh > 0) + (c >= W - sw) * (sw > 0)
     return (win[:, None] == win[None, :]) & (region[:, None] == region[None, :])
 
@@ -127,10 +159,14 @@ def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tens
 
     if isinstance(spec, Partition):
         if spec.is_generic():
-            raise AttnblocksError(f"dense_mask({spec!r}): a generic partition needs heads=Split(...).")
-        return torch.from_numpy(_partition_mask(spec, H, W))
+            raise AttnblocksError(
+                f"dense_mask({spec!r}): a generic partition needs heads=Split(...)."
+            )
+        return torch.from_numpy(partition_oracle(spec, H, W))
     if not isinstance(spec, Attention):
-        raise TypeError(f"dense_mask expects a Partition or an Attention, got {type(spec).__name__}.")
+        raise TypeError(
+            f"dense_mask expects a Partition or an Attention, got {type(spec).__name__}."
+        )
     heads = num_heads or spec.num_heads or (spec.heads.count if spec.heads else 1)
     groups = resolve_groups(spec.partition, spec.heads, heads, heads)
-    return torch.stack([torch.from_numpy(_partition_mask(g.partition, H, W)) for g in groups])
+    return torch.stack([torch.from_numpy(partition_oracle(g.partition, H, W)) for g in groups])

@@ -7,8 +7,7 @@ from torch import nn
 
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
-from .backends.eager import rect_attention
-from .lowering import rect_layout
+from .runners import RunContext, runner_for
 
 __all__ = ["AttentionLayer"]
 
@@ -44,6 +43,11 @@ class AttentionLayer(nn.Module):
         self.scale = spec.scale if spec.scale is not None else self.head_dim**-0.5
         self.groups = spec.groups(dim, num_heads)
         dd = {"device": device, "dtype": dtype}
+        self.runners = nn.ModuleList(
+            runner_for(g.partition)(spec, g, dim, num_heads, **dd) for g in self.groups
+        )
+        if any(r.kv_source != "tokens" for r in self.runners):
+            raise AttnblocksError(f"{spec!r}: groups with their own keys are not supported yet.")
         self.qkv = nn.Linear(dim, 3 * dim, bias=spec.qkv_bias, **dd)
         self.pe = nn.ModuleList(e.build(self.groups, dim, num_heads, **dd) for e in spec.encoders)
         self.proj = nn.Linear(dim, dim, **dd)
@@ -67,7 +71,7 @@ class AttentionLayer(nn.Module):
                     f"size: call with hw=(H, W), or pass x as (B, H, W, C)."
                 )
             H, W = hw
-            if H * W != x.shape[1]:
+            if x.shape[1] != H * W:
                 raise AttnblocksError(
                     f"{self.spec!r}: hw=({H}, {W}) has {H * W} tokens but "
                     f"x.shape={fmt_shape(x.shape)} has {x.shape[1]}."
@@ -96,21 +100,11 @@ class AttentionLayer(nn.Module):
         if self.spec.pad == "timm" and self.qkv.bias is not None:
             fill = self.qkv.bias.view(3, C)
         dropout = self.spec.attn_drop if self.training else 0.0
-        outs = []
-        for g in self.groups:
-            c0, c1 = g.channels
-            layout = rect_layout(g.partition, H, W, self.spec.pad)
-            outs.append(
-                rect_attention(
-                    qkv[..., c0:c1],
-                    layout,
-                    g,
-                    self.scale,
-                    self.pe,
-                    dropout,
-                    None if fill is None else fill[:, c0:c1],
-                )
-            )
+        ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
+        outs = [
+            r(qkv[..., g.channels[0] : g.channels[1]], ctx)
+            for g, r in zip(self.groups, self.runners)
+        ]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         out = self.proj_drop(self.proj(out))
         return out.view(x.shape) if x.dim() == 3 else out

@@ -14,7 +14,9 @@ from .pe import LePE, RelPosBias
 __all__ = ["cswin", "swin"]
 
 
-def swin(window: int = 7, shift: int = 0, clamp: str | None = "swin", pad: str = "mask") -> Attention:
+def swin(
+    window: int = 7, shift: int = 0, clamp: str | None = "swin", pad: str = "mask"
+) -> Attention:
     """Swin's W-MSA (``shift=0``) or SW-MSA (``shift=window // 2``).
 
     Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",

@@ -4,26 +4,31 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references.golden import golden_cases, load_golden, requires_golden
-from references.plain import cswin_attention
 
 from attnblocks import zoo
 from attnblocks.convert import load_cswin
 from helpers import randomize_
+from references.golden import golden_cases, load_golden, requires_golden
+from references.plain import cswin_attention
 
 
 def _authors_params(layer, last: bool) -> dict[str, torch.Tensor]:
     conv = layer.pe[0].conv
     C = layer.dim
     params = {
-        "qkv.weight": layer.qkv.weight, "qkv.bias": layer.qkv.bias,
-        "proj.weight": layer.proj.weight, "proj.bias": layer.proj.bias,
+        "qkv.weight": layer.qkv.weight,
+        "qkv.bias": layer.qkv.bias,
+        "proj.weight": layer.proj.weight,
+        "proj.bias": layer.proj.bias,
     }
     if last:
         params |= {"attns.0.get_v.weight": conv.weight, "attns.0.get_v.bias": conv.bias}
     else:
         for i, sl in enumerate((slice(0, C // 2), slice(C // 2, C))):
-            params |= {f"attns.{i}.get_v.weight": conv.weight[sl], f"attns.{i}.get_v.bias": conv.bias[sl]}
+            params |= {
+                f"attns.{i}.get_v.weight": conv.weight[sl],
+                f"attns.{i}.get_v.bias": conv.bias[sl],
+            }
     return params
 
 

@@ -3,10 +3,10 @@
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import concrete_partitions, sizes
 
 from attnblocks import Attention, Split, Stripe
 from helpers import oracle_forward
+from strategies import concrete_partitions, sizes
 
 
 @given(

@@ -4,12 +4,12 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references.golden import golden_cases, load_golden, requires_golden
-from references.plain import swin_attention
 
 from attnblocks import zoo
 from attnblocks.convert import load_swin, load_timm_swin
 from helpers import randomize_
+from references.golden import golden_cases, load_golden, requires_golden
+from references.plain import swin_attention
 
 timm_swin = pytest.importorskip("timm.models.swin_transformer")
 
@@ -44,9 +44,11 @@ def test_equals_timm_block_attention(H, W, M, shift, heads, d, B, fused):
 def test_equals_authors_golden(case):
     g = load_golden(case)
     meta = g["meta"]
-    layer = zoo.swin(meta["window"], meta["shift"], pad="error").build(
-        g["x"].shape[-1], meta["heads"]
-    ).double()
+    layer = (
+        zoo.swin(meta["window"], meta["shift"], pad="error")
+        .build(g["x"].shape[-1], meta["heads"])
+        .double()
+    )
     load_swin(layer, g["params"])
     x = g["x"].clone().requires_grad_(True)
     y = layer(x)
@@ -69,8 +71,10 @@ def test_equals_plain_reference(n, M, shift, heads):
     layer = zoo.swin(M, shift, clamp=None).build(C, heads).double()
     randomize_(layer)
     params = {
-        "qkv.weight": layer.qkv.weight, "qkv.bias": layer.qkv.bias,
-        "proj.weight": layer.proj.weight, "proj.bias": layer.proj.bias,
+        "qkv.weight": layer.qkv.weight,
+        "qkv.bias": layer.qkv.bias,
+        "proj.weight": layer.proj.weight,
+        "proj.bias": layer.proj.bias,
         "relative_position_bias_table": layer.pe[0].tables[0],
     }
     x = torch.randn(1, H, W, C, dtype=torch.float64)

@@ -1,0 +1,88 @@
+"""Group runners: the module that runs one head group of a built attention.
+
+Each concrete partition type maps to a runner class (``register_runner``). A runner may own
+parameters of its own (a downsampled key/value path, say); the layer hands it the group's
+projected ``q, k, v`` and a :class:`RunContext`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ._errors import AttnblocksError
+from .backends.eager import rect_attention
+from .lowering import GroupPlan, rect_layout
+from .partition import Global, Grid, Partition, Stripe, Window
+
+__all__ = ["GroupRunner", "RectRunner", "RunContext", "register_runner", "runner_for"]
+
+_RUNNERS: dict[type, type[GroupRunner]] = {}
+
+
+@dataclass
+class RunContext:
+    """What every group of one forward call shares.
+
+    ``x: (B, H, W, C)`` is the layer input after the encoders' ``prepare``; ``fill: (3, C)`` the
+    values of padded tokens for ``pad="timm"`` (else ``None``).
+    """
+
+    x: torch.Tensor
+    scale: float
+    encoders: nn.ModuleList
+    dropout_p: float
+    pad: str
+    fill: torch.Tensor | None = None
+
+
+class GroupRunner(nn.Module):
+    """Runs one head group. ``kv_source`` says where its keys and values come from:
+
+    ``"tokens"``: the fused ``[q | k | v]`` projection of the map's tokens, so ``forward`` gets
+    ``qkv: (B, H, W, 3, c)``; ``"own"``: the runner makes K and V itself (from ``ctx.x``) and
+    ``forward`` gets ``qkv: (B, H, W, 1, c)``, the group's queries only.
+    """
+
+    kv_source: ClassVar[str] = "tokens"
+
+    def __init__(self, spec, group: GroupPlan, dim: int, num_heads: int, device=None, dtype=None):
+        super().__init__()
+        self.group = group
+
+    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        """``qkv: (B, H, W, 3 or 1, c) -> (B, H, W, c)``."""
+        raise NotImplementedError
+
+
+def register_runner(*types: type[Partition]):
+    """Class decorator: run groups whose partition is one of ``types`` with this runner."""
+
+    def deco(cls: type[GroupRunner]) -> type[GroupRunner]:
+        for t in types:
+            _RUNNERS[t] = cls
+        return cls
+
+    return deco
+
+
+def runner_for(partition: Partition) -> type[GroupRunner]:
+    """The runner class of a concrete partition."""
+    for t in type(partition).__mro__:
+        if t in _RUNNERS:
+            return _RUNNERS[t]
+    raise AttnblocksError(f"No lowering is registered for {partition!r}.")
+
+
+@register_runner(Window, Stripe, Global, Grid)
+class RectRunner(GroupRunner):
+    """Windows, stripes, grids and global attention: batched windows + one fused call."""
+
+    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        g = self.group
+        layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+        fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
+        return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
