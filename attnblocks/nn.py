@@ -101,10 +101,18 @@ class AttentionLayer(nn.Module):
             fill = self.qkv.bias.view(3, C)
         dropout = self.spec.attn_drop if self.training else 0.0
         ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
-        outs = [
-            r(qkv[..., g.channels[0] : g.channels[1]], ctx)
-            for g, r in zip(self.groups, self.runners)
-        ]
+        try:
+            outs = [
+                r(qkv[..., g.channels[0] : g.channels[1]], ctx)
+                for g, r in zip(self.groups, self.runners)
+            ]
+        except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
+            form = (
+                "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"
+            )
+            raise AttnblocksError(
+                f"{e}\n  Input: x.shape={fmt_shape(x.shape)} read as {form}."
+            ) from None
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         out = self.proj_drop(self.proj(out))
         return out.view(x.shape) if x.dim() == 3 else out
