@@ -34,6 +34,15 @@ def test_authors_layout_matches_cswin_tiny_parameters():
     assert sum(torch.Size(s).numel() for s in shapes.values()) == 22_320_552
 
 
+def test_training_checkpoint_is_unwrapped_preferring_ema():
+    state = random_cswin_state(cswin_state_shapes(8, DEPTHS, num_classes=5))
+    other = {k: v + 1 for k, v in state.items()}
+    wrapped = convert_cswin({"state_dict": other, "state_dict_ema": state, "epoch": 3})
+    plain = convert_cswin(state)
+    assert wrapped.keys() == plain.keys()
+    assert all(torch.equal(wrapped[k], plain[k]) for k in plain)
+
+
 def test_missing_key_is_named():
     shapes = cswin_state_shapes(8, DEPTHS, num_classes=5)
     state = random_cswin_state(shapes)

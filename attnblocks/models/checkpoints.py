@@ -64,6 +64,14 @@ def _load_strict(model: Backbone, mapped: dict[str, torch.Tensor], source: str) 
     return model
 
 
+def _unwrap(state: Mapping, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The weights inside a training checkpoint (the first of ``keys`` present), else itself."""
+    for k in keys:
+        if isinstance(state.get(k), Mapping):
+            return dict(state[k])
+    return dict(state)
+
+
 def _state_and_windows(source) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
     """A state dict, and the window of every bias table when ``source`` is a timm module."""
     if isinstance(source, nn.Module):
@@ -74,8 +82,7 @@ def _state_and_windows(source) -> tuple[dict[str, torch.Tensor], dict[str, tuple
         }
         return dict(source.state_dict()), windows
     if isinstance(source, Mapping):
-        state = source.get("model", source.get("state_dict", source))
-        return dict(state), {}
+        return _unwrap(source, ("model", "state_dict")), {}
     raise TypeError(
         f"Expected a state dict or a timm SwinTransformer, got {type(source).__name__}."
     )
@@ -99,7 +106,8 @@ def convert_timm_swin(source, model: Backbone) -> dict[str, torch.Tensor]:
     """Map a Swin checkpoint (timm or the authors' layout) onto ``model``'s key names.
 
     Args:
-        source: a timm ``SwinTransformer`` or a state dict (``{"model": ...}`` accepted).
+        source: a timm ``SwinTransformer`` or a state dict (``{"model": ...}`` and
+            ``{"state_dict": ...}`` are unwrapped).
         model: the target, a Swin table (e.g. ``create("swin_tiny")``); its bias tables set
             the size that smaller (clamped) tables are embedded in.
 
@@ -141,7 +149,7 @@ def load_timm_swin_checkpoint(model: Backbone, source) -> Backbone:
 
     Example:
         >>> from attnblocks.models import create
-        >>> model = create("swin_tiny", num_classes=10)
+        >>> model = create("swin_tiny", num_classes=10, device="meta")
         >>> load_timm_swin_checkpoint(model, {"patch_embed.proj.weight": torch.zeros(1)})
         Traceback (most recent call last):
         ...
@@ -154,9 +162,11 @@ def convert_cswin(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map the CSWin authors' full-model state dict onto :class:`Backbone` key names.
 
     The two LePE convs of a block (``attns.0.get_v``, vertical branch, then ``attns.1``)
-    become one depthwise conv over all channels, in that order.
+    become one depthwise conv over all channels, in that order. A training checkpoint is
+    unwrapped: ``state_dict_ema`` (the authors evaluate the EMA weights), ``state_dict`` or
+    ``model``, in that order of preference.
     """
-    state = dict(state.get("state_dict_ema", state.get("model", state)))
+    state = _unwrap(state, ("state_dict_ema", "state_dict", "model"))
     out: dict[str, torch.Tensor] = {}
     lepe: dict[str, dict[int, torch.Tensor]] = {}
     for key, value in state.items():
@@ -185,7 +195,7 @@ def load_cswin_checkpoint(model: Backbone, state: Mapping[str, torch.Tensor]) ->
 
     Example:
         >>> from attnblocks.models import create
-        >>> model = create("cswin_tiny", num_classes=10)
+        >>> model = create("cswin_tiny", num_classes=10, device="meta")
         >>> load_cswin_checkpoint(model, {"head.weight": torch.zeros(1)})
         Traceback (most recent call last):
         ...

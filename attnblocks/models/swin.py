@@ -30,7 +30,11 @@ def swin_spec(
 
     ``clamp``/``pad`` go to every :func:`~attnblocks.zoo.swin` attention: the default is the
     authors' rule with exact (masked) padding; ``clamp="timm", pad="timm"`` reproduces timm
-    1.0's ``SwinTransformer`` built for the input size (``img_size=``) at any size.
+    1.0's ``SwinTransformer`` built for the input size (``img_size=``, or
+    ``set_input_size(img_size, window_size=window)``), at any size. timm's
+    ``dynamic_img_size=True`` keeps the windows and shifts clamped for the construction size
+    and only rebuilds the masks, and ``set_input_size(img_size)`` without a window scales each
+    window with the patch grid; neither is this table's rule.
 
     Example:
         >>> swin_spec(32, (2,), (1,)).stages[0]
