@@ -8,7 +8,7 @@
 from . import cswin, swin  # noqa: F401  (registers the models)
 from .backbone import Backbone, BackboneSpec, Stage
 from .block import Alternate, Block, PreNorm
-from .layers import ConvMerge, ConvStem, DropPath, Mlp, PatchMerging, drop_path_rates
+from .layers import ConvMerge, ConvStem, DropPath, DWConvMlp, Mlp, PatchMerging, drop_path_rates
 from .registry import create, list_models, model_spec, register_model
 from .summary import ModelSummary, summary
 
@@ -19,6 +19,7 @@ __all__ = [
     "Block",
     "ConvMerge",
     "ConvStem",
+    "DWConvMlp",
     "DropPath",
     "Mlp",
     "ModelSummary",

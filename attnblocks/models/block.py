@@ -16,7 +16,7 @@ from torch import nn
 from .._errors import AttnblocksError
 from .._spec import Spec
 from ..attention import Attention
-from .layers import DropPath, Mlp
+from .layers import DropPath, DWConvMlp, Mlp
 
 __all__ = ["Alternate", "AttnFactory", "Block", "PreNorm", "attention_for"]
 
@@ -68,19 +68,39 @@ def attention_for(attn: AttnFactory, index: int) -> Attention:
     return spec
 
 
+_MLPS = {"plain": Mlp, "dwconv": DWConvMlp}
+
+
 @dataclass(frozen=True, repr=False)
 class PreNorm(Spec):
-    """The pre-norm residual block of Swin and CSWin.
+    """The pre-norm residual block of Swin and CSWin (and its variants).
 
     ``x = x + drop_path(attn(norm1(x)))``, then ``x = x + drop_path(mlp(norm2(x)))``, with
     LayerNorm(``eps``) and a GELU MLP of ``mlp_ratio * C`` hidden units.
 
+    Args:
+        eps: the LayerNorms' eps (DilateFormer, PVTv2: 1e-6).
+        mlp: ``"plain"`` (:class:`~attnblocks.models.Mlp`) or ``"dwconv"``
+            (:class:`~attnblocks.models.DWConvMlp`, PVTv2's).
+        cpe: a conditional positional encoding first, ``x = x + DWConv3x3(x)`` (``cpe``,
+            depthwise with bias; DilateFormer's).
+
     Example:
         >>> PreNorm()
         PreNorm()
+        >>> PreNorm(eps=1e-6, cpe=True)
+        PreNorm(eps=1e-06, cpe=True)
     """
 
     eps: float = 1e-5
+    mlp: str = "plain"
+    cpe: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mlp not in _MLPS:
+            raise AttnblocksError(f"PreNorm: mlp must be one of {tuple(_MLPS)}, got {self.mlp!r}.")
+        if self.eps <= 0:
+            raise AttnblocksError(f"PreNorm: eps must be positive, got {self.eps}.")
 
     def build(
         self,
@@ -100,7 +120,7 @@ class PreNorm(Spec):
 
 
 class Block(nn.Module):
-    """A built :class:`PreNorm` block: ``norm1``, ``attn``, ``norm2``, ``mlp.fc1/fc2``.
+    """A built :class:`PreNorm` block: (``cpe``), ``norm1``, ``attn``, ``norm2``, ``mlp.*``.
 
     Shapes:
         ``x: (B, H, W, C) -> (B, H, W, C)``
@@ -128,13 +148,17 @@ class Block(nn.Module):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.spec = spec
+        if spec.cpe:
+            self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
         self.norm1 = nn.LayerNorm(dim, eps=spec.eps, **dd)
         self.attn = attn.build(dim, num_heads, **dd)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=spec.eps, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, **dd)
+        self.mlp = _MLPS[spec.mlp](dim, int(dim * mlp_ratio), drop, **dd)
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.cpe:
+            x = x + self.cpe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = x + self.drop_path1(self.attn(self.norm1(x)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))

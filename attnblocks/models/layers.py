@@ -22,6 +22,7 @@ __all__ = [
     "ConvMergeLayer",
     "ConvStem",
     "ConvStemLayer",
+    "DWConvMlp",
     "DropPath",
     "Mlp",
     "PatchMerging",
@@ -98,6 +99,34 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DWConvMlp(nn.Module):
+    """PVTv2's MLP: ``fc2(drop(GELU(dwconv(fc1(x)))))``, a depthwise 3x3 conv on the hidden map.
+
+    Parameters as timm's ``MlpWithDepthwiseConv``: ``fc1``, ``dwconv`` (Conv2d 3x3, padding 1,
+    one group per hidden channel, with bias), ``fc2``.
+
+    Shapes:
+        ``x: (B, H, W, C) -> (B, H, W, C)``
+
+    Example:
+        >>> DWConvMlp(8, 32)(torch.randn(2, 3, 5, 8)).shape
+        torch.Size([2, 3, 5, 8])
+    """
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, *, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Linear(dim, hidden, **dd)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim, **dd)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dwconv(self.fc1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.drop(self.fc2(self.drop(self.act(h))))
 
 
 def _check_image(owner: object, x: torch.Tensor, channels: int) -> None:
