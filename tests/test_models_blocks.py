@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from attnblocks import Attention, Global, zoo
-from attnblocks.models import DWConvMlp, PreNorm
+from attnblocks.models import BackboneSpec, ConvMerge, ConvStem, DWConvMlp, PreNorm, Stage
 from helpers import randomize_
 
 pvt = pytest.importorskip("timm.models.pvt_v2")
@@ -62,3 +62,34 @@ def test_block_spec_errors():
         PreNorm(mlp="conv")
     with pytest.raises(ValueError, match="PreNorm: eps must be positive, got 0"):
         PreNorm(eps=0)
+
+
+def test_pvtv2_model_without_reduction_equals_timm():
+    """timm's PVTv2-b0 with every ``sr_ratio = 1`` is a table of existing parts: the
+    overlapping stem and ConvMerge, PreNorm(eps=1e-6, mlp="dwconv") blocks with global
+    attention, stage norms. (With the spatial-reduction attention it becomes PVTv2 itself.)"""
+    timm = pytest.importorskip("timm")
+    theirs = timm.create_model("pvt_v2_b0", pretrained=False, sr_ratios=(1, 1, 1, 1)).double()
+    randomize_(theirs, std=0.1, seed=5)
+    rows = zip((32, 64, 160, 256), (2, 2, 2, 2), (1, 2, 5, 8), (8, 8, 4, 4))
+    spec = BackboneSpec(
+        tuple(Stage(c, d, h, Attention(partition=Global()), r) for c, d, h, r in rows),
+        stem=ConvStem(7, 4, padding=3),
+        downsample=ConvMerge(),
+        block=PreNorm(eps=1e-6, mlp="dwconv"),
+        norm_eps=1e-6,
+        stage_norm=True,
+    )
+    ours = spec.build(dtype=torch.float64)
+    state = {}
+    for k, v in theirs.state_dict().items():
+        k = k.replace("patch_embed.", "stem.").replace("downsample.proj.", "downsample.conv.")
+        if k.endswith(("attn.q.weight", "attn.q.bias")):
+            kv = theirs.state_dict()[k.replace("attn.q.", "attn.kv.")]
+            k, v = k.replace("attn.q.", "attn.qkv."), torch.cat([v, kv])
+        if ".attn.kv." not in k:
+            state[k] = v
+    ours.load_state_dict(state)
+    x = torch.randn(1, 3, 60, 92, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), theirs.eval()(x), **TOL)

@@ -69,7 +69,9 @@ class BackboneSpec(Spec):
         downsample: what runs between stages (``C_i -> C_{i+1}``).
         block: the block kind.
         drop_path_rate: the last block's stochastic-depth rate (linear from 0 over all blocks).
-        norm_eps: eps of the final LayerNorm.
+        norm_eps: eps of the final LayerNorm (or of the stage norms).
+        stage_norm: a LayerNorm at the end of every stage (PVTv2, Shunted) instead of one
+            before the head; the stage maps (``features_only``) are then normalised.
         in_chans: image channels.
 
     Example:
@@ -89,6 +91,7 @@ class BackboneSpec(Spec):
     block: PreNorm = PreNorm()  # noqa: RUF009 (a frozen, immutable spec)
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-5
+    stage_norm: bool = False
     in_chans: int = 3
     _positional: ClassVar[tuple[str, ...]] = ("stages",)
 
@@ -121,26 +124,32 @@ class BackboneSpec(Spec):
 
 
 class BackboneStage(nn.Module):
-    """``downsample`` (absent in the first stage) then ``blocks``; ``(B, H, W, C)`` maps."""
+    """``downsample`` (absent in the first stage), ``blocks``, (``norm``); ``(B, H, W, C)``."""
 
-    def __init__(self, downsample: nn.Module | None, blocks: list[nn.Module]) -> None:
+    def __init__(
+        self, downsample: nn.Module | None, blocks: list[nn.Module], norm: nn.Module | None
+    ) -> None:
         super().__init__()
         if downsample is not None:
             self.downsample = downsample
         self.blocks = nn.Sequential(*blocks)
+        if norm is not None:
+            self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "downsample"):
             x = self.downsample(x)
-        return self.blocks(x)
+        x = self.blocks(x)
+        return self.norm(x) if hasattr(self, "norm") else x
 
 
 class Backbone(nn.Module):
     """A built :class:`BackboneSpec`.
 
     Parameters: ``stem.*``, ``stages.{i}.downsample.*`` (``i >= 1``),
-    ``stages.{i}.blocks.{j}.{norm1, attn, norm2, mlp}.*``, and unless ``features_only``
-    ``norm`` (LayerNorm) and ``head`` (``Linear(C_last, num_classes)``; ``Identity`` when
+    ``stages.{i}.blocks.{j}.{norm1, attn, norm2, mlp}.*``, ``stages.{i}.norm`` (with
+    ``stage_norm``), and unless ``features_only`` ``norm`` (LayerNorm; ``Identity`` with
+    ``stage_norm``) and ``head`` (``Linear(C_last, num_classes)``; ``Identity`` when
     ``num_classes=0``, then the model returns the pooled features).
 
     Args:
@@ -178,7 +187,8 @@ class Backbone(nn.Module):
                 spec.block.build(s.dim, s.heads, attention_for(s.attn, j), s.mlp_ratio, r, **dd)
                 for j, r in enumerate(dpr)
             ]
-            stages.append(BackboneStage(down, blocks))
+            norm = nn.LayerNorm(s.dim, eps=spec.norm_eps, **dd) if spec.stage_norm else None
+            stages.append(BackboneStage(down, blocks, norm))
             prev = s.dim
         self.stages = nn.ModuleList(stages)
         self.feature_info = [
@@ -187,7 +197,9 @@ class Backbone(nn.Module):
         ]
         self.num_features = prev
         if not features_only:
-            self.norm = nn.LayerNorm(prev, eps=spec.norm_eps, **dd)
+            self.norm = (
+                nn.Identity() if spec.stage_norm else nn.LayerNorm(prev, eps=spec.norm_eps, **dd)
+            )
             self.head = nn.Linear(prev, num_classes, **dd) if num_classes else nn.Identity()
         self.reset_parameters()
 
