@@ -175,7 +175,16 @@ def load_swinv2(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> Att
 
 
 def load_timm_swinv2(layer: AttentionLayer, module: torch.nn.Module) -> AttentionLayer:
-    """Load timm's ``SwinTransformerV2Block`` (or its ``WindowAttention``) attention weights."""
+    """Load timm's ``SwinTransformerV2Block`` (or its ``WindowAttention``) attention weights.
+
+    Example:
+        >>> from timm.models.swin_transformer_v2 import WindowAttention
+        >>> from attnblocks import zoo
+        >>> attn = WindowAttention(16, window_size=(4, 4), num_heads=2)
+        >>> layer = load_timm_swinv2(zoo.swinv2(4).build(16, 2), attn)
+        >>> bool((layer.score.logit_scale == attn.logit_scale).all())
+        True
+    """
     attn = getattr(module, "attn", module)
     return load_swinv2(layer, attn.state_dict())
 
@@ -188,6 +197,16 @@ def load_timm_maxvit(layer: AttentionLayer, module: torch.nn.Module) -> Attentio
     head; ``False``, the TF ports: ``[q | k | v]``) and both table layouts: ``RelPosBias``
     (Swin's ``((2M-1)^2, h)``, offsets query minus key) and ``RelPosBiasTf`` (``(h, 2M-1,
     2M-1)``, offsets key minus query, so the table is flipped).
+
+    Example:
+        >>> from timm.models.maxxvit import MaxxVitTransformerCfg, PartitionAttentionCl
+        >>> from attnblocks import zoo
+        >>> cfg = MaxxVitTransformerCfg(dim_head=8, window_size=(4, 4), rel_pos_type="bias_tf")
+        >>> block = PartitionAttentionCl(16, "grid", cfg)
+        >>> layer = load_timm_maxvit(zoo.maxvit_grid(4).build(16, 2), block)
+        >>> x = torch.randn(1, 8, 8, 16)
+        >>> torch.allclose(layer(x), block._partition_attn(x), atol=1e-5)
+        True
     """
     attn = getattr(module, "attn", module)
     h, d = attn.num_heads, attn.dim_head

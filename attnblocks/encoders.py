@@ -149,6 +149,10 @@ def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.
     Returns:
         ``((2wh-1) * (2ww-1), 2)`` float32, row ``(dh + wh-1) * (2ww-1) + (dw + ww-1)`` holding
         the mapped ``(dh, dw)``.
+
+    Example:
+        >>> [round(v, 4) for v in log_relative_coords((2, 1), (2, 1))[:, 0].tolist()]  # dh
+        [-1.0566, 0.0, 1.0566]
     """
     axes = [torch.arange(-(w - 1), w, dtype=torch.float32) for w in window]
     table = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (2wh-1, 2ww-1, 2)
@@ -161,7 +165,14 @@ def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.
 
 class ContinuousPosBiasModule(EncoderModule):
     """SwinV2's CPB MLP, under the authors' names: ``cpb_mlp.0.weight: (hidden, 2)``,
-    ``cpb_mlp.0.bias: (hidden,)``, ``cpb_mlp.2.weight: (h, hidden)``."""
+    ``cpb_mlp.0.bias: (hidden,)``, ``cpb_mlp.2.weight: (h, hidden)``.
+
+    Example:
+        >>> from attnblocks import Attention, ContinuousPosBias, Window, rect_layout
+        >>> layer = Attention(partition=Window(4), pe=ContinuousPosBias()).build(8, 2)
+        >>> layer.pe[0].bias(layer.groups[0], rect_layout(Window(4), 8, 8)).shape
+        torch.Size([2, 16, 16])
+    """
 
     def __init__(self, spec, num_heads: int, device=None, dtype=None) -> None:
         super().__init__()
@@ -192,6 +203,11 @@ def rope_angles(
     Returns:
         ``pos: (H, W, 2)`` (row, col, rescaled by ``ref / (H, W)`` when given) and
         ``freqs: (head_dim // 4,)``; the angles are ``pos[..., :, None] * freqs``.
+
+    Example:
+        >>> pos, freqs = rope_angles(2, 3, 8, 100.0, None)
+        >>> pos[1, 2].tolist(), freqs.tolist()
+        ([1.0, 2.0], [1.0, 0.10000000149011612])
     """
     n = head_dim // 4
     freqs = 1.0 / (temperature ** (torch.arange(n, dtype=torch.int64).to(torch.float32) / n))
@@ -202,7 +218,16 @@ def rope_angles(
 
 
 class AxialRoPEModule(EncoderModule):
-    """Rotates q and k by their absolute position; no parameters."""
+    """Rotates q and k by their absolute position; no parameters.
+
+    Example:
+        >>> from attnblocks import AxialRoPE
+        >>> rope = AxialRoPEModule(AxialRoPE(), head_dim=8)
+        >>> q = torch.randn(1, 3, 5, 2, 8)  # (B, H, W, h, d)
+        >>> qr, kr = rope.rotate(q, q)
+        >>> torch.allclose(qr[:, 0, 0], q[:, 0, 0]), torch.allclose(qr.norm(dim=-1), q.norm(dim=-1))
+        (True, True)
+    """
 
     rotates = True
 
@@ -219,9 +244,11 @@ class AxialRoPEModule(EncoderModule):
         """``q, k: (B, H, W, h, d)`` -> rotated, same shapes."""
         H, W = q.shape[1:3]
         pos, freqs = rope_angles(H, W, self.head_dim, self.spec.temperature, self.spec.ref)
-        dd = {"device": q.device, "dtype": q.dtype}
+        # angles in at least float32: position * frequency in half precision is off by ~0.1 rad
+        dd = {"device": q.device, "dtype": torch.promote_types(q.dtype, torch.float32)}
         angles = (pos.to(**dd)[..., None] * freqs.to(**dd)).flatten(-2)  # (H, W, d/2)
-        cos, sin = angles.cos()[:, :, None], angles.sin()[:, :, None]  # (H, W, 1, d/2)
+        cos = angles.cos()[:, :, None].to(q.dtype)  # (H, W, 1, d/2)
+        sin = angles.sin()[:, :, None].to(q.dtype)
         return _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)
 
 

@@ -23,11 +23,16 @@ from torch import nn
 from ._errors import AttnblocksError
 from ._spec import Spec
 
-__all__ = ["Cosine", "CosineModule", "Score"]
+__all__ = ["Cosine", "CosineModule", "Score", "ScoreModule"]
 
 
 class Score(Spec):
-    """Base class of score specs (the similarity that replaces ``q . k * scale``)."""
+    """Base class of score specs (the similarity that replaces ``q . k * scale``).
+
+    Example:
+        >>> isinstance(Cosine(), Score)
+        True
+    """
 
     def build(self, num_heads: int, device=None, dtype=None) -> ScoreModule:
         """Make the module that owns this score's parameters for ``num_heads`` heads."""
@@ -36,7 +41,12 @@ class Score(Spec):
 
 class ScoreModule(nn.Module):
     """Contract of score modules: ``prepare_qk`` maps the projected q, k to the ones whose plain
-    dot product (SDPA with ``scale=1``) is the score."""
+    dot product (SDPA with ``scale=1``) is the score.
+
+    Example:
+        >>> isinstance(Cosine().build(2), ScoreModule)
+        True
+    """
 
     def prepare_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``q, k: (..., h, d)`` -> the same shapes."""
@@ -81,7 +91,14 @@ class Cosine(Score):
 
 
 class CosineModule(ScoreModule):
-    """Parameters: ``logit_scale: (h, 1, 1)``, the log of each head's scale."""
+    """Parameters: ``logit_scale: (h, 1, 1)``, the log of each head's scale.
+
+    Example:
+        >>> score = Cosine().build(num_heads=2)
+        >>> q, k = score.prepare_qk(torch.randn(5, 2, 4), torch.randn(5, 2, 4))  # (..., h, d)
+        >>> [round(v, 4) for v in q.norm(dim=-1)[0].tolist()], round(k.norm(dim=-1).max().item(), 4)
+        ([10.0, 10.0], 1.0)
+    """
 
     def __init__(self, spec: Cosine, num_heads: int, device=None, dtype=None) -> None:
         super().__init__()
