@@ -99,7 +99,7 @@ class AttentionLayer(nn.Module):
 
         ``qkv: (B, H, W, 3, C)`` -> the same shape.
         """
-        rotators = [e for e in self.pe if rotate and e.rotates]
+        rotators = [e for e in self.pe if rotate and getattr(e, "rotates", False)]
         if not rotators and self.score is None:
             return qkv
         B, H, W = qkv.shape[:3]
