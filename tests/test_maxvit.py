@@ -46,7 +46,7 @@ def test_equals_timm_partition_attention(G, n, heads, d, B, kind, rel_pos, head_
         torch.testing.assert_close(layer(x), block._partition_attn(x), atol=1e-10, rtol=1e-9)
 
 
-@given(G=st.integers(1, 4), n=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+@given(G=st.integers(1, 3), n=st.tuples(st.integers(1, 3), st.integers(1, 3)))
 def test_grid_equals_plain_loop(G, n):
     layer = randomize_(Attention(partition=Grid(G)).build(6, 2).double())
     H, W = n[0] * G, n[1] * G

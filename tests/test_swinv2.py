@@ -103,13 +103,13 @@ def test_cosine_cpb_any_partition_equals_dense(part, H, W, heads, d, pretrained)
         torch.testing.assert_close(layer(x), dense_forward(layer, x), atol=1e-10, rtol=1e-9)
 
 
-@given(H=st.integers(1, 12), W=st.integers(1, 12), width=st.integers(1, 5))
+@given(H=st.integers(1, 8), W=st.integers(1, 8), width=st.integers(1, 4))
 def test_cosine_with_split_hybrid_and_rel_pos_bias(H, W, width):
     """A composition no paper has: Cosine scores over CSWin's stripes plus a window group."""
     spec = Attention(
         heads=Split(Stripe(width, axis="v"), Window(3, shift=1), Stripe(width, axis="h")),
         score=Cosine(),
-        pe=(ContinuousPosBias(hidden=4), RelPosBias(size=12)),
+        pe=(ContinuousPosBias(hidden=4), RelPosBias(size=8)),
     )
     layer = _randomize_v2_(spec.build(12, 6).double(), seed=H * W)
     x = torch.randn(1, H, W, 12, dtype=torch.float64)
@@ -143,7 +143,7 @@ def test_gradcheck_cosine_cpb_qv_bias():
         partition=Window(2, shift=1), score=Cosine(), pe=ContinuousPosBias(hidden=3), qkv_bias="qv"
     )
     layer = _randomize_v2_(spec.build(4, 2).double(), seed=1)
-    x = torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
     params = dict(layer.named_parameters())
     assert set(params) >= {"qkv.q_bias", "qkv.v_bias", "score.logit_scale", "pe.0.cpb_mlp.0.weight"}
