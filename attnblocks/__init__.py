@@ -15,7 +15,8 @@ from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
 from .partition import Global, Grid, Partition, Stripe, Window
-from .pe import LePE, PositionalEncoder, RelPosBias
+from .pe import AxialRoPE, ContinuousPosBias, LePE, PositionalEncoder, RelPosBias
+from .score import Cosine, Score
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,9 @@ __all__ = [
     "Attention",
     "AttentionLayer",
     "AttnblocksError",
+    "AxialRoPE",
+    "ContinuousPosBias",
+    "Cosine",
     "Global",
     "Grid",
     "GroupPlan",
@@ -31,6 +35,7 @@ __all__ = [
     "PositionalEncoder",
     "RectLayout",
     "RelPosBias",
+    "Score",
     "Split",
     "Stripe",
     "Window",

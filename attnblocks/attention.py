@@ -11,6 +11,8 @@ from .heads import Split
 from .lowering import PAD_MODES, GroupPlan, resolve_groups
 from .partition import Partition
 from .pe import PositionalEncoder
+from .projection import QKV_BIAS
+from .score import Score
 
 if TYPE_CHECKING:
     from .nn import AttentionLayer
@@ -41,8 +43,11 @@ class Attention(Spec):
         heads: ``Split(n)`` or ``Split(p0, p1, ...)``; ``None`` is one group of all heads.
         pe: one positional encoder, or a tuple of them.
         dim, num_heads: the channel count ``C`` and the number of heads ``h`` (or at build).
-        qkv_bias: whether the fused ``[q | k | v]`` projection has a bias.
+        qkv_bias: the bias of the fused ``[q | k | v]`` projection: ``True``, ``False``, or
+            ``"qv"`` (queries and values only, SwinV2's ``q_bias`` / ``v_bias``).
         scale: the logit scale; ``None`` is ``head_dim ** -0.5``.
+        score: the similarity of a query and a key; ``None`` is the scaled dot product,
+            ``Cosine()`` SwinV2's scaled cosine (which learns its own scale per head).
         attn_drop, proj_drop: dropout on the attention weights and after the projection.
         pad: what happens where the map does not divide into windows: ``"mask"`` (pad and
             mask the padded keys: the exact attention over the real tokens), ``"zeros"`` (pad
@@ -57,8 +62,9 @@ class Attention(Spec):
     pe: PositionalEncoder | tuple[PositionalEncoder, ...] | None = None
     dim: int | None = None
     num_heads: int | None = None
-    qkv_bias: bool = True
+    qkv_bias: bool | str = True
     scale: float | None = None
+    score: Score | None = None
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     pad: str = "mask"
@@ -92,6 +98,18 @@ class Attention(Spec):
         for p in pes:
             if not isinstance(p, PositionalEncoder):
                 raise TypeError(f"Attention: pe must be positional encoders, got {p!r}.")
+        if not (self.qkv_bias is True or self.qkv_bias is False or self.qkv_bias == "qv"):
+            raise AttnblocksError(
+                f"Attention: qkv_bias must be one of {QKV_BIAS}, got {self.qkv_bias!r}."
+            )
+        if self.score is not None and not isinstance(self.score, Score):
+            raise TypeError(
+                f"Attention: score must be a Score such as Cosine(), got {self.score!r}."
+            )
+        if self.score is not None and self.scale is not None:
+            raise AttnblocksError(
+                f"Attention: {self.score!r} sets its own logit scale; drop scale={self.scale!r}."
+            )
         if self.pad not in PAD_MODES:
             raise AttnblocksError(f"Attention: pad must be one of {PAD_MODES}, got {self.pad!r}.")
         for name in ("attn_drop", "proj_drop"):

@@ -12,10 +12,21 @@ from collections.abc import Mapping
 import torch
 
 from ._errors import AttnblocksError, fmt_shape
-from .encoders import LePEModule, RelPosBiasModule
+from .encoders import ContinuousPosBiasModule, LePEModule, RelPosBiasModule
 from .nn import AttentionLayer
 
-__all__ = ["embed_rel_table", "load_cswin", "load_swin", "load_timm_swin"]
+__all__ = [
+    "embed_rel_table",
+    "load_cswin",
+    "load_swin",
+    "load_swinv2",
+    "load_timm_maxvit",
+    "load_timm_swin",
+    "load_timm_swinv2",
+]
+
+# derived buffers that the SwinV2 authors' checkpoints carry; attnblocks recomputes them
+_SWINV2_DERIVED = ("relative_coords_table", "relative_position_index", "k_bias")
 
 
 def _find(layer: AttentionLayer, kind: type) -> tuple[int, object]:
@@ -130,3 +141,102 @@ def load_cswin(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> Atte
             [state[f"attns.{b}.get_v.{part}"] for b in branches], dim=0
         )
     return _load(layer, mapped, "CSWin state dict")
+
+
+def load_swinv2(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+    """Load a SwinV2 window attention (the authors' = timm's keys) into ``zoo.swinv2(...)``.
+
+    Keys: ``qkv.weight``, ``q_bias``, ``v_bias``, ``logit_scale (h, 1, 1)``,
+    ``cpb_mlp.{0.weight, 0.bias, 2.weight}``, ``proj.*``; the derived buffers
+    (``relative_coords_table``, ``relative_position_index``, ``k_bias``) are ignored.
+
+    Example:
+        >>> from attnblocks import zoo
+        >>> layer = zoo.swinv2(4, 2).build(16, 2)
+        >>> state = {k.replace("qkv.q_", "q_").replace("qkv.v_", "v_")
+        ...          .replace("score.", "").replace("pe.0.", ""): v
+        ...          for k, v in layer.state_dict().items()}
+        >>> load_swinv2(layer, state) is layer
+        True
+    """
+    i, _ = _find(layer, ContinuousPosBiasModule)
+    if layer.score is None:
+        raise AttnblocksError(f"load_swinv2: {layer.spec!r} has no Cosine() score to load into.")
+    rename = {"q_bias": "qkv.q_bias", "v_bias": "qkv.v_bias", "logit_scale": "score.logit_scale"}
+    mapped: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k in _SWINV2_DERIVED:
+            continue
+        if k.startswith("cpb_mlp."):
+            mapped[f"pe.{i}.{k}"] = v
+        else:
+            mapped[rename.get(k, k)] = v
+    return _load(layer, mapped, "SwinV2 state dict")
+
+
+def load_timm_swinv2(layer: AttentionLayer, module: torch.nn.Module) -> AttentionLayer:
+    """Load timm's ``SwinTransformerV2Block`` (or its ``WindowAttention``) attention weights.
+
+    Example:
+        >>> from timm.models.swin_transformer_v2 import WindowAttention
+        >>> from attnblocks import zoo
+        >>> attn = WindowAttention(16, window_size=(4, 4), num_heads=2)
+        >>> layer = load_timm_swinv2(zoo.swinv2(4).build(16, 2), attn)
+        >>> bool((layer.score.logit_scale == attn.logit_scale).all())
+        True
+    """
+    attn = getattr(module, "attn", module)
+    return load_swinv2(layer, attn.state_dict())
+
+
+def load_timm_maxvit(layer: AttentionLayer, module: torch.nn.Module) -> AttentionLayer:
+    """Load timm's MaxViT ``PartitionAttentionCl`` (or its ``AttentionCl``) into
+    ``zoo.maxvit_block(...)`` / ``zoo.maxvit_grid(...)``.
+
+    Handles both of timm's qkv channel orders (``head_first=True``: ``[q_j | k_j | v_j]`` per
+    head; ``False``, the TF ports: ``[q | k | v]``) and both table layouts: ``RelPosBias``
+    (Swin's ``((2M-1)^2, h)``, offsets query minus key) and ``RelPosBiasTf`` (``(h, 2M-1,
+    2M-1)``, offsets key minus query, so the table is flipped).
+
+    Example:
+        >>> from timm.models.maxxvit import MaxxVitTransformerCfg, PartitionAttentionCl
+        >>> from attnblocks import zoo
+        >>> cfg = MaxxVitTransformerCfg(dim_head=8, window_size=(4, 4), rel_pos_type="bias_tf")
+        >>> block = PartitionAttentionCl(16, "grid", cfg)
+        >>> layer = load_timm_maxvit(zoo.maxvit_grid(4).build(16, 2), block)
+        >>> x = torch.randn(1, 8, 8, 16)
+        >>> torch.allclose(layer(x), block._partition_attn(x), atol=1e-5)
+        True
+    """
+    attn = getattr(module, "attn", module)
+    h, d = attn.num_heads, attn.dim_head
+    if (h, d) != (layer.num_heads, layer.head_dim):
+        raise AttnblocksError(
+            f"load_timm_maxvit: the timm module has {h} heads of {d} channels, {layer.spec!r} "
+            f"was built with {layer.num_heads} heads of {layer.head_dim}."
+        )
+    state = {k: v for k, v in attn.state_dict().items() if k.split(".")[0] in ("qkv", "proj")}
+    if attn.head_first:  # rows (head, q/k/v, d) -> (q/k/v, head, d)
+        for part in ("weight", "bias"):
+            if f"qkv.{part}" in state:
+                w = state[f"qkv.{part}"]
+                state[f"qkv.{part}"] = w.view(h, 3, d, -1).transpose(0, 1).reshape(w.shape)
+    rel = attn.rel_pos
+    kind = type(rel).__name__
+    if kind == "RelPosBias":
+        table = rel.relative_position_bias_table
+    elif kind == "RelPosBiasTf":
+        table = rel.relative_position_bias_table.flip(1, 2).permute(1, 2, 0).reshape(-1, h)
+    else:
+        raise AttnblocksError(
+            f"load_timm_maxvit: relative position type {kind} is not supported (only timm's "
+            f"RelPosBias and RelPosBiasTf, rel_pos_type='bias' or 'bias_tf')."
+        )
+    i, rpb = _find(layer, RelPosBiasModule)
+    state[f"pe.{i}.tables.0"] = embed_rel_table(
+        table.detach(),
+        tuple(rel.window_size),
+        rpb.sizes[0],  # type: ignore[attr-defined]
+        into=rpb.tables[0],  # type: ignore[attr-defined]
+    )
+    return _load(layer, state, f"timm MaxViT {type(module).__name__}")

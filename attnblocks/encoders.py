@@ -3,6 +3,8 @@
 Contract shared by every encoder module (each hook may be the identity / ``None``):
 
 - ``prepare(x)``: ``x: (B, H, W, C)`` before the qkv projection, returns the same shape.
+- ``rotate(q, k)``: ``q, k: (B, H, W, h, d)`` on the map, after the projection and before any
+  partitioning; returns new ``q, k``. Only called on modules with ``rotates = True``.
 - ``bias(group, layout)``: additive logits ``(h_g, T, T)`` for every window of the group.
 - ``value(group, v, layout)``: with ``v: (B, nW, h_g, T, d)`` in window layout, a term of the
   same shape added to the attention output.
@@ -10,7 +12,9 @@ Contract shared by every encoder module (each hook may be the identity / ``None`
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +25,28 @@ from ._errors import AttnblocksError
 from .lowering import GroupPlan, RectLayout
 from .partition import Grid, Window
 
-__all__ = ["EncoderModule", "LePEModule", "RelPosBiasModule", "relative_position_index"]
+__all__ = [
+    "AxialRoPEModule",
+    "ContinuousPosBiasModule",
+    "EncoderModule",
+    "LePEModule",
+    "RelPosBiasModule",
+    "log_relative_coords",
+    "relative_position_index",
+    "rope_angles",
+]
 
 
 class EncoderModule(nn.Module):
     """Base class: every hook is a no-op."""
 
+    rotates: ClassVar[bool] = False
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
 
     def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor | None:
         return None
@@ -119,3 +137,122 @@ class LePEModule(EncoderModule):
             groups=c1 - c0,
         )
         return rearrange(out, "(b n) (h d) wh ww -> b n h (wh ww) d", n=v.shape[1], h=v.shape[2])
+
+
+@lru_cache(maxsize=128)
+def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.Tensor:
+    """SwinV2's log-spaced relative coordinates of a ``window``, normalised by ``ref - 1``.
+
+    Computed in float32 with the authors' operation order, so that weights trained with them
+    see the same inputs.
+
+    Returns:
+        ``((2wh-1) * (2ww-1), 2)`` float32, row ``(dh + wh-1) * (2ww-1) + (dw + ww-1)`` holding
+        the mapped ``(dh, dw)``.
+
+    Example:
+        >>> [round(v, 4) for v in log_relative_coords((2, 1), (2, 1))[:, 0].tolist()]  # dh
+        [-1.0566, 0.0, 1.0566]
+    """
+    axes = [torch.arange(-(w - 1), w, dtype=torch.float32) for w in window]
+    table = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (2wh-1, 2ww-1, 2)
+    table[..., 0] /= max(ref[0] - 1, 1)  # a 1-token window has the single offset 0
+    table[..., 1] /= max(ref[1] - 1, 1)
+    table *= 8
+    table = torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / math.log2(8)
+    return table.view(-1, 2)
+
+
+class ContinuousPosBiasModule(EncoderModule):
+    """SwinV2's CPB MLP, under the authors' names: ``cpb_mlp.0.weight: (hidden, 2)``,
+    ``cpb_mlp.0.bias: (hidden,)``, ``cpb_mlp.2.weight: (h, hidden)``.
+
+    Example:
+        >>> from attnblocks import Attention, ContinuousPosBias, Window, rect_layout
+        >>> layer = Attention(partition=Window(4), pe=ContinuousPosBias()).build(8, 2)
+        >>> layer.pe[0].bias(layer.groups[0], rect_layout(Window(4), 8, 8)).shape
+        torch.Size([2, 16, 16])
+    """
+
+    def __init__(self, spec, num_heads: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.pretrained = spec.pretrained
+        dd = {"device": device, "dtype": dtype}
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, spec.hidden, **dd),
+            nn.ReLU(inplace=True),
+            nn.Linear(spec.hidden, num_heads, bias=False, **dd),
+        )
+
+    def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor:
+        weight = self.cpb_mlp[0].weight
+        coords = log_relative_coords(layout.window, self.pretrained or layout.window)
+        table = self.cpb_mlp(coords.to(device=weight.device, dtype=weight.dtype))
+        table = 16 * torch.sigmoid(table[:, group.heads[0] : group.heads[1]])
+        index = relative_position_index(layout.window, layout.window).to(weight.device)
+        T = layout.tokens
+        return table[index.view(-1)].view(T, T, -1).permute(2, 0, 1)
+
+
+@lru_cache(maxsize=64)
+def rope_angles(
+    H: int, W: int, head_dim: int, temperature: float, ref: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions and frequencies of 2D axial RoPE, float32 as in timm.
+
+    Returns:
+        ``pos: (H, W, 2)`` (row, col, rescaled by ``ref / (H, W)`` when given) and
+        ``freqs: (head_dim // 4,)``; the angles are ``pos[..., :, None] * freqs``.
+
+    Example:
+        >>> pos, freqs = rope_angles(2, 3, 8, 100.0, None)
+        >>> pos[1, 2].tolist(), freqs.tolist()
+        ([1.0, 2.0], [1.0, 0.10000000149011612])
+    """
+    n = head_dim // 4
+    freqs = 1.0 / (temperature ** (torch.arange(n, dtype=torch.int64).to(torch.float32) / n))
+    axes = [torch.arange(s, dtype=torch.int64).to(torch.float32) for s in (H, W)]
+    if ref is not None:
+        axes = [t / s * r for t, s, r in zip(axes, (H, W), ref)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1), freqs
+
+
+class AxialRoPEModule(EncoderModule):
+    """Rotates q and k by their absolute position; no parameters.
+
+    Example:
+        >>> from attnblocks import AxialRoPE
+        >>> rope = AxialRoPEModule(AxialRoPE(), head_dim=8)
+        >>> q = torch.randn(1, 3, 5, 2, 8)  # (B, H, W, h, d)
+        >>> qr, kr = rope.rotate(q, q)
+        >>> torch.allclose(qr[:, 0, 0], q[:, 0, 0]), torch.allclose(qr.norm(dim=-1), q.norm(dim=-1))
+        (True, True)
+    """
+
+    rotates = True
+
+    def __init__(self, spec, head_dim: int) -> None:
+        super().__init__()
+        if head_dim % 4:
+            raise AttnblocksError(
+                f"{spec!r} rotates (row, col) pairs in 4-channel blocks: the head dim must be a "
+                f"multiple of 4, got head_dim={head_dim}."
+            )
+        self.spec, self.head_dim = spec, head_dim
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q, k: (B, H, W, h, d)`` -> rotated, same shapes."""
+        H, W = q.shape[1:3]
+        pos, freqs = rope_angles(H, W, self.head_dim, self.spec.temperature, self.spec.ref)
+        # angles in at least float32: position * frequency in half precision is off by ~0.1 rad
+        dd = {"device": q.device, "dtype": torch.promote_types(q.dtype, torch.float32)}
+        angles = (pos.to(**dd)[..., None] * freqs.to(**dd)).flatten(-2)  # (H, W, d/2)
+        cos = angles.cos()[:, :, None].to(q.dtype)  # (H, W, 1, d/2)
+        sin = angles.sin()[:, :, None].to(q.dtype)
+        return _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)
+
+
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(2i, 2i+1)`` of ``x: (..., d)`` by the angles of ``cos, sin``."""
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)

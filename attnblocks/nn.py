@@ -7,6 +7,7 @@ from torch import nn
 
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
+from .projection import qkv_projection
 from .runners import RunContext, runner_for
 
 __all__ = ["AttentionLayer"]
@@ -41,6 +42,8 @@ class AttentionLayer(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = spec.scale if spec.scale is not None else self.head_dim**-0.5
+        if spec.score is not None:  # the score module folds its scale into q
+            self.scale = 1.0
         self.groups = spec.groups(dim, num_heads)
         dd = {"device": device, "dtype": dtype}
         self.runners = nn.ModuleList(
@@ -48,8 +51,9 @@ class AttentionLayer(nn.Module):
         )
         if any(r.kv_source != "tokens" for r in self.runners):
             raise AttnblocksError(f"{spec!r}: groups with their own keys are not supported yet.")
-        self.qkv = nn.Linear(dim, 3 * dim, bias=spec.qkv_bias, **dd)
+        self.qkv = qkv_projection(dim, spec.qkv_bias, **dd)
         self.pe = nn.ModuleList(e.build(self.groups, dim, num_heads, **dd) for e in spec.encoders)
+        self.score = None if spec.score is None else spec.score.build(num_heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
 
@@ -89,16 +93,33 @@ class AttentionLayer(nn.Module):
             )
         return out
 
+    def _prepare_qk(self, qkv: torch.Tensor, rotate: bool) -> torch.Tensor:
+        """Per-token q/k transforms on the map, before any partitioning: the encoders'
+        ``rotate`` (absolute positions; not for padding fill), then the score's ``prepare_qk``.
+
+        ``qkv: (B, H, W, 3, C)`` -> the same shape.
+        """
+        rotators = [e for e in self.pe if rotate and getattr(e, "rotates", False)]
+        if not rotators and self.score is None:
+            return qkv
+        B, H, W = qkv.shape[:3]
+        q, k, v = qkv.view(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
+        for e in rotators:
+            q, k = e.rotate(q, k)
+        if self.score is not None:
+            q, k = self.score.prepare_qk(q, k)
+        return torch.stack((q, k, v), dim=3).view(qkv.shape)
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         """``x: (B, H, W, C)``, or ``(B, N, C)`` with ``hw``; returns the same shape."""
         xm = self._as_map(x, hw)
         for e in self.pe:
             xm = e.prepare(xm)
         B, H, W, C = xm.shape
-        qkv = self.qkv(xm).view(B, H, W, 3, C)
+        qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
         fill = None
         if self.spec.pad == "timm" and self.qkv.bias is not None:
-            fill = self.qkv.bias.view(3, C)
+            fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
         dropout = self.spec.attn_drop if self.training else 0.0
         ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
         try:

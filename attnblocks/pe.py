@@ -2,8 +2,8 @@
 
 Every encoder spec builds a module (see :mod:`attnblocks.encoders`) that takes part in the
 attention through one shared contract, so encoders are swappable and combinable:
-``prepare`` (the input, before qkv), ``bias`` (additive logits per window) and ``value``
-(a term added to each window's output).
+``prepare`` (the input, before qkv), ``rotate`` (q and k on the map, before partitioning),
+``bias`` (additive logits per window) and ``value`` (a term added to each window's output).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .lowering import GroupPlan
 
-__all__ = ["LePE", "PositionalEncoder", "RelPosBias"]
+__all__ = ["AxialRoPE", "ContinuousPosBias", "LePE", "PositionalEncoder", "RelPosBias"]
 
 
 class PositionalEncoder(Spec):
@@ -92,3 +92,84 @@ class LePE(PositionalEncoder):
         from .encoders import LePEModule
 
         return LePEModule(self, dim, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True, repr=False)
+class ContinuousPosBias(PositionalEncoder):
+    """SwinV2's log-spaced continuous position bias (CPB): a small MLP of relative offsets.
+
+    Liu et al., "Swin Transformer V2", CVPR 2022. For a window of ``(Mh, Mw)`` tokens the
+    offsets ``dh, dw`` (query minus key) are divided by ``M - 1`` (``pretrained - 1`` when
+    given), times 8, mapped ``sign(x) * log2(1 + |x|) / log2(8)``, and sent through
+    ``Linear(2, hidden) -> ReLU -> Linear(hidden, h, bias=False)``; the bias is
+    ``16 * sigmoid(.)``, gathered with Swin's relative index. One MLP serves all heads (a head
+    group uses its heads' outputs). The window is the group's actual window on the map, so it
+    works with any rectangular partition, and a model moves to larger windows without
+    resizing any table. The log coordinates are computed in float32, as the authors do.
+
+    Args:
+        pretrained: the window size the weights were trained with, or ``None`` (the window).
+        hidden: the MLP width (SwinV2: 512).
+
+    Example:
+        >>> ContinuousPosBias(pretrained=8)
+        ContinuousPosBias(pretrained=8)
+    """
+
+    pretrained: int | tuple[int, int] | None = None
+    hidden: int = 512
+
+    def __post_init__(self) -> None:
+        if self.pretrained is not None:
+            p = pair("ContinuousPosBias", "pretrained", self.pretrained)
+            object.__setattr__(self, "pretrained", p)
+        positive_int("ContinuousPosBias", "hidden", self.hidden)
+
+    def build(self, groups, dim, num_heads, device=None, dtype=None):
+        from .encoders import ContinuousPosBiasModule
+
+        return ContinuousPosBiasModule(self, num_heads, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True, repr=False)
+class AxialRoPE(PositionalEncoder):
+    """2D axial rotary position embedding (EVA-02, RoPE-ViT's RoPE-Axial).
+
+    q and k are rotated by their absolute ``(row, col)`` on the map before it is partitioned,
+    so the logit of a query and a key depends on their offset only, whatever the partition.
+    With head dim ``d`` (a multiple of 4) and ``n = d / 4`` frequencies
+    ``f_i = temperature ** (-i / n)``, channel pair ``(2i, 2i+1)`` is rotated by ``row * f_i``
+    for ``i < n`` and by ``col * f_(i-n)`` for ``i >= n`` (timm's ``RotaryEmbeddingCat`` with
+    ``in_pixels=False``, interleaved layout). Frequencies are computed in float32 as in timm.
+
+    Args:
+        temperature: the frequency base (EVA-02: 10000).
+        ref: EVA-02's ``ref_feat_shape``: positions are rescaled by ``ref / (H, W)``, so any
+            map spans the positions of a ``ref``-sized one; ``None`` keeps token indices.
+
+    Example:
+        >>> AxialRoPE()
+        AxialRoPE()
+        >>> AxialRoPE(ref=16)
+        AxialRoPE(ref=16)
+    """
+
+    temperature: float = 10000.0
+    ref: int | tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise TypeError(f"AxialRoPE: temperature must be a number, got {t!r}.")
+        if not t > 1:
+            from ._errors import AttnblocksError
+
+            raise AttnblocksError(f"AxialRoPE: temperature must be > 1, got temperature={t}.")
+        object.__setattr__(self, "temperature", float(t))
+        if self.ref is not None:
+            object.__setattr__(self, "ref", pair("AxialRoPE", "ref", self.ref))
+
+    def build(self, groups, dim, num_heads, device=None, dtype=None):
+        from .encoders import AxialRoPEModule
+
+        return AxialRoPEModule(self, dim // num_heads)

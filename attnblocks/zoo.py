@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .attention import Attention
 from .heads import Split
-from .partition import Global, Stripe, Window
-from .pe import LePE, RelPosBias
+from .partition import Global, Grid, Stripe, Window
+from .pe import ContinuousPosBias, LePE, RelPosBias
+from .score import Cosine
 
-__all__ = ["cswin", "swin"]
+__all__ = ["cswin", "maxvit_block", "maxvit_grid", "swin", "swinv2"]
 
 
 def swin(
@@ -49,3 +50,55 @@ def cswin(split: int = 7, last: bool = False, pad: str = "mask") -> Attention:
     if last:
         return Attention(partition=Global(), pe=LePE(), pad=pad)
     return Attention(partition=Stripe(split), heads=Split(2), pe=LePE(), pad=pad)
+
+
+def swinv2(
+    window: int = 8,
+    shift: int = 0,
+    pretrained_window: int | None = None,
+    clamp: str | None = "swin",
+    pad: str = "mask",
+) -> Attention:
+    """SwinV2's (shifted) window attention: scaled cosine attention and a continuous bias.
+
+    Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", CVPR 2022. Swin's
+    windows and shifts, with ``Cosine()`` scores, the log-spaced ``ContinuousPosBias`` (its
+    offsets normalised by ``pretrained_window - 1`` when given) and q/v-only qkv bias.
+    ``clamp="timm", pad="timm"`` reproduces timm 1.0's ``SwinTransformerV2Block`` at any size.
+
+    Example:
+        >>> swinv2(8, shift=4)
+        Attention(partition=Window(8, shift=4, clamp='swin'), pe=ContinuousPosBias(), qkv_bias='qv', score=Cosine())
+    """  # noqa: E501
+    return Attention(
+        partition=Window(window, shift=shift, clamp=clamp),
+        pe=ContinuousPosBias(pretrained=pretrained_window),
+        qkv_bias="qv",
+        score=Cosine(),
+        pad=pad,
+    )
+
+
+def maxvit_block(size: int = 7, pad: str = "mask") -> Attention:
+    """MaxViT's block attention: unshifted ``size x size`` windows with a relative bias.
+
+    Tu et al., "MaxViT: Multi-Axis Vision Transformer", ECCV 2022.
+
+    Example:
+        >>> maxvit_block(7)
+        Attention(partition=Window(7), pe=RelPosBias())
+    """
+    return Attention(partition=Window(size), pe=RelPosBias(), pad=pad)
+
+
+def maxvit_grid(size: int = 7, pad: str = "mask") -> Attention:
+    """MaxViT's grid attention: a ``size x size`` grid of tokens spread evenly over the map,
+    with a relative bias over grid offsets.
+
+    Tu et al., "MaxViT: Multi-Axis Vision Transformer", ECCV 2022.
+
+    Example:
+        >>> maxvit_grid(7)
+        Attention(partition=Grid(7), pe=RelPosBias())
+    """
+    return Attention(partition=Grid(size), pe=RelPosBias(), pad=pad)
