@@ -8,14 +8,15 @@ partition, positional encoders add position, and lowerings run the composition f
 Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
+from . import downsample  # noqa: F401  (registers the Downsample runner)
 from ._errors import AttnblocksError
 from .attention import Attention
 from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
-from .partition import Global, Grid, Partition, Stripe, Window
-from .pe import LePE, PositionalEncoder, RelPosBias
+from .partition import Downsample, Global, Grid, Partition, Stripe, Window
+from .pe import LePE, LocalConv, PositionalEncoder, RelPosBias
 
 __version__ = "0.1.0"
 
@@ -23,10 +24,12 @@ __all__ = [
     "Attention",
     "AttentionLayer",
     "AttnblocksError",
+    "Downsample",
     "Global",
     "Grid",
     "GroupPlan",
     "LePE",
+    "LocalConv",
     "Partition",
     "PositionalEncoder",
     "RectLayout",

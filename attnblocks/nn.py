@@ -17,8 +17,12 @@ class AttentionLayer(nn.Module):
 
     Parameters: ``qkv`` (``Linear(C, 3C)``, outputs ``[q | k | v]``, head ``j`` owning channels
     ``[j*d, (j+1)*d)`` of each), ``pe.<i>`` (one module per positional encoder) and ``proj``
-    (``Linear(C, C)``). Nothing in the state dict depends on the map size: masks and indices
-    are derived per input size and cached.
+    (``Linear(C, C)``). When some head group makes its own keys and values
+    (:class:`~attnblocks.Downsample`), ``qkv`` is replaced by ``q`` (``Linear(C, C)``) and, for
+    the other groups, ``kv`` (``Linear(C, 2 C_rest)``, outputs ``[k | v]`` over their
+    channels in group order); such groups own their ``kv`` under ``runners.<i>``. Nothing in
+    the state dict depends on the map size: masks and indices are derived per input size and
+    cached.
 
     Shapes:
         ``x: (B, H, W, C) -> (B, H, W, C)``, or ``x: (B, N, C)`` with ``hw=(H, W)`` ->
@@ -46,9 +50,13 @@ class AttentionLayer(nn.Module):
         self.runners = nn.ModuleList(
             runner_for(g.partition)(spec, g, dim, num_heads, **dd) for g in self.groups
         )
-        if any(r.kv_source != "tokens" for r in self.runners):
-            raise AttnblocksError(f"{spec!r}: groups with their own keys are not supported yet.")
-        self.qkv = nn.Linear(dim, 3 * dim, bias=spec.qkv_bias, **dd)
+        self.own_kv = tuple(r.kv_source == "own" for r in self.runners)
+        if any(self.own_kv):  # q for all groups; one fused [k | v] for the groups reading tokens
+            self.q = nn.Linear(dim, dim, bias=spec.qkv_bias, **dd)
+            rest = sum(g.dim for g, own in zip(self.groups, self.own_kv) if not own)
+            self.kv = nn.Linear(dim, 2 * rest, bias=spec.qkv_bias, **dd) if rest else None
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=spec.qkv_bias, **dd)
         self.pe = nn.ModuleList(e.build(self.groups, dim, num_heads, **dd) for e in spec.encoders)
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
@@ -89,22 +97,46 @@ class AttentionLayer(nn.Module):
             )
         return out
 
+    def _split_inputs(self, xm: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Per group: its queries ``(B, H, W, 1, c)`` if it makes its own keys, else
+        ``(B, H, W, 3, c)`` from ``q`` and the fused ``kv`` (whose ``[k | v]`` halves hold the
+        token-reading groups' channels in group order); and the ``pad="timm"`` fill ``(3, C)``.
+        """
+        B, H, W, C = xm.shape
+        q = self.q(xm).view(B, H, W, 1, C)
+        kv = None if self.kv is None else self.kv(xm).view(B, H, W, 2, -1)
+        kvb = None if self.kv is None or self.kv.bias is None else self.kv.bias.view(2, -1)
+        inputs, fills, r0 = [], [], 0
+        for g, own in zip(self.groups, self.own_kv):
+            c0, c1 = g.channels
+            if own:
+                inputs.append(q[..., c0:c1])
+            else:
+                inputs.append(torch.cat([q[..., c0:c1], kv[..., r0 : r0 + g.dim]], dim=3))
+            if kvb is not None and self.q.bias is not None:
+                rest = xm.new_zeros(2, g.dim) if own else kvb[:, r0 : r0 + g.dim]
+                fills.append(torch.cat([self.q.bias[None, c0:c1], rest]))
+            r0 += 0 if own else g.dim
+        fill = torch.cat(fills, dim=1) if self.spec.pad == "timm" and fills else None
+        return inputs, fill
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         """``x: (B, H, W, C)``, or ``(B, N, C)`` with ``hw``; returns the same shape."""
         xm = self._as_map(x, hw)
         for e in self.pe:
             xm = e.prepare(xm)
         B, H, W, C = xm.shape
-        qkv = self.qkv(xm).view(B, H, W, 3, C)
-        fill = None
-        if self.spec.pad == "timm" and self.qkv.bias is not None:
-            fill = self.qkv.bias.view(3, C)
+        if any(self.own_kv):
+            inputs, fill = self._split_inputs(xm)
+        else:
+            qkv = self.qkv(xm).view(B, H, W, 3, C)
+            inputs = [qkv[..., g.channels[0] : g.channels[1]] for g in self.groups]
+            fill = None
+            if self.spec.pad == "timm" and self.qkv.bias is not None:
+                fill = self.qkv.bias.view(3, C)
         dropout = self.spec.attn_drop if self.training else 0.0
         ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
-        outs = [
-            r(qkv[..., g.channels[0] : g.channels[1]], ctx)
-            for g, r in zip(self.groups, self.runners)
-        ]
+        outs = [r(t, ctx) for t, r in zip(inputs, self.runners)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         out = self.proj_drop(self.proj(out))
         return out.view(x.shape) if x.dim() == 3 else out
