@@ -126,6 +126,14 @@ class DownsampleRunner(GroupRunner):
         h, c = g.num_heads, g.dim
         d = c // h
         local = self._local_conv(ctx)
+        r = self.ratio
+        if ctx.pad == "error" and (H % r or W % r):
+            raise AttnblocksError(
+                f"{self.partition!r} cannot reduce a {H}x{W} token map without dropping tokens: "
+                f"{H if H % r else W} is not divisible by {r} (pad='error').\n  Hint: the "
+                f"default pad='mask' floors as the authors' strided conv does, or resize the map "
+                f"to {H // r * r}x{W // r * r}."
+            )
         red = self.reduce(ctx.x)
         Hr, Wr = red.shape[1:3]
         kv = self.kv(red)  # (B, H', W', 2c)

@@ -173,8 +173,9 @@ class Downsample(Partition):
     (``kv`` reads the map directly, PVTv2's and Shunted's ``sr = 1``) unless ``conv1x1=True``.
 
     Map sizes not divisible by the ratio follow the authors' strided conv: it floors, so the
-    last ``H % ratio`` rows and ``W % ratio`` columns feed no key. A map smaller than the ratio
-    (nothing left to attend to) is an error.
+    last ``H % ratio`` rows and ``W % ratio`` columns feed no key (``Attention(pad="error")``
+    refuses such maps instead). A map smaller than the ratio (nothing left to attend to) is an
+    error.
 
     Args:
         ratio: the reduction factor, or a tuple with one factor per head group: under

@@ -202,3 +202,10 @@ def test_map_smaller_than_a_group_ratio():
     layer = zoo.shunted(8).build(8, 2)
     with pytest.raises(AttnblocksError, match=r"cannot reduce a 4x12 token map: .* ratio 8"):
         layer(torch.randn(1, 4, 12, 8))
+
+
+def test_pad_error_refuses_dropped_tokens():
+    layer = Attention(partition=Downsample(4), pad="error").build(8, 2)
+    assert layer(torch.randn(1, 8, 12, 8)).shape == (1, 8, 12, 8)
+    with pytest.raises(AttnblocksError, match=r"cannot reduce a 9x12 token map without dropping"):
+        layer(torch.randn(1, 9, 12, 8))
