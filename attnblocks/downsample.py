@@ -126,6 +126,7 @@ class DownsampleRunner(GroupRunner):
         h, c = g.num_heads, g.dim
         d = c // h
         local = self._local_conv(ctx)
+        red = self.reduce(ctx.x)
         r = self.ratio
         if ctx.pad == "error" and (H % r or W % r):
             raise AttnblocksError(
@@ -134,7 +135,6 @@ class DownsampleRunner(GroupRunner):
                 f"default pad='mask' floors as the authors' strided conv does, or resize the map "
                 f"to {H // r * r}x{W // r * r}."
             )
-        red = self.reduce(ctx.x)
         Hr, Wr = red.shape[1:3]
         kv = self.kv(red)  # (B, H', W', 2c)
         k = kv[..., :c].reshape(B, Hr * Wr, h, d).transpose(1, 2)
