@@ -137,8 +137,9 @@ class DownsampleRunner(GroupRunner):
             )
         Hr, Wr = red.shape[1:3]
         kv = self.kv(red)  # (B, H', W', 2c)
-        k = kv[..., :c].reshape(B, Hr * Wr, h, d).transpose(1, 2)
-        v_map = kv[..., c:].permute(0, 3, 1, 2)  # (B, c, H', W'), channel = head * d + dim
+        k, v = kv.split(c, dim=-1)
+        k = k.reshape(B, Hr * Wr, h, d).transpose(1, 2)
+        v_map = v.permute(0, 3, 1, 2)  # (B, c, H', W'), channel = head * d + dim
         if local is not None and self.sr is not None:  # Shunted sr > 1: enhance V, then attend
             v_map = v_map + local.term(g, v_map)
         v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)

@@ -103,16 +103,14 @@ class AttentionLayer(nn.Module):
         token-reading groups' channels in group order); and the ``pad="timm"`` fill ``(3, C)``.
         """
         B, H, W, C = xm.shape
-        q = self.q(xm).view(B, H, W, 1, C)
+        # split, not slices: its backward is one cat instead of a zero-filled q per group
+        qs = self.q(xm).view(B, H, W, 1, C).split([g.dim for g in self.groups], dim=-1)
         kv = None if self.kv is None else self.kv(xm).view(B, H, W, 2, -1)
         kvb = None if self.kv is None or self.kv.bias is None else self.kv.bias.view(2, -1)
         inputs, fills, r0 = [], [], 0
-        for g, own in zip(self.groups, self.own_kv):
+        for g, own, q in zip(self.groups, self.own_kv, qs):
             c0, c1 = g.channels
-            if own:
-                inputs.append(q[..., c0:c1])
-            else:
-                inputs.append(torch.cat([q[..., c0:c1], kv[..., r0 : r0 + g.dim]], dim=3))
+            inputs.append(q if own else torch.cat([q, kv[..., r0 : r0 + g.dim]], dim=3))
             if kvb is not None and self.q.bias is not None:
                 rest = xm.new_zeros(2, g.dim) if own else kvb[:, r0 : r0 + g.dim]
                 fills.append(torch.cat([self.q.bias[None, c0:c1], rest]))
