@@ -8,14 +8,15 @@ partition, positional encoders add position, and lowerings run the composition f
 Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
+from . import downsample  # noqa: F401  (registers the Downsample runner)
 from ._errors import AttnblocksError
 from .attention import Attention
 from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
-from .partition import Global, Grid, Partition, Stripe, Window
-from .pe import AxialRoPE, ContinuousPosBias, LePE, PositionalEncoder, RelPosBias
+from .partition import Downsample, Global, Grid, Partition, Stripe, Window
+from .pe import AxialRoPE, ContinuousPosBias, LePE, LocalConv, PositionalEncoder, RelPosBias
 from .score import Cosine, Score
 
 __version__ = "0.1.0"
@@ -27,10 +28,12 @@ __all__ = [
     "AxialRoPE",
     "ContinuousPosBias",
     "Cosine",
+    "Downsample",
     "Global",
     "Grid",
     "GroupPlan",
     "LePE",
+    "LocalConv",
     "Partition",
     "PositionalEncoder",
     "RectLayout",

@@ -12,15 +12,19 @@ from collections.abc import Mapping
 import torch
 
 from ._errors import AttnblocksError, fmt_shape
+from .downsample import LocalConvModule
 from .encoders import ContinuousPosBiasModule, LePEModule, RelPosBiasModule
 from .nn import AttentionLayer
 
 __all__ = [
     "embed_rel_table",
     "load_cswin",
+    "load_pvtv2",
+    "load_shunted",
     "load_swin",
     "load_swinv2",
     "load_timm_maxvit",
+    "load_timm_pvtv2",
     "load_timm_swin",
     "load_timm_swinv2",
 ]
@@ -240,3 +244,76 @@ def load_timm_maxvit(layer: AttentionLayer, module: torch.nn.Module) -> Attentio
         into=rpb.tables[0],  # type: ignore[attr-defined]
     )
     return _load(layer, state, f"timm MaxViT {type(module).__name__}")
+
+
+def _own_kv_runner(layer: AttentionLayer, index: int, source: str) -> None:
+    own = getattr(layer, "own_kv", ())
+    if index >= len(own) or not own[index]:
+        raise AttnblocksError(
+            f"{source}: {layer.spec!r} has no head group {index} with its own keys and values "
+            f"(a Downsample partition) to load into."
+        )
+
+
+def load_pvtv2(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+    """Load PVTv2's spatial-reduction attention (``q``, ``kv``, ``sr``, ``norm``, ``proj``).
+
+    ``sr.*`` and ``norm.*`` exist only for ``sr > 1``. The layer is ``zoo.pvtv2(sr)`` built with
+    the block's ``dim`` and ``num_heads``; ``kv``, ``sr`` and ``norm`` become ``runners.0.*``.
+
+    Example:
+        >>> from attnblocks import zoo
+        >>> timm_like = zoo.pvtv2(2).build(8, 2)
+        >>> state = {k.removeprefix("runners.0."): v for k, v in timm_like.state_dict().items()}
+        >>> sorted(state)[:4]
+        ['kv.bias', 'kv.weight', 'norm.bias', 'norm.weight']
+        >>> _ = load_pvtv2(zoo.pvtv2(2).build(8, 2), state)
+    """
+    _own_kv_runner(layer, 0, "PVTv2 state dict")
+    own = ("kv", "sr", "norm")
+    mapped = {(f"runners.0.{k}" if k.split(".")[0] in own else k): v for k, v in state.items()}
+    return _load(layer, mapped, "PVTv2 state dict")
+
+
+def load_timm_pvtv2(layer: AttentionLayer, module: torch.nn.Module) -> AttentionLayer:
+    """Load timm's ``pvt_v2.Attention`` (or a ``pvt_v2.Block``: its ``attn``) weights.
+
+    timm's ``linear_attn=True`` variant (average pooling to 7x7) has no attnblocks spec yet.
+    """
+    attn = getattr(module, "attn", module)
+    if getattr(attn, "pool", None) is not None:
+        raise AttnblocksError(
+            "load_timm_pvtv2: timm's linear_attn=True (pooled) PVTv2 attention is not supported; "
+            "only the spatial-reduction form (linear_attn=False) maps onto zoo.pvtv2(sr)."
+        )
+    return load_pvtv2(layer, attn.state_dict())
+
+
+def load_shunted(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+    """Load Shunted's SSA attention into ``zoo.shunted(sr)``.
+
+    ``sr > 1``: ``q``, ``proj``, ``sr{1,2}``, ``norm{1,2}``, ``kv{1,2}`` (branch ``i`` becomes
+    ``runners.{i-1}.*``) and ``local_conv{1,2}`` (concatenated into the LocalConv's ``conv``).
+    ``sr = 1``: ``q``, ``kv``, ``local_conv``, ``proj``.
+    """
+    source = "Shunted state dict"
+    i, _ = _find(layer, LocalConvModule)
+    two = any(k.startswith("kv1.") for k in state)
+    branches = (("1", 0), ("2", 1)) if two else (("", 0),)
+    renames = {"q": "q", "proj": "proj"}
+    for suffix, g in branches:
+        _own_kv_runner(layer, g, source)
+        renames |= {f"sr{suffix}": f"runners.{g}.sr", f"norm{suffix}": f"runners.{g}.norm"}
+        renames[f"kv{suffix}"] = f"runners.{g}.kv"
+    mapped: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        if not head.startswith("local_conv"):
+            mapped[f"{renames.get(head, head)}.{rest}"] = v
+    for part in ("weight", "bias"):
+        convs = [f"local_conv{suffix}.{part}" for suffix, _ in branches]
+        absent = [c for c in convs if c not in state]
+        if absent:
+            raise AttnblocksError(f"{source} -> {layer.spec!r}: missing keys {absent}.")
+        mapped[f"pe.{i}.conv.{part}"] = torch.cat([state[c] for c in convs], dim=0)
+    return _load(layer, mapped, source)

@@ -18,8 +18,12 @@ class AttentionLayer(nn.Module):
 
     Parameters: ``qkv`` (``Linear(C, 3C)``, outputs ``[q | k | v]``, head ``j`` owning channels
     ``[j*d, (j+1)*d)`` of each), ``pe.<i>`` (one module per positional encoder) and ``proj``
-    (``Linear(C, C)``). Nothing in the state dict depends on the map size: masks and indices
-    are derived per input size and cached.
+    (``Linear(C, C)``). When some head group makes its own keys and values
+    (:class:`~attnblocks.Downsample`), ``qkv`` is replaced by ``q`` (``Linear(C, C)``) and, for
+    the other groups, ``kv`` (``Linear(C, 2 C_rest)``, outputs ``[k | v]`` over their
+    channels in group order); such groups own their ``kv`` under ``runners.<i>``. Nothing in
+    the state dict depends on the map size: masks and indices are derived per input size and
+    cached.
 
     Shapes:
         ``x: (B, H, W, C) -> (B, H, W, C)``, or ``x: (B, N, C)`` with ``hw=(H, W)`` ->
@@ -49,11 +53,25 @@ class AttentionLayer(nn.Module):
         self.runners = nn.ModuleList(
             runner_for(g.partition)(spec, g, dim, num_heads, **dd) for g in self.groups
         )
-        if any(r.kv_source != "tokens" for r in self.runners):
-            raise AttnblocksError(f"{spec!r}: groups with their own keys are not supported yet.")
-        self.qkv = qkv_projection(dim, spec.qkv_bias, **dd)
+        self.own_kv = tuple(r.kv_source == "own" for r in self.runners)
+        if any(self.own_kv):  # q for all groups; one fused [k | v] for the groups reading tokens
+            if spec.score is not None or not isinstance(spec.qkv_bias, bool):
+                raise AttnblocksError(
+                    f"{spec!r}: score={spec.score!r} and qkv_bias={spec.qkv_bias!r} need the "
+                    f"fused qkv projection, which groups with their own keys do not use."
+                )
+            self.q = nn.Linear(dim, dim, bias=spec.qkv_bias, **dd)
+            rest = sum(g.dim for g, own in zip(self.groups, self.own_kv) if not own)
+            self.kv = nn.Linear(dim, 2 * rest, bias=spec.qkv_bias, **dd) if rest else None
+        else:
+            self.qkv = qkv_projection(dim, spec.qkv_bias, **dd)
         self.pe = nn.ModuleList(e.build(self.groups, dim, num_heads, **dd) for e in spec.encoders)
         self.score = None if spec.score is None else spec.score.build(num_heads, **dd)
+        if any(self.own_kv) and any(getattr(e, "rotates", False) for e in self.pe):
+            raise AttnblocksError(
+                f"{spec!r}: rotary encoders act on the fused qkv, which groups with their own "
+                f"keys do not use."
+            )
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
 
@@ -110,23 +128,45 @@ class AttentionLayer(nn.Module):
             q, k = self.score.prepare_qk(q, k)
         return torch.stack((q, k, v), dim=3).view(qkv.shape)
 
+    def _split_inputs(self, xm: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Per group: its queries ``(B, H, W, 1, c)`` if it makes its own keys, else
+        ``(B, H, W, 3, c)`` from ``q`` and the fused ``kv`` (whose ``[k | v]`` halves hold the
+        token-reading groups' channels in group order); and the ``pad="timm"`` fill ``(3, C)``.
+        """
+        B, H, W, C = xm.shape
+        # split, not slices: its backward is one cat instead of a zero-filled q per group
+        qs = self.q(xm).view(B, H, W, 1, C).split([g.dim for g in self.groups], dim=-1)
+        kv = None if self.kv is None else self.kv(xm).view(B, H, W, 2, -1)
+        kvb = None if self.kv is None or self.kv.bias is None else self.kv.bias.view(2, -1)
+        inputs, fills, r0 = [], [], 0
+        for g, own, q in zip(self.groups, self.own_kv, qs):
+            c0, c1 = g.channels
+            inputs.append(q if own else torch.cat([q, kv[..., r0 : r0 + g.dim]], dim=3))
+            if kvb is not None and self.q.bias is not None:
+                rest = xm.new_zeros(2, g.dim) if own else kvb[:, r0 : r0 + g.dim]
+                fills.append(torch.cat([self.q.bias[None, c0:c1], rest]))
+            r0 += 0 if own else g.dim
+        fill = torch.cat(fills, dim=1) if self.spec.pad == "timm" and fills else None
+        return inputs, fill
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         """``x: (B, H, W, C)``, or ``(B, N, C)`` with ``hw``; returns the same shape."""
         xm = self._as_map(x, hw)
         for e in self.pe:
             xm = e.prepare(xm)
         B, H, W, C = xm.shape
-        qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
-        fill = None
-        if self.spec.pad == "timm" and self.qkv.bias is not None:
-            fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
+        if any(self.own_kv):
+            inputs, fill = self._split_inputs(xm)
+        else:
+            qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
+            inputs = [qkv[..., g.channels[0] : g.channels[1]] for g in self.groups]
+            fill = None
+            if self.spec.pad == "timm" and self.qkv.bias is not None:
+                fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
         dropout = self.spec.attn_drop if self.training else 0.0
         ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
         try:
-            outs = [
-                r(qkv[..., g.channels[0] : g.channels[1]], ctx)
-                for g, r in zip(self.groups, self.runners)
-            ]
+            outs = [r(t, ctx) for t, r in zip(inputs, self.runners)]
         except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
             form = (
                 "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"

@@ -10,11 +10,21 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ._errors import AttnblocksError
-from ._spec import Spec, pair
+from ._spec import Spec, pair, positive_int
 
-__all__ = ["CLAMP_RULES", "Global", "Grid", "Partition", "Stripe", "Window"]
+__all__ = [
+    "ACTIVATIONS",
+    "CLAMP_RULES",
+    "Downsample",
+    "Global",
+    "Grid",
+    "Partition",
+    "Stripe",
+    "Window",
+]
 
 CLAMP_RULES = (None, "swin", "timm")
+ACTIVATIONS = (None, "gelu")
 _AXES = {"v": "v", "vertical": "v", "h": "h", "horizontal": "h"}
 
 
@@ -149,3 +159,102 @@ class Grid(Partition):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", pair("Grid", "size", self.size))
+
+
+@dataclass(frozen=True, repr=False)
+class Downsample(Partition):
+    """Every query attends to all tokens of a reduced copy of the map (PVTv2, Shunted).
+
+    Queries stay at full resolution; keys and values come from the input map reduced by
+    ``ratio``: a strided ``Conv2d(C, C, kernel=stride=ratio)`` over all ``C`` input channels,
+    flatten, ``LayerNorm(C, eps=1e-5)``, optionally exact (erf) GELU, then the head group's own
+    ``kv = Linear(C, 2*c)`` (first ``c`` outputs K, last ``c`` V, for the group's ``c``
+    channels). Each head group owns its reduction and ``kv``. Ratio 1 means no conv and no norm
+    (``kv`` reads the map directly, PVTv2's and Shunted's ``sr = 1``) unless ``conv1x1=True``.
+
+    Map sizes not divisible by the ratio follow the authors' strided conv: it floors, so the
+    last ``H % ratio`` rows and ``W % ratio`` columns feed no key (``Attention(pad="error")``
+    refuses such maps instead). A map smaller than the ratio (nothing left to attend to) is an
+    error.
+
+    Args:
+        ratio: the reduction factor, or a tuple with one factor per head group: under
+            ``Split(2)``, ``Downsample((8, 4))`` reduces group 0 by 8 and group 1 by 4
+            (Shunted's branches ``sr`` and ``sr/2``). A tuple of equal factors is one factor.
+        act: ``None`` (PVTv2) or ``"gelu"`` (Shunted): the activation after the norm.
+        conv1x1: whether a ratio of 1 still runs its reduction as a 1x1 conv + norm (+ act),
+            as Shunted's second branch does at ``sr = 2``.
+
+    Example:
+        >>> Downsample(8)
+        Downsample(8)
+        >>> Downsample((8, 4), act="gelu").resolve(1, 2)
+        Downsample(4, act='gelu')
+    """
+
+    ratio: int | tuple[int, ...]
+    act: str | None = None
+    conv1x1: bool = False
+    _positional: ClassVar[tuple[str, ...]] = ("ratio",)
+
+    def __post_init__(self) -> None:
+        ratio = self.ratio
+        if isinstance(ratio, (tuple, list)):
+            if not ratio:
+                raise AttnblocksError("Downsample: ratio must be an int or a non-empty tuple.")
+            ratio = tuple(positive_int("Downsample", "ratio", r) for r in ratio)
+            if len(set(ratio)) == 1:
+                ratio = ratio[0]
+        else:
+            positive_int("Downsample", "ratio", ratio)
+        if self.act not in ACTIVATIONS:
+            raise AttnblocksError(
+                f"Downsample: act must be one of {ACTIVATIONS}, got act={self.act!r}."
+            )
+        if not isinstance(self.conv1x1, bool):
+            raise TypeError(f"Downsample: conv1x1 must be a bool, got {self.conv1x1!r}.")
+        object.__setattr__(self, "ratio", ratio)
+
+    def is_generic(self) -> bool:
+        return isinstance(self.ratio, tuple)
+
+    def resolve(self, index: int, count: int) -> Downsample:
+        if not isinstance(self.ratio, tuple):
+            return self
+        if len(self.ratio) != count:
+            raise AttnblocksError(
+                f"{self!r} gives {len(self.ratio)} ratios, one per head group, but the heads "
+                f"are split into {count} groups."
+            )
+        return Downsample(self.ratio[index], act=self.act, conv1x1=self.conv1x1)
+
+    @property
+    def reduces(self) -> bool:
+        """Whether keys pass through a reduction (conv + norm) rather than the raw map."""
+        return isinstance(self.ratio, tuple) or self.ratio > 1 or self.conv1x1
+
+    def reduced_size(self, H: int, W: int) -> tuple[int, int]:
+        """The key map's size on an ``H x W`` map: ``(H // ratio, W // ratio)`` (floor)."""
+        if isinstance(self.ratio, tuple):
+            raise AttnblocksError(
+                f"{self!r} has one ratio per head group: resolve it with heads=Split(n)."
+            )
+        r = self.ratio
+        if min(H, W) < r:
+            raise AttnblocksError(
+                f"{self!r} cannot reduce a {H}x{W} token map: it is smaller than the ratio "
+                f"{r}, so no key would be left.\n  Hint: use a ratio of at most {min(H, W)} "
+                f"on this map."
+            )
+        return (H // r, W // r)
+
+    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
+        """Lines for :func:`~attnblocks.lowering.explain`."""
+        Hr, Wr = self.reduced_size(H, W)
+        if not self.reduces:
+            return [f"keys: all {H}x{W} tokens, no reduction"]
+        steps = f"Conv2d(k=s={self.ratio}) -> LayerNorm" + (" -> GELU" if self.act else "")
+        dropped = ""
+        if H % self.ratio or W % self.ratio:
+            dropped = f", last {H % self.ratio} rows / {W % self.ratio} columns dropped"
+        return [f"keys: {Hr}x{Wr} reduced tokens ({steps}){dropped}"]

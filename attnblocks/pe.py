@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .lowering import GroupPlan
 
-__all__ = ["AxialRoPE", "ContinuousPosBias", "LePE", "PositionalEncoder", "RelPosBias"]
+__all__ = ["AxialRoPE", "ContinuousPosBias", "LePE", "LocalConv", "PositionalEncoder", "RelPosBias"]
 
 
 class PositionalEncoder(Spec):
@@ -173,3 +173,40 @@ class AxialRoPE(PositionalEncoder):
         from .encoders import AxialRoPEModule
 
         return AxialRoPEModule(self, dim // num_heads)
+
+
+@dataclass(frozen=True, repr=False)
+class LocalConv(PositionalEncoder):
+    """Shunted's local enhancement: a depthwise conv (with bias) on the value path.
+
+    Where it applies follows the authors' rule per head group: for a
+    :class:`~attnblocks.Downsample` group whose keys pass through a reduction (ratio > 1, or
+    ``conv1x1=True``), ``v <- v + DWConv(v)`` on the reduced V map **before** attention
+    (Shunted, ``sr > 1``); for a group whose keys are the map's own tokens (ratio 1, or a window,
+    stripe or global partition), ``out = attn @ v + DWConv(v)`` **after** attention, over the
+    group's frame (Shunted's ``sr = 1``; on windows or stripes this is :class:`LePE`). V is laid
+    out as a map ``(B, c, H', W')``, zero-padded by ``kernel // 2``; conv channel ``c`` of a group
+    belongs to its head ``c // d``, dim ``c % d``. Parameters: ``conv.weight: (C, 1, k, k)``.
+
+    Args:
+        kernel: the odd conv kernel size (Shunted: 3).
+
+    Example:
+        >>> LocalConv()
+        LocalConv()
+    """
+
+    kernel: int = 3
+    _positional: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        positive_int("LocalConv", "kernel", self.kernel)
+        if self.kernel % 2 == 0:
+            from ._errors import AttnblocksError
+
+            raise AttnblocksError(f"LocalConv: kernel must be odd, got kernel={self.kernel}.")
+
+    def build(self, groups, dim, num_heads, device=None, dtype=None):
+        from .downsample import LocalConvModule
+
+        return LocalConvModule(self, dim, device=device, dtype=dtype)

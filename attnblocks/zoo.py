@@ -6,13 +6,15 @@ makes the module, and :mod:`attnblocks.convert` loads the authors' weights into 
 
 from __future__ import annotations
 
+from ._errors import AttnblocksError
+from ._spec import positive_int
 from .attention import Attention
 from .heads import Split
-from .partition import Global, Grid, Stripe, Window
-from .pe import ContinuousPosBias, LePE, RelPosBias
+from .partition import Downsample, Global, Grid, Stripe, Window
+from .pe import ContinuousPosBias, LePE, LocalConv, RelPosBias
 from .score import Cosine
 
-__all__ = ["cswin", "maxvit_block", "maxvit_grid", "swin", "swinv2"]
+__all__ = ["cswin", "maxvit_block", "maxvit_grid", "pvtv2", "shunted", "swin", "swinv2"]
 
 
 def swin(
@@ -102,3 +104,48 @@ def maxvit_grid(size: int = 7, pad: str = "mask") -> Attention:
         Attention(partition=Grid(7), pe=RelPosBias())
     """
     return Attention(partition=Grid(size), pe=RelPosBias(), pad=pad)
+
+
+def pvtv2(sr: int = 8) -> Attention:
+    """PVTv2's spatial-reduction attention (SRA).
+
+    Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer", CVMJ 2022.
+    Queries at full resolution; keys and values from the map reduced by a strided conv
+    (``k = s = sr``) and a LayerNorm, through one ``kv`` shared by all heads. ``sr = 1`` reads
+    the map directly (global attention with separate ``q`` and ``kv`` projections). PVTv2-b2 uses
+    ``sr`` 8, 4, 2, 1 in its four stages. Load weights with :func:`~attnblocks.convert.load_pvtv2`.
+
+    Example:
+        >>> pvtv2(8)
+        Attention(partition=Downsample(8))
+    """
+    return Attention(partition=Downsample(positive_int("pvtv2", "sr", sr)))
+
+
+def shunted(sr: int = 8) -> Attention:
+    """Shunted self-attention (SSA): multi-scale token aggregation.
+
+    Ren et al., "Shunted Self-Attention via Multi-Scale Token Aggregation", CVPR 2022. For
+    ``sr > 1`` half the heads attend to the map reduced by ``sr``, the other half to the map
+    reduced by ``sr / 2`` (each branch: strided conv, LayerNorm, exact GELU, its own ``kv``),
+    with V locally enhanced by a depthwise 3x3 conv before attention. ``sr = 1`` is one branch of
+    global attention with the conv added after it. Shunted-T uses ``sr`` 8, 4, 2, 1. Load weights
+    with :func:`~attnblocks.convert.load_shunted`.
+
+    Example:
+        >>> shunted(8)
+        Attention(partition=Downsample((8, 4), act='gelu'), heads=Split(2), pe=LocalConv())
+        >>> shunted(2).partition  # the second branch is a 1x1 conv
+        Downsample((2, 1), act='gelu', conv1x1=True)
+        >>> shunted(1)
+        Attention(partition=Downsample(1), pe=LocalConv())
+    """
+    positive_int("shunted", "sr", sr)
+    if sr == 1:
+        return Attention(partition=Downsample(1), pe=LocalConv())
+    if sr % 2:
+        raise AttnblocksError(
+            f"shunted: sr must be 1 or even (its second branch reduces by sr / 2), got sr={sr}."
+        )
+    part = Downsample((sr, sr // 2), act="gelu", conv1x1=sr == 2)
+    return Attention(partition=part, heads=Split(2), pe=LocalConv())
