@@ -14,8 +14,10 @@ from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
-from .partition import Global, Grid, Partition, Stripe, Window
+from .partition import Dilated, Global, Grid, Neighborhood, Partition, Stripe, Window
 from .pe import LePE, PositionalEncoder, RelPosBias
+
+from . import neighborhood_runner  # noqa: F401  (registers the Dilated runner and oracle)
 
 __version__ = "0.1.0"
 
@@ -23,10 +25,12 @@ __all__ = [
     "Attention",
     "AttentionLayer",
     "AttnblocksError",
+    "Dilated",
     "Global",
     "Grid",
     "GroupPlan",
     "LePE",
+    "Neighborhood",
     "Partition",
     "PositionalEncoder",
     "RectLayout",
