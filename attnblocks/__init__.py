@@ -8,6 +8,7 @@ partition, positional encoders add position, and lowerings run the composition f
 Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
+from . import neighborhood_runner  # noqa: F401  (registers the Dilated runner and oracle)
 from ._errors import AttnblocksError
 from .attention import Attention
 from .heads import Split
@@ -16,8 +17,6 @@ from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
 from .partition import Dilated, Global, Grid, Neighborhood, Partition, Stripe, Window
 from .pe import LePE, PositionalEncoder, RelPosBias
-
-from . import neighborhood_runner  # noqa: F401  (registers the Dilated runner and oracle)
 
 __version__ = "0.1.0"
 

@@ -41,8 +41,10 @@ def choose_lowering(partition: Dilated, H: int, W: int) -> str:
 
     Example:
         >>> from attnblocks import Dilated, Neighborhood
-        >>> choose_lowering(Dilated(3, dilation=2), 56, 56), choose_lowering(Neighborhood(7), 56, 56)
-        ('slices', 'tiles')
+        >>> choose_lowering(Dilated(3, dilation=2), 56, 56)
+        'slices'
+        >>> choose_lowering(Neighborhood(7), 56, 56)
+        'tiles'
     """
     n = len(offset_plan(partition, H, W).offsets)
     return "slices" if n <= SLICES_MAX_OFFSETS else "tiles"

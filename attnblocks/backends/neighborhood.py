@@ -61,7 +61,7 @@ def slices_attention(
         >>> slices_attention(qkv, offset_plan(Dilated(3), 5, 6), 2, 0.5).shape
         torch.Size([2, 5, 6, 8])
     """
-    B, H, W, _, c = qkv.shape
+    H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
     d = c // heads
     (py, px), r = plan.pad, plan.dilation
     q = qkv[..., 0, :]
@@ -126,7 +126,7 @@ def tiles_attention(
         >>> tiles_attention(qkv, tile_plan(Neighborhood(5), 9, 8), 2, 0.5).shape
         torch.Size([1, 9, 8, 8])
     """
-    B, H, W, _, c = qkv.shape
+    B, H = qkv.shape[0], qkv.shape[1]
     query, key, mask, inverse = _tile_tensors(plan, heads, qkv.dtype, qkv.device)
     t = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=heads)
     t = F.pad(t, (0, 0, 0, 1))  # the zero token, index N
