@@ -16,11 +16,12 @@ from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
 from .partition import Dilated, Global, Grid, Neighborhood, Partition, Stripe, Window
-from .pe import LePE, PositionalEncoder, RelPosBias
+from .pe import CPE, LePE, PositionalEncoder, RelPosBias
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CPE",
     "Attention",
     "AttentionLayer",
     "AttnblocksError",

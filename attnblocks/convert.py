@@ -12,10 +12,16 @@ from collections.abc import Mapping
 import torch
 
 from ._errors import AttnblocksError, fmt_shape
-from .encoders import LePEModule, RelPosBiasModule
+from .encoders import CPEModule, LePEModule, RelPosBiasModule
 from .nn import AttentionLayer
 
-__all__ = ["embed_rel_table", "load_cswin", "load_swin", "load_timm_swin"]
+__all__ = [
+    "embed_rel_table",
+    "load_cswin",
+    "load_dilateformer",
+    "load_swin",
+    "load_timm_swin",
+]
 
 
 def _find(layer: AttentionLayer, kind: type) -> tuple[int, object]:
@@ -130,3 +136,37 @@ def load_cswin(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> Atte
             [state[f"attns.{b}.get_v.{part}"] for b in branches], dim=0
         )
     return _load(layer, mapped, "CSWin state dict")
+
+
+def load_dilateformer(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+    """Load DilateFormer's multi-scale dilated attention (``qkv``, ``proj``).
+
+    ``qkv.weight: (3C, C, 1, 1)`` (a 1x1 conv) becomes the layer's ``Linear`` weight
+    ``(3C, C)``; its ``[q | k | v]`` output channels, each cut into contiguous dilation groups,
+    are already the layer's layout. If the layer has a :class:`~attnblocks.CPE`, the block's
+    ``pos_embed.weight`` / ``pos_embed.bias`` go into it.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks.zoo import dilateformer
+        >>> layer = dilateformer().build(24, 3)
+        >>> state = {"qkv.weight": torch.zeros(72, 24, 1, 1), "qkv.bias": torch.zeros(72),
+        ...          "proj.weight": torch.eye(24), "proj.bias": torch.zeros(24)}
+        >>> load_dilateformer(layer, state) is layer
+        True
+    """
+    mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
+    w = mapped.get("qkv.weight")
+    if w is not None and w.dim() == 4:
+        if tuple(w.shape[2:]) != (1, 1):
+            raise AttnblocksError(
+                f"load_dilateformer: qkv.weight must be a 1x1 conv (3C, C, 1, 1), got "
+                f"{fmt_shape(w.shape)}."
+            )
+        mapped["qkv.weight"] = w.reshape(w.shape[0], w.shape[1])
+    if any(isinstance(m, CPEModule) for m in layer.pe):
+        i, _ = _find(layer, CPEModule)
+        for part in ("weight", "bias"):
+            if f"pos_embed.{part}" in state:
+                mapped[f"pe.{i}.conv.{part}"] = state[f"pos_embed.{part}"]
+    return _load(layer, mapped, "DilateFormer state dict")

@@ -21,7 +21,13 @@ from ._errors import AttnblocksError
 from .lowering import GroupPlan, RectLayout
 from .partition import Grid, Window
 
-__all__ = ["EncoderModule", "LePEModule", "RelPosBiasModule", "relative_position_index"]
+__all__ = [
+    "CPEModule",
+    "EncoderModule",
+    "LePEModule",
+    "RelPosBiasModule",
+    "relative_position_index",
+]
 
 
 class EncoderModule(nn.Module):
@@ -119,3 +125,19 @@ class LePEModule(EncoderModule):
             groups=c1 - c0,
         )
         return rearrange(out, "(b n) (h d) wh ww -> b n h (wh ww) d", n=v.shape[1], h=v.shape[2])
+
+
+class CPEModule(EncoderModule):
+    """``prepare(x) = x + DWConv(x)`` over the whole map.
+
+    Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
+    """
+
+    def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
+        super().__init__()
+        k = spec.kernel
+        self.conv = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, device=device, dtype=dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, H, W, C) -> (B, H, W, C)``."""
+        return x + self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
