@@ -7,7 +7,7 @@ of the keys and values:
 - :func:`slices_attention`: logits as one product of q with a shifted slice (a view) of the
   zero-padded keys per offset, a softmax over those few logits, and the output as the
   weighted sum of the same shifted slices of the values. Only the padded keys/values and the
-  ``(B, H, W, h, n)`` logits are stored. Best for small kernels (3x3).
+  ``(n, B, H, W, h)`` logits are stored. Best for small kernels (3x3).
 - :func:`tiles_attention`: query tiles of one dilation sub-grid attend to their key region
   gathered by indexing, with a per-tile additive mask, in one fused SDPA call. Best for large
   kernels (NAT's 7x7).
@@ -29,10 +29,10 @@ __all__ = ["slices_attention", "tiles_attention"]
 
 @lru_cache(maxsize=256)
 def _offset_mask(plan: OffsetPlan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(H, W, 1, n)`` additive mask of an offset plan (0 or :func:`mask_value`)."""
-    allowed = torch.from_numpy(plan.allowed).to(device)
+    """``(n, 1, H, W, 1)`` additive mask of an offset plan (0 or :func:`mask_value`)."""
+    allowed = torch.from_numpy(plan.allowed).to(device).permute(2, 0, 1)
     out = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    return out.masked_fill_(~allowed, mask_value(dtype))[:, :, None, :]
+    return out.masked_fill_(~allowed, mask_value(dtype))[:, None, :, :, None]
 
 
 def slices_attention(
@@ -64,23 +64,20 @@ def slices_attention(
     H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
     d = c // heads
     (py, px), r = plan.pad, plan.dilation
-    q = qkv[..., 0, :]
+    q = qkv[..., 0, :].unflatten(-1, (heads, d))
     kv = F.pad(qkv[..., 1:, :], (0, 0, 0, 0, px, px, py, py))  # (B, H + 2py, W + 2px, 2, c)
-    windows = [(py + oy * r, px + ox * r) for oy, ox in plan.offsets]
-    logits = [
-        (q * kv[:, y0 : y0 + H, x0 : x0 + W, 0]).unflatten(-1, (heads, d)).sum(-1)
-        for y0, x0 in windows
-    ]
-    a = torch.stack(logits, dim=-1) * scale  # (B, H, W, h, n)
+    views = [kv[:, py + oy * r :, px + ox * r :][:, :H, :W] for oy, ox in plan.offsets]
+    # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
+    a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
+    a = a * scale  # (n, B, H, W, h)
     if plan.allowed is not None:
         a = a + _offset_mask(plan, a.dtype, a.device)
-    w = a.softmax(dim=-1)
+    w = a.softmax(dim=0)
     if dropout_p:
         w = F.dropout(w, dropout_p)
     out = None
-    for i, (y0, x0) in enumerate(windows):
-        v = kv[:, y0 : y0 + H, x0 : x0 + W, 1].unflatten(-1, (heads, d))
-        wi = w[..., i, None]
+    for wi, t in zip(w.unsqueeze(-1), views):
+        v = t[..., 1, :].unflatten(-1, (heads, d))
         out = wi * v if out is None else torch.addcmul(out, wi, v)
     return out.flatten(-2)
 
