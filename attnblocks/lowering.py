@@ -209,6 +209,10 @@ def explain(spec, hw: tuple[int, int], dim: int | None = None, num_heads: int | 
 
 def describe(partition: Partition, H: int, W: int, pad: str = "mask") -> list[str]:
     """Lines that say how ``partition`` lowers on an ``H x W`` map."""
+    if not isinstance(partition, (Window, Stripe, Global, Grid)):
+        from .neighborhood import describe_sliding  # sliding windows: their own geometry
+
+        return describe_sliding(partition, H, W)
     lay = rect_layout(partition, H, W, pad)
     (nh, nw), (wh, ww) = lay.counts, lay.window
     lines = [f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}", lay.pattern]

@@ -16,6 +16,7 @@ sub-grid of residue ``p % r`` at sub-grid index ``p // r``; that sub-grid has
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,7 +26,14 @@ from ._errors import AttnblocksError
 from .masks import register_oracle
 from .partition import Dilated
 
-__all__ = ["OffsetPlan", "TilePlan", "check_fits", "offset_plan", "tile_plan"]
+__all__ = [
+    "OffsetPlan",
+    "TilePlan",
+    "check_fits",
+    "describe_sliding",
+    "offset_plan",
+    "tile_plan",
+]
 
 
 def check_fits(partition: Dilated, H: int, W: int) -> None:
@@ -215,6 +223,34 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     real = slots < N
     inverse[slots[real]] = np.nonzero(real)[0]
     return TilePlan(query, key, allowed, inverse)
+
+
+def describe_sliding(partition: Dilated, H: int, W: int) -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> for line in describe_sliding(Neighborhood(7, dilation=2), 56, 56):
+        ...     print(line)
+        7x7 keys 2 apart per query, border 'shift'
+        slices: 169 offsets, pad (12, 12), masked
+        tiles: 64 tiles of 8x8 queries, 14x14 keys each
+    """
+    from .neighborhood_runner import TILE
+
+    if not isinstance(partition, Dilated):
+        raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
+    k, r = partition.kernel, partition.dilation
+    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, TILE)
+    nT, Tq, Tk = tp.allowed.shape
+    tq, tk = math.isqrt(Tq), math.isqrt(Tk)
+    tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
+    return [
+        f"{k}x{k} keys {r} apart per query, border {partition.border!r}",
+        f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
+        + ("zero keys in the softmax" if op.allowed is None else "masked"),
+        f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_layer_equals_dense_oracle(case, lowering, B, heads, d):
     torch.testing.assert_close(layer(x), oracle_forward(layer, x), **TOL)
 
 
-@given(case=fitting(), lowering=st.sampled_from(LOWERINGS), tile=st.integers(1, 5))
+@given(case=fitting(max_map=8), lowering=st.sampled_from(LOWERINGS), tile=st.integers(1, 5))
 def test_lowerings_equal_plain_reference(case, lowering, tile):
     """All three borders, any tile size, against the explicit per-query loop."""
     part, H, W = case
@@ -147,7 +147,10 @@ def test_interior_queries_agree_across_borders(k, r, extra, lowering):
 )
 def test_gradcheck_float64(part, lowering):
     qkv = torch.randn(1, 4, 4, 3, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: _run(t, part, 1, lowering, tile=2), (qkv,))
+    fn = lambda t: _run(t, part, 1, lowering, tile=2)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (qkv,), fast_mode=True)
+    if part == Dilated(3):  # one full (slow) Jacobian check per lowering
+        assert torch.autograd.gradcheck(fn, (qkv,))
 
 
 def test_layer_backward_same_in_both_lowerings():
