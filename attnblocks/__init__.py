@@ -8,32 +8,38 @@ partition, positional encoders add position, and lowerings run the composition f
 Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
-from . import downsample  # noqa: F401  (registers the Downsample runner)
+from . import (
+    downsample,  # noqa: F401  (registers the Downsample runner)
+    neighborhood_runner,  # noqa: F401  (registers the Dilated runner and oracle)
+)
 from ._errors import AttnblocksError
 from .attention import Attention
 from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
-from .partition import Downsample, Global, Grid, Partition, Stripe, Window
-from .pe import AxialRoPE, ContinuousPosBias, LePE, LocalConv, PositionalEncoder, RelPosBias
+from .partition import Dilated, Downsample, Global, Grid, Neighborhood, Partition, Stripe, Window
+from .pe import CPE, AxialRoPE, ContinuousPosBias, LePE, LocalConv, PositionalEncoder, RelPosBias
 from .score import Cosine, Score
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CPE",
     "Attention",
     "AttentionLayer",
     "AttnblocksError",
     "AxialRoPE",
     "ContinuousPosBias",
     "Cosine",
+    "Dilated",
     "Downsample",
     "Global",
     "Grid",
     "GroupPlan",
     "LePE",
     "LocalConv",
+    "Neighborhood",
     "Partition",
     "PositionalEncoder",
     "RectLayout",

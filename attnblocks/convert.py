@@ -13,12 +13,13 @@ import torch
 
 from ._errors import AttnblocksError, fmt_shape
 from .downsample import LocalConvModule
-from .encoders import ContinuousPosBiasModule, LePEModule, RelPosBiasModule
+from .encoders import ContinuousPosBiasModule, CPEModule, LePEModule, RelPosBiasModule
 from .nn import AttentionLayer
 
 __all__ = [
     "embed_rel_table",
     "load_cswin",
+    "load_dilateformer",
     "load_pvtv2",
     "load_shunted",
     "load_swin",
@@ -317,3 +318,37 @@ def load_shunted(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> At
             raise AttnblocksError(f"{source} -> {layer.spec!r}: missing keys {absent}.")
         mapped[f"pe.{i}.conv.{part}"] = torch.cat([state[c] for c in convs], dim=0)
     return _load(layer, mapped, source)
+
+
+def load_dilateformer(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+    """Load DilateFormer's multi-scale dilated attention (``qkv``, ``proj``).
+
+    ``qkv.weight: (3C, C, 1, 1)`` (a 1x1 conv) becomes the layer's ``Linear`` weight
+    ``(3C, C)``; its ``[q | k | v]`` output channels, each cut into contiguous dilation groups,
+    are already the layer's layout. If the layer has a :class:`~attnblocks.CPE`, the block's
+    ``pos_embed.weight`` / ``pos_embed.bias`` go into it.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks.zoo import dilateformer
+        >>> layer = dilateformer().build(24, 3)
+        >>> state = {"qkv.weight": torch.zeros(72, 24, 1, 1), "qkv.bias": torch.zeros(72),
+        ...          "proj.weight": torch.eye(24), "proj.bias": torch.zeros(24)}
+        >>> load_dilateformer(layer, state) is layer
+        True
+    """
+    mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
+    w = mapped.get("qkv.weight")
+    if w is not None and w.dim() == 4:
+        if tuple(w.shape[2:]) != (1, 1):
+            raise AttnblocksError(
+                f"load_dilateformer: qkv.weight must be a 1x1 conv (3C, C, 1, 1), got "
+                f"{fmt_shape(w.shape)}."
+            )
+        mapped["qkv.weight"] = w.reshape(w.shape[0], w.shape[1])
+    if any(isinstance(m, CPEModule) for m in layer.pe):
+        i, _ = _find(layer, CPEModule)
+        for part in ("weight", "bias"):
+            if f"pos_embed.{part}" in state:
+                mapped[f"pe.{i}.conv.{part}"] = state[f"pos_embed.{part}"]
+    return _load(layer, mapped, "DilateFormer state dict")

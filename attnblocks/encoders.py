@@ -27,6 +27,7 @@ from .partition import Grid, Window
 
 __all__ = [
     "AxialRoPEModule",
+    "CPEModule",
     "ContinuousPosBiasModule",
     "EncoderModule",
     "LePEModule",
@@ -256,3 +257,19 @@ def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     """Rotate channel pairs ``(2i, 2i+1)`` of ``x: (..., d)`` by the angles of ``cos, sin``."""
     a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
     return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+
+
+class CPEModule(EncoderModule):
+    """``prepare(x) = x + DWConv(x)`` over the whole map.
+
+    Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
+    """
+
+    def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
+        super().__init__()
+        k = spec.kernel
+        self.conv = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, device=device, dtype=dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, H, W, C) -> (B, H, W, C)``."""
+        return x + self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

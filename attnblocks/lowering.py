@@ -212,6 +212,10 @@ def describe(partition: Partition, H: int, W: int, pad: str = "mask") -> list[st
     own = getattr(partition, "describe", None)  # partitions that are not window geometry
     if own is not None:
         return own(H, W, pad)
+    if not isinstance(partition, (Window, Stripe, Global, Grid)):
+        from .neighborhood import describe_sliding  # sliding windows: their own geometry
+
+        return describe_sliding(partition, H, W)
     lay = rect_layout(partition, H, W, pad)
     (nh, nw), (wh, ww) = lay.counts, lay.window
     lines = [f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}", lay.pattern]

@@ -6,7 +6,8 @@ arithmetic for a concrete map size happens in :mod:`attnblocks.lowering`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ._errors import AttnblocksError
@@ -14,10 +15,13 @@ from ._spec import Spec, pair, positive_int
 
 __all__ = [
     "ACTIVATIONS",
+    "BORDERS",
     "CLAMP_RULES",
+    "Dilated",
     "Downsample",
     "Global",
     "Grid",
+    "Neighborhood",
     "Partition",
     "Stripe",
     "Window",
@@ -258,3 +262,104 @@ class Downsample(Partition):
         if H % self.ratio or W % self.ratio:
             dropped = f", last {H % self.ratio} rows / {W % self.ratio} columns dropped"
         return [f"keys: {Hr}x{Wr} reduced tokens ({steps}){dropped}"]
+
+
+BORDERS = ("zeros", "shift", "mask")
+
+
+@dataclass(frozen=True, repr=False)
+class Dilated(Partition):
+    """A ``kernel x kernel`` neighbourhood around each query, its keys ``dilation`` apart.
+
+    Query ``(y, x)`` attends to the keys ``(y + a*r, x + b*r)`` for ``a, b`` in
+    ``-(k-1)/2 .. (k-1)/2`` (DilateFormer's sliding window). ``border`` says what happens where
+    that window leaves the map:
+
+    - ``"zeros"`` (DilateFormer): out-of-map keys are zero vectors that stay in the softmax
+      (logit 0, value 0), exactly as the authors' zero-padded unfold.
+    - ``"shift"`` (NAT / DiNAT / NATTEN): the window slides inward, so every query sees exactly
+      ``k*k`` real keys on its dilation sub-grid (positions congruent to it modulo ``r``).
+      Needs ``kernel * dilation <= H`` and ``<= W``; an even kernel has its extra key on the
+      low side. See :class:`Neighborhood`.
+    - ``"mask"``: the centred window, out-of-map keys excluded.
+
+    Args:
+        kernel: the window side ``k`` (odd for ``"zeros"`` and ``"mask"``).
+        dilation: the step ``r`` between keys, or a tuple with one dilation per head group
+            (a generic partition: ``Dilated(3, dilation=(1, 2, 3))`` under ``Split(3)`` is
+            DilateFormer's multi-scale dilated attention).
+        border: ``"zeros"``, ``"shift"`` or ``"mask"``.
+
+    Example:
+        >>> Dilated(3, dilation=(1, 2, 3))
+        Dilated(3, dilation=(1, 2, 3))
+        >>> Dilated(3, dilation=(1, 2, 3)).resolve(2, 3)
+        Dilated(3, dilation=3)
+        >>> Dilated(7, border="shift")
+        Dilated(7, border='shift')
+    """
+
+    kernel: int
+    dilation: int | tuple[int, ...] = 1
+    border: str = "zeros"
+    _positional: ClassVar[tuple[str, ...]] = ("kernel",)
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        positive_int(name, "kernel", self.kernel)
+        if self.border not in BORDERS:
+            raise AttnblocksError(f"{name}: border must be one of {BORDERS}, got {self.border!r}.")
+        if self.border != "shift" and self.kernel % 2 == 0:
+            raise AttnblocksError(
+                f"{name}: border={self.border!r} centres the window on the query, so the kernel "
+                f"must be odd, got kernel={self.kernel} (border='shift' allows even kernels)."
+            )
+        dilation = self.dilation
+        if isinstance(dilation, (tuple, list)):
+            if not dilation:
+                raise AttnblocksError(f"{name}: dilation must not be an empty tuple.")
+            dilation = tuple(positive_int(name, "dilation", r) for r in dilation)
+            if len(dilation) == 1:
+                dilation = dilation[0]
+        else:
+            positive_int(name, "dilation", dilation)
+        object.__setattr__(self, "dilation", dilation)
+
+    def __repr__(self) -> str:  # Spec's pair-collapsing would print dilation=(2, 2) as 2
+        parts = [repr(self.kernel)]
+        if self.dilation != 1:
+            parts.append(f"dilation={self.dilation!r}")
+        shown = {f.name for f in dataclasses.fields(self) if f.repr}
+        if "border" in shown and self.border != "zeros":
+            parts.append(f"border={self.border!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def is_generic(self) -> bool:
+        return isinstance(self.dilation, tuple)
+
+    def resolve(self, index: int, count: int) -> Dilated:
+        if not isinstance(self.dilation, tuple):
+            return self
+        if len(self.dilation) != count:
+            raise AttnblocksError(
+                f"{self!r} gives one dilation per head group ({len(self.dilation)} dilations), "
+                f"but the heads are split into {count} groups: use "
+                f"heads=Split({len(self.dilation)}) or give {count} dilations."
+            )
+        return dataclasses.replace(self, dilation=self.dilation[index])
+
+
+@dataclass(frozen=True, repr=False)
+class Neighborhood(Dilated):
+    """NAT / DiNAT neighbourhood attention: ``Dilated(kernel, dilation, border="shift")``.
+
+    Hassani et al., "Neighborhood Attention Transformer" (CVPR 2023) and "Dilated Neighborhood
+    Attention Transformer" (2022). Each query attends to the ``k*k`` keys nearest to it on its
+    dilation sub-grid; at the borders the window shifts inward, never padded.
+
+    Example:
+        >>> Neighborhood(7, dilation=2)
+        Neighborhood(7, dilation=2)
+    """
+
+    border: str = field(default="shift", init=False, repr=False)

@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 
     from .lowering import GroupPlan
 
-__all__ = ["AxialRoPE", "ContinuousPosBias", "LePE", "LocalConv", "PositionalEncoder", "RelPosBias"]
+__all__ = [
+    "CPE",
+    "AxialRoPE",
+    "ContinuousPosBias",
+    "LePE",
+    "LocalConv",
+    "PositionalEncoder",
+    "RelPosBias",
+]
 
 
 class PositionalEncoder(Spec):
@@ -210,3 +218,38 @@ class LocalConv(PositionalEncoder):
         from .downsample import LocalConvModule
 
         return LocalConvModule(self, dim, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True, repr=False)
+class CPE(PositionalEncoder):
+    """Conditional positional encoding: ``x + DWConv(x)`` on the input, before the projection.
+
+    Chu et al., "Conditional Positional Encodings for Vision Transformers" (ICLR 2023), as
+    DilateFormer uses it: a depthwise ``kernel x kernel`` conv (with bias, zero padding) over
+    the whole map ``(B, C, H, W)``, added to its input. It acts through the encoders'
+    ``prepare`` hook, so it combines with any partition. (DilateFormer's block applies it to
+    the residual stream before the pre-norm; as an encoder it is applied to the attention's
+    own input.)
+
+    Args:
+        kernel: the odd conv kernel size (DilateFormer: 3).
+
+    Example:
+        >>> CPE()
+        CPE()
+    """
+
+    kernel: int = 3
+    _positional: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        positive_int("CPE", "kernel", self.kernel)
+        if self.kernel % 2 == 0:
+            from ._errors import AttnblocksError
+
+            raise AttnblocksError(f"CPE: kernel must be odd, got kernel={self.kernel}.")
+
+    def build(self, groups, dim, num_heads, device=None, dtype=None):
+        from .encoders import CPEModule
+
+        return CPEModule(self, dim, device=device, dtype=dtype)

@@ -10,11 +10,22 @@ from ._errors import AttnblocksError
 from ._spec import positive_int
 from .attention import Attention
 from .heads import Split
-from .partition import Downsample, Global, Grid, Stripe, Window
+from .partition import Dilated, Downsample, Global, Grid, Neighborhood, Stripe, Window
 from .pe import ContinuousPosBias, LePE, LocalConv, RelPosBias
 from .score import Cosine
 
-__all__ = ["cswin", "maxvit_block", "maxvit_grid", "pvtv2", "shunted", "swin", "swinv2"]
+__all__ = [
+    "cswin",
+    "dilateformer",
+    "dinat",
+    "maxvit_block",
+    "maxvit_grid",
+    "nat",
+    "pvtv2",
+    "shunted",
+    "swin",
+    "swinv2",
+]
 
 
 def swin(
@@ -149,3 +160,51 @@ def shunted(sr: int = 8) -> Attention:
         )
     part = Downsample((sr, sr // 2), act="gelu", conv1x1=sr == 2)
     return Attention(partition=part, heads=Split(2), pe=LocalConv())
+
+
+def dilateformer(kernel: int = 3, dilations: int | tuple[int, ...] = (1, 2, 3)) -> Attention:
+    """DilateFormer's multi-scale dilated attention (MSDA).
+
+    Jiao et al., "DilateFormer: Multi-Scale Dilated Transformer for Visual Recognition", IEEE
+    TMM 2023. The heads are split into ``len(dilations)`` groups; group ``i`` attends, per
+    query, to the ``kernel x kernel`` keys ``dilations[i]`` apart around it, out-of-map keys
+    being zero vectors that stay in the softmax. The authors' 1x1-conv qkv is the layer's
+    ``Linear`` (see :func:`~attnblocks.convert.load_dilateformer`); their scale after the
+    matmul is the same number. Their block adds a CPE (:class:`~attnblocks.CPE`) first.
+
+    Example:
+        >>> dilateformer()
+        Attention(partition=Dilated(3, dilation=(1, 2, 3)), heads=Split(3))
+        >>> dilateformer(dilations=2)
+        Attention(partition=Dilated(3, dilation=2))
+    """
+    partition = Dilated(kernel, dilation=dilations)
+    if isinstance(partition.dilation, tuple):
+        return Attention(partition=partition, heads=Split(len(partition.dilation)))
+    return Attention(partition=partition)
+
+
+def nat(kernel: int = 7) -> Attention:
+    """NAT's neighbourhood attention: the ``kernel x kernel`` nearest keys, shifted at borders.
+
+    Hassani et al., "Neighborhood Attention Transformer", CVPR 2023. The authors' layer also
+    adds a learned relative position bias (``rpb``), which is not part of this spec.
+
+    Example:
+        >>> nat()
+        Attention(partition=Neighborhood(7))
+    """
+    return Attention(partition=Neighborhood(kernel))
+
+
+def dinat(kernel: int = 7, dilation: int = 2) -> Attention:
+    """DiNAT's dilated neighbourhood attention (NAT on each dilation sub-grid).
+
+    Hassani and Shi, "Dilated Neighborhood Attention Transformer", 2022. DiNAT alternates
+    ``dilation=1`` and larger dilations layer by layer (DiNAT-T stage 3: ``[1, 2] * 9``).
+
+    Example:
+        >>> dinat(7, dilation=2)
+        Attention(partition=Neighborhood(7, dilation=2))
+    """
+    return Attention(partition=Neighborhood(kernel, dilation=dilation))

@@ -1,0 +1,136 @@
+"""Sliding-window (dilated / neighbourhood) attention: two eager lowerings of one head group.
+
+Both take the group's fused projection ``qkv: (B, H, W, 3, c)`` (``c = heads * d``) and a plan
+from :mod:`attnblocks.neighborhood`, and return ``(B, H, W, c)``. Neither makes ``k*k`` copies
+of the keys and values:
+
+- :func:`slices_attention`: logits as one product of q with a shifted slice (a view) of the
+  zero-padded keys per offset, a softmax over those few logits, and the output as the
+  weighted sum of the same shifted slices of the values. Only the padded keys/values and the
+  ``(n, B, H, W, h)`` logits are stored. Best for small kernels (3x3).
+- :func:`tiles_attention`: query tiles of one dilation sub-grid attend to their key region
+  gathered by indexing, with a per-tile additive mask, in one fused SDPA call. Best for large
+  kernels (NAT's 7x7).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..masks import mask_value
+from ..neighborhood import OffsetPlan, TilePlan
+
+__all__ = ["slices_attention", "tiles_attention"]
+
+
+@lru_cache(maxsize=256)
+def _offset_mask(plan: OffsetPlan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(n, 1, H, W, 1)`` additive mask of an offset plan (0 or :func:`mask_value`)."""
+    allowed = torch.from_numpy(plan.allowed).to(device).permute(2, 0, 1)
+    out = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return out.masked_fill_(~allowed, mask_value(dtype))[:, None, :, :, None]
+
+
+def slices_attention(
+    qkv: torch.Tensor, plan: OffsetPlan, heads: int, scale: float, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Sliding-window attention as a loop over the plan's key offsets.
+
+    Out-of-map slots read the zero padding: under ``border="zeros"`` they stay in the softmax
+    as zero keys and values (DilateFormer); otherwise the plan's mask removes them.
+
+    Args:
+        qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
+        plan: from :func:`~attnblocks.neighborhood.offset_plan`.
+        heads: the group's number of heads (``c = heads * d``).
+        scale: the logit scale, applied after the dot products.
+        dropout_p: attention dropout probability.
+
+    Returns:
+        ``(B, H, W, c)``.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Dilated
+        >>> from attnblocks.neighborhood import offset_plan
+        >>> qkv = torch.randn(2, 5, 6, 3, 8)
+        >>> slices_attention(qkv, offset_plan(Dilated(3), 5, 6), 2, 0.5).shape
+        torch.Size([2, 5, 6, 8])
+    """
+    H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
+    d = c // heads
+    (py, px), r = plan.pad, plan.dilation
+    q = qkv[..., 0, :].unflatten(-1, (heads, d))
+    kv = F.pad(qkv[..., 1:, :], (0, 0, 0, 0, px, px, py, py))  # (B, H + 2py, W + 2px, 2, c)
+    views = [kv[:, py + oy * r :, px + ox * r :][:, :H, :W] for oy, ox in plan.offsets]
+    # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
+    a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
+    a = a * scale  # (n, B, H, W, h)
+    if plan.allowed is not None:
+        a = a + _offset_mask(plan, a.dtype, a.device)
+    w = a.softmax(dim=0)
+    if dropout_p:
+        w = F.dropout(w, dropout_p)
+    out = None
+    for wi, t in zip(w.unsqueeze(-1), views):
+        v = t[..., 1, :].unflatten(-1, (heads, d))
+        out = wi * v if out is None else torch.addcmul(out, wi, v)
+    return out.flatten(-2)
+
+
+@lru_cache(maxsize=256)
+def _tile_tensors(
+    plan: TilePlan, heads: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index tensors and the ``(1, heads * nT, Tq, Tk)`` additive mask of a tile plan."""
+    allowed = torch.from_numpy(plan.allowed).to(device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, mask_value(dtype))
+    nT, Tq, Tk = mask.shape
+    mask = mask.expand(heads, nT, Tq, Tk).reshape(1, heads * nT, Tq, Tk)
+    index = [torch.from_numpy(a).to(device) for a in (plan.query, plan.key, plan.inverse)]
+    return index[0], index[1], mask, index[2]
+
+
+def tiles_attention(
+    qkv: torch.Tensor, plan: TilePlan, heads: int, scale: float, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Sliding-window attention of query tiles over their gathered key regions.
+
+    Slots outside the map index a zero token; the plan's per-tile mask keeps each query to its
+    own window (under ``border="zeros"`` the out-of-map slots of the window stay in, as zero
+    keys and values).
+
+    Args:
+        qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
+        plan: from :func:`~attnblocks.neighborhood.tile_plan`.
+        heads: the group's number of heads (``c = heads * d``).
+        scale: the logit scale.
+        dropout_p: attention dropout probability.
+
+    Returns:
+        ``(B, H, W, c)``.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Neighborhood
+        >>> from attnblocks.neighborhood import tile_plan
+        >>> qkv = torch.randn(1, 9, 8, 3, 8)
+        >>> tiles_attention(qkv, tile_plan(Neighborhood(5), 9, 8), 2, 0.5).shape
+        torch.Size([1, 9, 8, 8])
+    """
+    B, H = qkv.shape[0], qkv.shape[1]
+    query, key, mask, inverse = _tile_tensors(plan, heads, qkv.dtype, qkv.device)
+    t = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=heads)
+    t = F.pad(t, (0, 0, 0, 1))  # the zero token, index N
+    nT, Tq = query.shape
+    q = t[0][:, :, query].reshape(B, heads * nT, Tq, -1)  # (B, h * nT, Tq, d)
+    k = t[1][:, :, key].reshape(B, heads * nT, key.shape[1], -1)
+    v = t[2][:, :, key].reshape(B, heads * nT, key.shape[1], -1)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    o = o.reshape(B, heads, nT * Tq, -1)[:, :, inverse]  # (B, h, N, d)
+    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)

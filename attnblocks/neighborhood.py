@@ -1,0 +1,291 @@
+"""Sliding-window geometry of :class:`~attnblocks.Dilated` partitions: pure index arithmetic.
+
+Two plans, both plain data computed once per map size (cached), and the dense oracle:
+
+- :func:`offset_plan` (the *slices* lowering): the key offsets every query looks at, in units
+  of the dilation, with the padding they need and which (query, offset) pairs are real keys.
+- :func:`tile_plan` (the *tiles* lowering): query tiles on each dilation sub-grid, the key
+  region (halo) of each tile, and which query may see which key of its region.
+- the oracle, registered with :func:`~attnblocks.masks.register_oracle`, written per token
+  pair from coordinates, independently of both plans.
+
+Axis conventions: along an axis of length ``L`` with dilation ``r``, position ``p`` lies on the
+sub-grid of residue ``p % r`` at sub-grid index ``p // r``; that sub-grid has
+``ceil((L - p % r) / r)`` positions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ._errors import AttnblocksError
+from .masks import register_oracle
+from .partition import Dilated
+
+__all__ = [
+    "OffsetPlan",
+    "TilePlan",
+    "check_fits",
+    "describe_sliding",
+    "offset_plan",
+    "tile_plan",
+]
+
+
+def check_fits(partition: Dilated, H: int, W: int) -> None:
+    """Raise unless ``partition`` can run on an ``H x W`` map.
+
+    ``border="shift"`` needs ``kernel`` real keys on every dilation sub-grid of both axes, i.e.
+    ``kernel * dilation <= H`` and ``<= W`` (the same rule as NATTEN's).
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> check_fits(Neighborhood(7, dilation=4), 20, 40)
+        Traceback (most recent call last):
+        ...
+        attnblocks._errors.AttnblocksError: Neighborhood(7, dilation=4) cannot fit ...
+    """
+    if H < 1 or W < 1:
+        raise AttnblocksError(f"{partition!r}: the token map must be at least 1x1, got {H}x{W}.")
+    if partition.is_generic():
+        raise AttnblocksError(f"{partition!r} has one dilation per head group: resolve it first.")
+    if partition.border != "shift":
+        return
+    k, r = partition.kernel, partition.dilation
+    for name, L in (("height", H), ("width", W)):
+        if k * r > L:
+            raise AttnblocksError(
+                f"{partition!r} cannot fit its window on a {H}x{W} map: border='shift' needs "
+                f"kernel_size * dilation <= the map size per axis; got kernel_size={k}, "
+                f"dilation={r} for an input of size {L} ({name}).\n  Hint: use a map of at "
+                f"least {k * r}x{k * r}, a smaller kernel or dilation, or border='zeros' / 'mask'."
+            )
+
+
+def _shift_start(L: int, kernel: int, r: int) -> np.ndarray:
+    """Sub-grid index where the shifted (NAT) window of each position starts, ``(L,)``."""
+    p = np.arange(L)
+    length = (L - p % r + r - 1) // r
+    return np.clip(p // r - kernel // 2, 0, length - kernel)
+
+
+# ---------------------------------------------------------------------------------------------
+# slices: one shifted slice of the padded keys / values per offset
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class OffsetPlan:
+    """The key offsets of the slices lowering on one map.
+
+    Query ``(y, x)`` looks at keys ``(y + oy*r, x + ox*r)`` for every ``(oy, ox)`` in
+    ``offsets``, read from the keys zero-padded by ``pad = (py, px)`` tokens per side.
+    ``allowed: (H, W, n)`` (``None``: all) says which of those slots are real keys of the
+    query; the others are masked out. Under ``border="zeros"`` every slot counts, padded ones
+    as zero vectors.
+    """
+
+    offsets: tuple[tuple[int, int], ...]
+    dilation: int
+    pad: tuple[int, int]
+    allowed: np.ndarray | None
+
+
+def _axis_offsets(L: int, kernel: int, r: int, border: str) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (in units of r) along one axis and ``(L, n)`` which are keys of each position."""
+    p = np.arange(L)[:, None]
+    if border == "shift":
+        offs = np.arange(-(kernel - 1), kernel)
+        start = _shift_start(L, kernel, r)[:, None]
+        rel = p // r + offs[None, :] - start  # sub-grid index of the key within the window
+        allowed = (rel >= 0) & (rel < kernel)
+    else:
+        offs = np.arange(-(kernel // 2), kernel // 2 + 1)
+        inside = (p + offs[None, :] * r >= 0) & (p + offs[None, :] * r < L)
+        allowed = inside if border == "mask" else np.ones_like(inside)
+    used = allowed.any(axis=0) if border != "zeros" else np.ones(len(offs), dtype=bool)
+    return offs[used], allowed[:, used]
+
+
+@lru_cache(maxsize=512)
+def offset_plan(partition: Dilated, H: int, W: int) -> OffsetPlan:
+    """The :class:`OffsetPlan` of a concrete :class:`~attnblocks.Dilated` on ``H x W``.
+
+    Example:
+        >>> from attnblocks import Dilated
+        >>> plan = offset_plan(Dilated(3, dilation=2), 5, 6)
+        >>> len(plan.offsets), plan.pad, plan.allowed is None
+        (9, (2, 2), True)
+    """
+    check_fits(partition, H, W)
+    k, r, border = partition.kernel, partition.dilation, partition.border
+    oy, ay = _axis_offsets(H, k, r, border)
+    ox, ax = _axis_offsets(W, k, r, border)
+    offsets = tuple((int(a), int(b)) for a in oy for b in ox)
+    pad = (r * int(np.abs(oy).max()), r * int(np.abs(ox).max()))
+    allowed = None
+    if border != "zeros":
+        allowed = (ay[:, None, :, None] & ax[None, :, None, :]).reshape(H, W, len(offsets))
+    return OffsetPlan(offsets, r, pad, allowed)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiles: query tiles on each dilation sub-grid, each with its gathered key region
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TilePlan:
+    """Query tiles and their key regions, as token indices into the flattened map.
+
+    ``query: (nT, Tq)`` and ``key: (nT, Tk)`` index the ``N = H*W`` row-major tokens, with
+    ``N`` standing for a zero token (a padded query slot, an out-of-map key). ``allowed:
+    (nT, Tq, Tk)`` says which key slots each query slot may see (an out-of-map key slot is
+    allowed only under ``border="zeros"``: a zero vector that stays in the softmax).
+    ``inverse: (N,)`` is the flattened slot ``t * Tq + i`` of every token's query.
+    """
+
+    query: np.ndarray
+    key: np.ndarray
+    allowed: np.ndarray
+    inverse: np.ndarray
+
+
+def _axis_tiles(
+    L: int, kernel: int, r: int, border: str, tile: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tiles along one axis: query coords ``(n, t)``, key coords ``(n, R)`` (-1: none),
+    allowed ``(n, t, R)``."""
+    longest = (L + r - 1) // r
+    t = min(tile, longest)
+    c = kernel // 2
+    R = min(t + kernel - 1, longest) if border == "shift" else t + kernel - 1
+    qs, ks, alloweds = [], [], []
+    for off in range(min(r, L)):
+        length = (L - off + r - 1) // r
+        for i0 in range(0, length, t):
+            qi = i0 + np.arange(t)
+            qreal = qi < length
+            if border == "shift":
+                start = np.clip(qi - c, 0, length - kernel)
+                s = int(np.clip(start[0], 0, max(0, length - R)))
+                kj = s + np.arange(R)
+                rel = kj[None, :] - start[:, None]
+                allowed = (rel >= 0) & (rel < kernel)
+            else:
+                kj = i0 - c + np.arange(R)
+                allowed = np.abs(kj[None, :] - qi[:, None]) <= c
+            kreal = (kj >= 0) & (kj < length)
+            if border != "zeros":
+                allowed &= kreal[None, :]
+            allowed[~qreal] = True  # padded query slots: anything, their output is dropped
+            qs.append(np.where(qreal, off + qi * r, -1))
+            ks.append(np.where(kreal, off + kj * r, -1))
+            alloweds.append(allowed)
+    return np.stack(qs), np.stack(ks), np.stack(alloweds)
+
+
+@lru_cache(maxsize=512)
+def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
+    """The :class:`TilePlan` of a concrete :class:`~attnblocks.Dilated` on ``H x W``.
+
+    Tiles hold up to ``tile x tile`` queries of one dilation sub-grid; the key region of a tile
+    is ``(tile + kernel - 1)`` sub-grid positions per axis (for ``border="shift"``: clamped
+    inside the sub-grid, as the windows are).
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> plan = tile_plan(Neighborhood(7), 14, 14, tile=7)
+        >>> plan.query.shape, plan.key.shape, plan.allowed.shape
+        ((4, 49), (4, 169), (4, 49, 169))
+    """
+    check_fits(partition, H, W)
+    k, r, border = partition.kernel, partition.dilation, partition.border
+    qy, ky, ay = _axis_tiles(H, k, r, border, tile)
+    qx, kx, ax = _axis_tiles(W, k, r, border, tile)
+    N = H * W
+
+    def flat(cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        y, x = cy[:, None, :, None], cx[None, :, None, :]
+        idx = np.where((y >= 0) & (x >= 0), y * W + x, N)
+        return idx.reshape(idx.shape[0] * idx.shape[1], -1)
+
+    query, key = flat(qy, qx), flat(ky, kx)
+    allowed = ay[:, None, :, None, :, None] & ax[None, :, None, :, None, :]
+    nT, Tq, Tk = query.shape[0], query.shape[1], key.shape[1]
+    allowed = allowed.reshape(nT, Tq, Tk)
+    slots = query.reshape(-1)
+    inverse = np.empty(N, dtype=np.int64)
+    real = slots < N
+    inverse[slots[real]] = np.nonzero(real)[0]
+    return TilePlan(query, key, allowed, inverse)
+
+
+def describe_sliding(partition: Dilated, H: int, W: int) -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> for line in describe_sliding(Neighborhood(7, dilation=2), 56, 56):
+        ...     print(line)
+        7x7 keys 2 apart per query, border 'shift'
+        slices: 169 offsets, pad (12, 12), masked
+        tiles: 64 tiles of 8x8 queries, 14x14 keys each
+    """
+    from .neighborhood_runner import TILE
+
+    if not isinstance(partition, Dilated):
+        raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
+    k, r = partition.kernel, partition.dilation
+    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, TILE)
+    nT, Tq, Tk = tp.allowed.shape
+    tq, tk = math.isqrt(Tq), math.isqrt(Tk)
+    tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
+    return [
+        f"{k}x{k} keys {r} apart per query, border {partition.border!r}",
+        f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
+        + ("zero keys in the softmax" if op.allowed is None else "masked"),
+        f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the oracle: per token pair, from coordinates
+# ---------------------------------------------------------------------------------------------
+
+
+@register_oracle(Dilated)
+def _dilated_oracle(partition: Dilated, H: int, W: int) -> np.ndarray:
+    """``(N, N)`` bool: may query ``(y, x)`` attend to key ``(y', x')``?
+
+    ``"mask"``: ``y' - y`` and ``x' - x`` are multiples of ``r`` at most ``r*(k-1)/2`` away.
+    ``"shift"``: on the query's sub-grid (``y' = y mod r``), the key's sub-grid index lies in
+    the query's window of ``k`` positions, centred and then moved inward to fit.
+    """
+    if partition.border == "zeros":
+        raise AttnblocksError(
+            f"dense_mask({partition!r}): border='zeros' is not a mask (out-of-map keys are "
+            f"zero vectors that stay in the softmax); compare it with a zero-padded reference, "
+            f"or use border='mask' for the masked form."
+        )
+    check_fits(partition, H, W)
+    k, r = partition.kernel, partition.dilation
+    y, x = np.divmod(np.arange(H * W), W)
+    yq, xq, yk, xk = y[:, None], x[:, None], y[None, :], x[None, :]
+    if partition.border == "mask":
+        reach = r * (k // 2)
+        near_y = (np.abs(yk - yq) <= reach) & ((yk - yq) % r == 0)
+        near_x = (np.abs(xk - xq) <= reach) & ((xk - xq) % r == 0)
+        return near_y & near_x
+
+    def in_window(q: np.ndarray, key: np.ndarray, L: int) -> np.ndarray:
+        same_grid = q % r == key % r
+        length = -(-(L - q % r) // r)  # positions on the query's sub-grid
+        lo = np.minimum(np.maximum(q // r - k // 2, 0), length - k)
+        return same_grid & (key // r >= lo) & (key // r < lo + k)
+
+    return in_window(yq, yk, H) & in_window(xq, xk, W)
