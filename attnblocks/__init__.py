@@ -16,6 +16,7 @@ from .masks import dense_mask, region_ids, window_mask
 from .nn import AttentionLayer
 from .partition import Global, Grid, Partition, Stripe, Window
 from .pe import LePE, PositionalEncoder, RelPosBias
+from .viz import draw_pattern
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "Window",
     "__version__",
     "dense_mask",
+    "draw_pattern",
     "explain",
     "rect_layout",
     "region_ids",

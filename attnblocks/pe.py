@@ -22,7 +22,12 @@ __all__ = ["LePE", "PositionalEncoder", "RelPosBias"]
 
 
 class PositionalEncoder(Spec):
-    """Base class of positional-encoder specs."""
+    """Base class of positional-encoder specs.
+
+    Example:
+        >>> isinstance(LePE(), PositionalEncoder)
+        True
+    """
 
     def build(
         self, groups: tuple[GroupPlan, ...], dim: int, num_heads: int, device=None, dtype=None
