@@ -21,6 +21,7 @@ from .nn import AttentionLayer
 from .partition import Dilated, Downsample, Global, Grid, Neighborhood, Partition, Stripe, Window
 from .pe import CPE, AxialRoPE, ContinuousPosBias, LePE, LocalConv, PositionalEncoder, RelPosBias
 from .score import Cosine, Score
+from .viz import draw_pattern
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "Window",
     "__version__",
     "dense_mask",
+    "draw_pattern",
     "explain",
     "rect_layout",
     "region_ids",

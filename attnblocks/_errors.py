@@ -8,7 +8,16 @@ __all__ = ["AttnblocksError", "fmt_shape"]
 
 
 class AttnblocksError(ValueError):
-    """Raised for every invalid spec, configuration or input (a ``ValueError``)."""
+    """Raised for every invalid spec, configuration or input (a ``ValueError``).
+
+    Example:
+        >>> from attnblocks import Window
+        >>> try:
+        ...     Window(7, shift=7)
+        ... except AttnblocksError as e:
+        ...     print(e)
+        Window: shift must be smaller than the window per axis, got size=(7, 7), shift=(7, 7).
+    """
 
 
 def fmt_shape(shape: Sequence[int]) -> str:

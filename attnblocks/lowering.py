@@ -31,7 +31,13 @@ PAD_MODES = ("mask", "zeros", "timm", "error")
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """One head group: its concrete partition, heads ``[h0, h1)`` and channels ``[c0, c1)``."""
+    """One head group: its concrete partition, heads ``[h0, h1)`` and channels ``[c0, c1)``.
+
+    Example:
+        >>> from attnblocks import Attention, Split, Stripe
+        >>> Attention(partition=Stripe(7), heads=Split(2)).groups(dim=64, num_heads=4)[1]
+        GroupPlan(index=1, partition=Stripe(7, axis='h'), heads=(2, 4), channels=(32, 64))
+    """
 
     index: int
     partition: Partition
@@ -57,6 +63,12 @@ class RectLayout:
     ``regions`` says how the shift's wrapped-around tokens are kept apart (``"wrap"``: by
     whether a token wrapped, on the real map; ``"timm"``: Swin's three bands on the padded
     canvas, as timm computes them) and ``mask_pad`` whether padded keys are masked out.
+
+    Example:
+        >>> from attnblocks import Window
+        >>> layout = rect_layout(Window(7, shift=3), 14, 20)
+        >>> layout.pad, layout.counts, layout.tokens, layout.needs_mask
+        ((0, 1), (2, 3), 49, True)
     """
 
     H: int
@@ -144,7 +156,13 @@ def _divisibility_error(spec: Partition, H: int, W: int, window: tuple[int, int]
 
 @lru_cache(maxsize=1024)
 def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> RectLayout:
-    """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on a map."""
+    """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on a map.
+
+    Example:
+        >>> from attnblocks import Stripe
+        >>> rect_layout(Stripe(7, axis="h"), 14, 20)
+        RectLayout(H=14, W=20, window=(7, 20), shift=(0, 0), grid=False, pad_mode='mask')
+    """
     if H < 1 or W < 1:
         raise AttnblocksError(f"{partition!r}: the token map must be at least 1x1, got {H}x{W}.")
     if pad not in PAD_MODES:

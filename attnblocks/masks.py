@@ -78,6 +78,14 @@ def region_ids(layout: RectLayout) -> torch.Tensor:
 
     Returns:
         ``(Hp, Wp)`` int64; tokens attend only within their region. All zeros without a shift.
+
+    Example:
+        >>> from attnblocks import Window, rect_layout
+        >>> region_ids(rect_layout(Window(2, shift=1), 4, 4))
+        tensor([[0, 0, 0, 1],
+                [0, 0, 0, 1],
+                [0, 0, 0, 1],
+                [3, 3, 3, 4]])
     """
     rule = layout.regions or "wrap"
     rows = _bands(layout.H, layout.Hp, layout.window[0], layout.shift[0], rule)
@@ -91,6 +99,16 @@ def window_mask(layout: RectLayout, device: torch.device | None = None) -> torch
 
     Returns:
         ``(nW, T, T)`` bool, True where query ``i`` (dim 1) may attend to key ``j`` (dim 2).
+
+    Example:
+        >>> from attnblocks import Window, rect_layout
+        >>> window_mask(rect_layout(Window(2, shift=1), 4, 4))[3].int()  # the corner window
+        tensor([[1, 0, 0, 0],
+                [0, 1, 0, 0],
+                [0, 0, 1, 0],
+                [0, 0, 0, 1]], dtype=torch.int32)
+        >>> window_mask(rect_layout(Window(2), 4, 4)) is None  # nothing to mask
+        True
     """
     if not layout.needs_mask:
         return None

@@ -38,6 +38,10 @@ class Partition(Spec):
     A partition may be *generic* (it means one thing per head group, such as ``Stripe(7)``
     with no axis, whose groups alternate vertical and horizontal stripes); ``resolve`` turns
     it into the concrete partition of one head group.
+
+    Example:
+        >>> isinstance(Window(7), Partition), Stripe(7).is_generic()
+        (True, True)
     """
 
     generic: ClassVar[bool] = False

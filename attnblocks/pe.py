@@ -30,7 +30,12 @@ __all__ = [
 
 
 class PositionalEncoder(Spec):
-    """Base class of positional-encoder specs."""
+    """Base class of positional-encoder specs.
+
+    Example:
+        >>> isinstance(LePE(), PositionalEncoder)
+        True
+    """
 
     def build(
         self, groups: tuple[GroupPlan, ...], dim: int, num_heads: int, device=None, dtype=None

@@ -1,0 +1,162 @@
+"""The pattern gallery: pictures of who attends to whom, drawn by ``attnblocks.viz``.
+
+Run as a script (``python docs/gen_gallery.py [OUT_DIR]``) or as an mkdocs hook (``hooks:`` in
+``mkdocs.yml``): before each build it draws every entry of ``GALLERY`` into
+``docs/gallery/`` (git-ignored) and renders the gallery page's ``<!-- gallery -->`` marker as
+one section per entry. To add a picture, add an entry: the page follows.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent))  # document the checkout these docs belong to
+
+from attnblocks import Attention, Global, Grid, Split, Stripe, Window, zoo  # noqa: E402
+from attnblocks.viz import draw_pattern  # noqa: E402
+
+OUT = DOCS / "gallery"
+MARKER = "<!-- gallery -->"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # the PNG's file name, without .png
+    title: str
+    caption: str
+    spec: object
+    code: str  # the spec as the reader would write it
+    hw: tuple[int, int]
+    queries: tuple[tuple[int, int], ...]
+    num_heads: int | None = None
+
+
+GALLERY = (
+    Entry(
+        "swin_wmsa",
+        "Swin: windows (W-MSA)",
+        "Every token attends to the tokens of its own 4x4 window.",
+        zoo.swin(4),
+        "zoo.swin(4)",
+        (12, 12),
+        ((1, 2), (6, 9)),
+    ),
+    Entry(
+        "swin_swmsa",
+        "Swin: shifted windows (SW-MSA)",
+        "The windows move by 2 tokens. Windows at the bottom and right edges wrap around to "
+        "the top and left, but tokens from opposite edges are masked out, so each query sees "
+        "only its own shift region: one window becomes up to four.",
+        zoo.swin(4, shift=2),
+        "zoo.swin(4, shift=2)",
+        (12, 12),
+        ((0, 0), (5, 6), (11, 1), (11, 11)),
+    ),
+    Entry(
+        "padded_windows",
+        "Windows that do not divide the map",
+        "A 12x12 map in 5x5 windows is padded to 15x15, and the padded keys are masked "
+        "(`pad='mask'`, the default), so the windows on the bottom and right edges are smaller.",
+        Attention(partition=Window(5)),
+        "Attention(partition=Window(5))",
+        (12, 12),
+        ((2, 2), (11, 11)),
+    ),
+    Entry(
+        "cswin",
+        "CSWin: cross-shaped stripes",
+        "Half the heads attend within vertical stripes of width 2, the other half within "
+        "horizontal ones: the union of the two groups is a cross around each query's stripes.",
+        zoo.cswin(2),
+        "zoo.cswin(2)",
+        (12, 12),
+        ((5, 6),),
+        2,
+    ),
+    Entry(
+        "grid",
+        "Grid (MaxViT's grid attention)",
+        "A 3x3 grid spread evenly over the map: each query attends to the tokens 4 rows and 4 "
+        "columns apart, a sparse global pattern.",
+        Attention(partition=Grid(3)),
+        "Attention(partition=Grid(3))",
+        (12, 12),
+        ((0, 0), (5, 6)),
+    ),
+    Entry(
+        "hybrid_window_stripe",
+        "Hybrid: windows + horizontal stripes",
+        "One head group sees local 4x4 windows, the other full-width stripes of 2 rows.",
+        Attention(heads=Split(Window(4), Stripe(2, axis="h"))),
+        'Attention(heads=Split(Window(4), Stripe(2, axis="h")))',
+        (12, 12),
+        ((5, 6),),
+    ),
+    Entry(
+        "hybrid_window_grid",
+        "Hybrid: windows + grid",
+        "Local and sparse global context in one layer, with no alternating blocks: "
+        "MaxViT's two attentions as two head groups.",
+        Attention(heads=Split(Window(4), Grid(3))),
+        "Attention(heads=Split(Window(4), Grid(3)))",
+        (12, 12),
+        ((5, 6),),
+    ),
+    Entry(
+        "hybrid_stripe_global",
+        "Hybrid: vertical stripes + global",
+        "One head group sees vertical stripes, the other head group sees the whole map.",
+        Attention(heads=Split(Stripe(2, axis="v"), Global())),
+        'Attention(heads=Split(Stripe(2, axis="v"), Global()))',
+        (12, 12),
+        ((5, 6),),
+    ),
+)
+
+
+def generate(out: Path = OUT) -> list[Path]:
+    """Draw every entry into ``out``; a file whose bytes did not change is left untouched."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for e in GALLERY:
+        path = out / f"{e.name}.png"
+        tmp = out / f".{e.name}.tmp.png"
+        draw_pattern(e.spec, e.hw, e.queries, num_heads=e.num_heads, path=tmp)
+        if path.exists() and path.read_bytes() == tmp.read_bytes():
+            tmp.unlink()  # unchanged: keep the mtime, so `mkdocs serve` does not rebuild in a loop
+        else:
+            tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def render_markdown() -> str:
+    """The gallery sections: title, the spec's code, the picture, the caption."""
+    parts = []
+    for e in GALLERY:
+        where = ", ".join(f"({y}, {x})" for y, x in e.queries)
+        parts.append(
+            f"## {e.title}\n\n```python\n{e.code}\n```\n\n"
+            f"![{e.title}](gallery/{e.name}.png)\n\n"
+            f"{e.caption} Map {e.hw[0]}x{e.hw[1]}, queries at (y, x) = {where}.\n"
+        )
+    return "\n".join(parts)
+
+
+# mkdocs hooks
+
+
+def on_pre_build(config) -> None:
+    generate(Path(config["docs_dir"]) / "gallery")
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return markdown.replace(MARKER, render_markdown()) if MARKER in markdown else markdown
+
+
+if __name__ == "__main__":
+    for p in generate(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT):
+        print(p)
