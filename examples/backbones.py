@@ -1,7 +1,10 @@
 """Backbones: build the registered models, count them, and write a new one as a table.
 
-Run: python examples/backbones.py
+Run: python examples/backbones.py [--fast]
 """
+
+import os
+import sys
 
 import torch
 
@@ -38,7 +41,9 @@ spec = BackboneSpec(
 print(f"hybrid       {summary(spec.build(device='meta'), 224)}")
 
 # Multi-scale features for detection / segmentation, at any (non-square) size
+FAST = "--fast" in sys.argv or os.environ.get("ATTNBLOCKS_FAST") == "1"
+h, w = (64, 96) if FAST else (200, 300)
 backbone = create("swin_tiny", features_only=True).eval()
 with torch.no_grad():
-    maps = backbone(torch.randn(1, 3, 200, 300))
-print("swin_tiny features at 200x300:", [tuple(m.shape) for m in maps])
+    maps = backbone(torch.randn(1, 3, h, w))
+print(f"swin_tiny features at {h}x{w}:", [tuple(m.shape) for m in maps])
