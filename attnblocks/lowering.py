@@ -17,6 +17,7 @@ from .heads import Split
 from .partition import Global, Grid, Partition, Stripe, Window
 
 __all__ = [
+    "BACKENDS",
     "PAD_MODES",
     "GroupPlan",
     "RectLayout",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 PAD_MODES = ("mask", "zeros", "timm", "error")
+BACKENDS = ("auto", "eager", "flex", "dense")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
-from .runners import RunContext, runner_for
+from .runners import RunContext, run_group, runner_for
 
 __all__ = ["AttentionLayer"]
 
@@ -100,9 +100,9 @@ class AttentionLayer(nn.Module):
         if self.spec.pad == "timm" and self.qkv.bias is not None:
             fill = self.qkv.bias.view(3, C)
         dropout = self.spec.attn_drop if self.training else 0.0
-        ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
+        ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill, self.spec.backend)
         outs = [
-            r(qkv[..., g.channels[0] : g.channels[1]], ctx)
+            run_group(r, qkv[..., g.channels[0] : g.channels[1]], ctx)
             for g, r in zip(self.groups, self.runners)
         ]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
