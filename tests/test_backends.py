@@ -99,7 +99,7 @@ def test_flex_with_grad_on_cpu_raises():
 
 def test_flex_dropout_in_training_raises():
     layer = Attention(partition=Window(2), attn_drop=0.1, backend="flex").build(4, 1)
-    with torch.no_grad(), pytest.raises(AttnblocksError, match="no attention dropout.*0.1"):
+    with torch.no_grad(), pytest.raises(AttnblocksError, match=r"no attention dropout.*0.1"):
         layer(torch.randn(1, 4, 4, 4))
 
 
@@ -109,7 +109,7 @@ def test_unknown_backend_raises():
 
 
 def test_dense_with_padding_tokens_raises():
-    with pytest.raises(AttnblocksError, match="backend='dense'.*pad='mask' or 'error', got pad="):
+    with pytest.raises(AttnblocksError, match=r"backend='dense'.*pad='mask' or 'error', got pad="):
         Attention(partition=Window(7), pad="zeros", backend="dense")
 
 
@@ -149,5 +149,5 @@ def test_encoder_without_dense_form_raises():
 
 def test_relpos_table_too_small_raises_on_dense():
     layer = Attention(partition=Window(4), pe=RelPosBias(size=2), backend="dense").build(4, 1)
-    with pytest.raises(AttnblocksError, match="table for 2x2 windows, but Window.4. makes 4x4"):
+    with pytest.raises(AttnblocksError, match=r"table for 2x2 windows, but Window.4. makes 4x4"):
         layer(torch.randn(1, 4, 4, 4))

@@ -179,11 +179,7 @@ def _lepe_dense_value(module: LePEModule, group: GroupPlan, v: torch.Tensor, co:
     same, off = co.same_window(), co.offsets()
     # shifts[o, i, j]: token j sits at kernel offset o from token i, in i's window
     shifts = np.stack(
-        [
-            same & (off[..., 0] == p - a) & (off[..., 1] == p - b)
-            for a in range(k)
-            for b in range(k)
-        ]
+        [same & (off[..., 0] == p - a) & (off[..., 1] == p - b) for a in range(k) for b in range(k)]
     )
     s = torch.from_numpy(shifts).to(v)
     h = group.num_heads
@@ -204,7 +200,7 @@ def dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
         raise AttnblocksError(f"backend='dense' has no lowering for {g.partition!r}.")
     if ctx.pad not in ("mask", "error"):
         raise AttnblocksError(f"backend='dense' needs pad='mask' or 'error', got {ctx.pad!r}.")
-    B, H, W = qkv.shape[:3]
+    H, W = qkv.shape[1:3]
     forms = [(e, *_dense_form(e)) for e in ctx.encoders]
     coords = None
     has_coords = any(t in _COORDS for t in type(g.partition).__mro__)
@@ -222,4 +218,3 @@ def dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
         if vf is not None:
             o = o + vf(e, g, v, coords)
     return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
-

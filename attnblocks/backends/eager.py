@@ -103,7 +103,7 @@ def rect_attention(
     Returns:
         ``(B, H, W, c)``.
     """
-    B, H, W = qkv.shape[:3]
+    H, W = qkv.shape[1:3]
     h = group.num_heads
     (wh, ww), (sh, sw) = layout.window, layout.shift
     t = torch.roll(qkv, (-sh, -sw), (1, 2)) if sh or sw else qkv

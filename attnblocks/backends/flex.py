@@ -72,8 +72,9 @@ def flex_window_kernel(
     B, nW, h, T, d = q.shape
     qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
     score = None if bias is None else partial(_score_mod, bias.to(q.dtype), T)
-    o = flex_attention(qf, kf, vf, score_mod=score, block_mask=block_mask(layout, q.device),
-                       scale=scale)
+    o = flex_attention(
+        qf, kf, vf, score_mod=score, block_mask=block_mask(layout, q.device), scale=scale
+    )
     return o.view(B, h, nW, T, d).transpose(1, 2)
 
 

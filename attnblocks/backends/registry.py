@@ -78,7 +78,6 @@ def check_backend(partition: Partition, backend: str) -> Lowering:
     fn = lowering_for(partition, backend)
     if fn is None:
         raise AttnblocksError(
-            f"backend={backend!r} has no lowering for {partition!r}: use backend='eager' or "
-            f"'auto'."
+            f"backend={backend!r} has no lowering for {partition!r}: use backend='eager' or 'auto'."
         )
     return fn
