@@ -10,13 +10,12 @@ Contract shared by every encoder module (each hook may be the identity / ``None`
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._cache import size_cache
 from ._errors import AttnblocksError
 from .lowering import GroupPlan, RectLayout
 from .partition import Grid, Window
@@ -37,7 +36,7 @@ class EncoderModule(nn.Module):
         return None
 
 
-@lru_cache(maxsize=128)
+@size_cache(128)
 def relative_position_index(window: tuple[int, int], table: tuple[int, int]) -> torch.Tensor:
     """Swin's relative position index of a ``window`` inside a table sized for ``table``.
 

@@ -12,11 +12,12 @@ On CPU FlexAttention has no backward (torch 2.14): a call that records a graph r
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import torch
 
+from .._cache import size_cache
 from .._errors import AttnblocksError
 from ..lowering import RectLayout, rect_layout
 from ..masks import window_mask
@@ -38,7 +39,7 @@ def _score_mod(bias: torch.Tensor, T: int, score, b, h, q_idx, kv_idx):
     return score + bias[h, q_idx % T, kv_idx % T]
 
 
-@lru_cache(maxsize=64)
+@size_cache(64)
 def block_mask(layout: RectLayout, device: torch.device):
     """The :class:`BlockMask` of a window layout: ``nW`` dense ``T x T`` diagonal blocks."""
     from torch.nn.attention.flex_attention import create_block_mask
