@@ -10,6 +10,8 @@ Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 
 from ._errors import AttnblocksError
 from .attention import Attention
+from .config import from_config, to_config
+from .cost import Cost, cost
 from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
@@ -23,6 +25,7 @@ __all__ = [
     "Attention",
     "AttentionLayer",
     "AttnblocksError",
+    "Cost",
     "Global",
     "Grid",
     "GroupPlan",
@@ -35,9 +38,12 @@ __all__ = [
     "Stripe",
     "Window",
     "__version__",
+    "cost",
     "dense_mask",
     "explain",
+    "from_config",
     "rect_layout",
     "region_ids",
+    "to_config",
     "window_mask",
 ]

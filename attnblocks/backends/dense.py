@@ -183,9 +183,11 @@ def _lepe_dense_value(module: LePEModule, group: GroupPlan, v: torch.Tensor, co:
     )
     s = torch.from_numpy(shifts).to(v)
     h = group.num_heads
-    w = rearrange(module.conv.weight[c0:c1], "(h d) 1 ka kb -> h d (ka kb)", h=h).to(v)
+    w = rearrange(module.conv.weight[c0:c1], "(h d) 1 ka kb -> (ka kb) 1 h 1 d", h=h).to(v)
     b = rearrange(module.conv.bias[c0:c1], "(h d) -> h 1 d", h=h).to(v)
-    return torch.einsum("onm,bhmd,hdo->bhnd", s, v, w) + b
+    # one matmul (the k*k shifted copies of V), then the per-channel weights elementwise
+    shifted = s[:, None, None] @ v  # (k*k, B, h, N, d)
+    return (shifted * w).sum(0) + b
 
 
 register_dense_encoder(RelPosBiasModule, bias=_relpos_dense_bias)
