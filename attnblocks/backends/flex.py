@@ -8,6 +8,11 @@ keys); a ``score_mod`` adds the encoders' per-window bias. Run it under ``torch.
 the fused kernel; without compile FlexAttention materialises the scores.
 
 On CPU FlexAttention has no backward (torch 2.14): a call that records a graph raises.
+
+Known gap: ``torch.compile`` of a layer with ``backend="flex"`` fails in inductor on CPU (torch
+2.14.1: ``LoweringException: too many values to unpack (expected 4)`` in the ``flex_attention``
+lowering, whether or not ``BLOCK_SIZE = T``); the block mask is built inside the graph there.
+Eager-mode flex is exact (the tests compare it with the eager lowering).
 """
 
 from __future__ import annotations
