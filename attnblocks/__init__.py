@@ -14,6 +14,8 @@ from . import (
 )
 from ._errors import AttnblocksError
 from .attention import Attention
+from .config import from_config, to_config
+from .cost import Cost, cost
 from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
@@ -33,6 +35,7 @@ __all__ = [
     "AxialRoPE",
     "ContinuousPosBias",
     "Cosine",
+    "Cost",
     "Dilated",
     "Downsample",
     "Global",
@@ -50,10 +53,13 @@ __all__ = [
     "Stripe",
     "Window",
     "__version__",
+    "cost",
     "dense_mask",
     "draw_pattern",
     "explain",
+    "from_config",
     "rect_layout",
     "region_ids",
+    "to_config",
     "window_mask",
 ]

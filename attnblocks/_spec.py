@@ -7,7 +7,19 @@ from typing import Any
 
 from ._errors import AttnblocksError
 
-__all__ = ["Spec", "pair", "positive_int"]
+__all__ = ["SPEC_TYPES", "Spec", "pair", "positive_int", "register_spec"]
+
+# Every spec class by name, for the plain-data form of :mod:`attnblocks.config`.
+SPEC_TYPES: dict[str, type] = {}
+
+
+def register_spec(cls: type) -> type:
+    """Class decorator: make ``cls`` known to :func:`attnblocks.config.from_config` by name.
+
+    Subclasses of :class:`Spec` register themselves; other spec classes (``Split``) use this.
+    """
+    SPEC_TYPES[cls.__name__] = cls
+    return cls
 
 
 def positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
@@ -50,6 +62,10 @@ class Spec:
     """
 
     _positional: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_spec(cls)
 
     def __repr__(self) -> str:
         parts: list[str] = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ._errors import AttnblocksError
 from ._spec import Spec, positive_int
 from .heads import Split
-from .lowering import PAD_MODES, GroupPlan, resolve_groups
+from .lowering import BACKENDS, PAD_MODES, GroupPlan, resolve_groups
 from .partition import Partition
 from .pe import PositionalEncoder
 from .projection import QKV_BIAS
@@ -55,6 +55,10 @@ class Attention(Spec):
             ``"timm"`` (as if the input were zero-padded before the projection, unmasked,
             with Swin's shift bands on the padded canvas: timm 1.0's ``SwinTransformerBlock``),
             or ``"error"``.
+        backend: how the groups run: ``"eager"`` (batched windows, fused SDPA), ``"flex"``
+            (FlexAttention with a block mask over window-major tokens; no backward on CPU),
+            ``"dense"`` (the oracle: all ``N`` tokens with the dense mask; ``pad="mask"`` or
+            ``"error"``), or ``"auto"`` (chosen per call, see :mod:`attnblocks.backends`).
     """
 
     partition: Partition | None = None
@@ -68,6 +72,7 @@ class Attention(Spec):
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     pad: str = "mask"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.partition is not None and not isinstance(self.partition, Partition):
@@ -112,6 +117,15 @@ class Attention(Spec):
             )
         if self.pad not in PAD_MODES:
             raise AttnblocksError(f"Attention: pad must be one of {PAD_MODES}, got {self.pad!r}.")
+        if self.backend not in BACKENDS:
+            raise AttnblocksError(
+                f"Attention: backend must be one of {BACKENDS}, got {self.backend!r}."
+            )
+        if self.backend == "dense" and self.pad not in ("mask", "error"):
+            raise AttnblocksError(
+                f"Attention: backend='dense' computes the attention over the real tokens only, "
+                f"so it needs pad='mask' or 'error', got pad={self.pad!r}."
+            )
         for name in ("attn_drop", "proj_drop"):
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:

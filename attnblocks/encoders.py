@@ -13,7 +13,6 @@ Contract shared by every encoder module (each hook may be the identity / ``None`
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import ClassVar
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._cache import size_cache
 from ._errors import AttnblocksError
 from .lowering import GroupPlan, RectLayout
 from .partition import Grid, Window
@@ -56,7 +56,7 @@ class EncoderModule(nn.Module):
         return None
 
 
-@lru_cache(maxsize=128)
+@size_cache(128)
 def relative_position_index(window: tuple[int, int], table: tuple[int, int]) -> torch.Tensor:
     """Swin's relative position index of a ``window`` inside a table sized for ``table``.
 
@@ -140,7 +140,7 @@ class LePEModule(EncoderModule):
         return rearrange(out, "(b n) (h d) wh ww -> b n h (wh ww) d", n=v.shape[1], h=v.shape[2])
 
 
-@lru_cache(maxsize=128)
+@size_cache(128)
 def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.Tensor:
     """SwinV2's log-spaced relative coordinates of a ``window``, normalised by ``ref - 1``.
 
@@ -195,7 +195,7 @@ class ContinuousPosBiasModule(EncoderModule):
         return table[index.view(-1)].view(T, T, -1).permute(2, 0, 1)
 
 
-@lru_cache(maxsize=64)
+@size_cache(64)
 def rope_angles(
     H: int, W: int, head_dim: int, temperature: float, ref: tuple[int, int] | None
 ) -> tuple[torch.Tensor, torch.Tensor]:

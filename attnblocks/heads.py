@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import AttnblocksError
-from ._spec import positive_int
+from ._spec import positive_int, register_spec
 from .partition import Partition
 
 __all__ = ["Split"]
 
 
+@register_spec
 @dataclass(frozen=True, init=False, eq=True)
 class Split:
     """Divide the heads into equal groups, each on its contiguous channel slice.
@@ -54,6 +55,10 @@ class Split:
 
     def __reduce__(self):  # frozen with a custom __init__: pickle through the constructor
         return (Split, (self.count,) if self.partitions is None else self.partitions)
+
+    def config_args(self) -> tuple:
+        """The positional arguments that rebuild this split (its plain-data form)."""
+        return (self.count,) if self.partitions is None else self.partitions
 
     def check(self, num_heads: int) -> None:
         """Raise unless ``num_heads`` divides into this split's groups."""

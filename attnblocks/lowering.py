@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
+from ._cache import size_cache
 from ._errors import AttnblocksError
 from .heads import Split
 from .partition import Global, Grid, Partition, Stripe, Window
 
 __all__ = [
+    "BACKENDS",
     "PAD_MODES",
     "GroupPlan",
     "RectLayout",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 PAD_MODES = ("mask", "zeros", "timm", "error")
+BACKENDS = ("auto", "eager", "flex", "dense")
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def _divisibility_error(spec: Partition, H: int, W: int, window: tuple[int, int]
     )
 
 
-@lru_cache(maxsize=1024)
+@size_cache(1024)
 def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> RectLayout:
     """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on a map.
 

@@ -8,12 +8,12 @@ so that tests comparing the two compare two different derivations.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
 import numpy as np
 import torch
 from einops import rearrange
 
+from ._cache import size_cache
 from ._errors import AttnblocksError
 from .lowering import RectLayout, rect_layout, resolve_groups
 from .partition import Global, Grid, Partition, Stripe, Window
@@ -93,7 +93,7 @@ def region_ids(layout: RectLayout) -> torch.Tensor:
     return torch.from_numpy(3 * rows[:, None] + cols[None, :])
 
 
-@lru_cache(maxsize=256)
+@size_cache(256)
 def window_mask(layout: RectLayout, device: torch.device | None = None) -> torch.Tensor | None:
     """Which key each query of each window may attend to, or ``None`` when all may.
 
@@ -128,7 +128,7 @@ def _sizes(layout: RectLayout) -> dict[str, int]:
     return {"wh": layout.window[0], "ww": layout.window[1]}
 
 
-@lru_cache(maxsize=256)
+@size_cache(256)
 def additive_mask(
     layout: RectLayout, dtype: torch.dtype, device: torch.device | None = None
 ) -> torch.Tensor | None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from ._cache import size_cache
 from ._errors import AttnblocksError
 from .masks import register_oracle
 from .partition import Dilated
@@ -111,7 +111,7 @@ def _axis_offsets(L: int, kernel: int, r: int, border: str) -> tuple[np.ndarray,
     return offs[used], allowed[:, used]
 
 
-@lru_cache(maxsize=512)
+@size_cache(512)
 def offset_plan(partition: Dilated, H: int, W: int) -> OffsetPlan:
     """The :class:`OffsetPlan` of a concrete :class:`~attnblocks.Dilated` on ``H x W``.
 
@@ -189,7 +189,7 @@ def _axis_tiles(
     return np.stack(qs), np.stack(ks), np.stack(alloweds)
 
 
-@lru_cache(maxsize=512)
+@size_cache(512)
 def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     """The :class:`TilePlan` of a concrete :class:`~attnblocks.Dilated` on ``H x W``.
 

@@ -8,7 +8,7 @@ from torch import nn
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
 from .projection import qkv_projection
-from .runners import RunContext, runner_for
+from .runners import RunContext, run_group, runner_for
 
 __all__ = ["AttentionLayer"]
 
@@ -164,9 +164,9 @@ class AttentionLayer(nn.Module):
             if self.spec.pad == "timm" and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
         dropout = self.spec.attn_drop if self.training else 0.0
-        ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill)
+        ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill, self.spec.backend)
         try:
-            outs = [r(t, ctx) for t, r in zip(inputs, self.runners)]
+            outs = [run_group(r, t, ctx) for t, r in zip(inputs, self.runners)]
         except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
             form = (
                 "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"

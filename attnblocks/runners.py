@@ -15,10 +15,18 @@ from torch import nn
 
 from ._errors import AttnblocksError
 from .backends.eager import rect_attention
+from .backends.registry import check_backend, choose_backend
 from .lowering import GroupPlan, rect_layout
 from .partition import Global, Grid, Partition, Stripe, Window
 
-__all__ = ["GroupRunner", "RectRunner", "RunContext", "register_runner", "runner_for"]
+__all__ = [
+    "GroupRunner",
+    "RectRunner",
+    "RunContext",
+    "register_runner",
+    "run_group",
+    "runner_for",
+]
 
 _RUNNERS: dict[type, type[GroupRunner]] = {}
 
@@ -37,6 +45,7 @@ class RunContext:
     dropout_p: float
     pad: str
     fill: torch.Tensor | None = None
+    backend: str = "eager"
 
 
 class GroupRunner(nn.Module):
@@ -67,6 +76,16 @@ def register_runner(*types: type[Partition]):
         return cls
 
     return deco
+
+
+def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    """Run one head group on ``ctx.backend``: the runner itself (eager) or a registered lowering."""
+    backend = ctx.backend
+    if backend == "auto":
+        backend = choose_backend(runner.group.partition, qkv, ctx)
+    if backend == "eager":
+        return runner(qkv, ctx)
+    return check_backend(runner.group.partition, backend)(runner, qkv, ctx)
 
 
 def runner_for(partition: Partition) -> type[GroupRunner]:

@@ -1,10 +1,38 @@
-"""The dense backend: attention over all tokens with a boolean mask. The oracle of the tests."""
+"""The dense backend: attention over all ``N`` tokens with the dense mask. The tests' oracle.
+
+Nothing here uses the window layout of the fast path. The mask comes from the partition's
+oracle (:func:`~attnblocks.masks.partition_oracle`, written from token coordinates) and
+positional encoders are expressed densely from *window coordinates*: every real token's window
+id and its (row, col) in its window's frame (``register_coords``, per partition type). An
+encoder module type gives its dense form with ``register_dense_encoder``.
+"""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["dense_attention"]
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .._errors import AttnblocksError
+from ..encoders import EncoderModule, LePEModule, RelPosBiasModule
+from ..lowering import GroupPlan, rect_layout
+from ..masks import partition_oracle
+from ..partition import Global, Grid, Partition, Stripe, Window
+from .registry import register_lowering
+
+__all__ = [
+    "WindowCoords",
+    "dense_attention",
+    "dense_lowering",
+    "register_coords",
+    "register_dense_encoder",
+    "window_coords",
+]
 
 
 def dense_attention(
@@ -14,16 +42,181 @@ def dense_attention(
     allowed: torch.Tensor,
     scale: float,
     bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Plain masked softmax attention over all ``N`` tokens.
 
     Shapes: ``q, k, v: (B, h, N, d)``; ``allowed: (N, N)`` or ``(h, N, N)`` bool (True where
     query ``i`` may attend to key ``j``); ``bias`` additive, broadcastable to ``(B, h, N, N)``.
     Rows with no allowed key give zeros. Returns ``(B, h, N, d)``.
+
+    Example:
+        >>> q = torch.randn(1, 1, 3, 2)
+        >>> dense_attention(q, q, q, torch.eye(3, dtype=torch.bool), 1.0).allclose(q)
+        True
     """
     logits = (q @ k.transpose(-2, -1)) * scale
     if bias is not None:
         logits = logits + bias
     logits = logits.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p)
     return weights @ v
+
+
+@dataclass(frozen=True)
+class WindowCoords:
+    """Window frame of every real token (row-major ``n = y * W + x``).
+
+    ``window: (N,)`` int64 window id; ``pos: (N, 2)`` int64 (row, col) inside the window's frame.
+    """
+
+    window: np.ndarray
+    pos: np.ndarray
+
+    def same_window(self) -> np.ndarray:
+        """``(N, N)`` bool: whether tokens ``i`` and ``j`` share a window."""
+        return self.window[:, None] == self.window[None, :]
+
+    def offsets(self) -> np.ndarray:
+        """``(N, N, 2)``: ``pos[i] - pos[j]`` (meaningful within a window)."""
+        return self.pos[:, None, :] - self.pos[None, :, :]
+
+
+Coords = Callable[[Partition, int, int, str], WindowCoords]
+_COORDS: dict[type, Coords] = {}
+
+
+def register_coords(*types: type) -> Callable[[Coords], Coords]:
+    """Decorator: ``fn(partition, H, W, pad) -> WindowCoords`` for these partition types."""
+
+    def deco(fn: Coords) -> Coords:
+        for t in types:
+            _COORDS[t] = fn
+        return fn
+
+    return deco
+
+
+def window_coords(partition: Partition, H: int, W: int, pad: str = "mask") -> WindowCoords:
+    """The registered window coordinates of a concrete partition on an ``H x W`` map.
+
+    Example:
+        >>> window_coords(Window(2), 2, 4).window.tolist()
+        [0, 0, 1, 1, 0, 0, 1, 1]
+    """
+    for t in type(partition).__mro__:
+        if t in _COORDS:
+            return _COORDS[t](partition, H, W, pad)
+    raise AttnblocksError(
+        f"backend='dense': {partition!r} has no window coordinates (register_coords), which its "
+        f"positional encoders need."
+    )
+
+
+@register_coords(Window, Stripe, Global, Grid)
+def _rect_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
+    lay = rect_layout(partition, H, W, pad)  # raises for pad="error" on an indivisible map
+    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
+    y, x = np.divmod(np.arange(H * W), W)
+    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled map
+    if lay.grid:  # rows (wh nh): window r % nh, frame row r // nh
+        return WindowCoords((r % nh) * nw + (c % nw), np.stack([r // nh, c // nw], 1))
+    return WindowCoords((r // wh) * nw + (c // ww), np.stack([r % wh, c % ww], 1))
+
+
+DenseBias = Callable[[Any, GroupPlan, WindowCoords], torch.Tensor]
+DenseValue = Callable[[Any, GroupPlan, torch.Tensor, WindowCoords], torch.Tensor]
+_DENSE_ENCODERS: dict[type, tuple[DenseBias | None, DenseValue | None]] = {}
+
+
+def register_dense_encoder(
+    module_type: type, bias: DenseBias | None = None, value: DenseValue | None = None
+) -> None:
+    """Give an encoder module type its dense form.
+
+    ``bias(module, group, coords) -> (h_g, N, N)`` additive logits; ``value(module, group, v,
+    coords)`` with ``v: (B, h_g, N, d)`` returns the term added to the output, same shape.
+    """
+    _DENSE_ENCODERS[module_type] = (bias, value)
+
+
+def _dense_form(module: EncoderModule) -> tuple[DenseBias | None, DenseValue | None]:
+    for t in type(module).__mro__:
+        if t in _DENSE_ENCODERS:
+            return _DENSE_ENCODERS[t]
+    hooks = type(module).bias is not EncoderModule.bias or type(module).value is not (
+        EncoderModule.value
+    )
+    if hooks:
+        raise AttnblocksError(
+            f"backend='dense': the encoder {type(module).__name__} has no dense form "
+            f"(register_dense_encoder)."
+        )
+    return (None, None)
+
+
+def _relpos_dense_bias(module: RelPosBiasModule, group: GroupPlan, co: WindowCoords):
+    size, table = module.sizes[group.index], module.tables[group.index]
+    same, off = co.same_window(), co.offsets()
+    too_far = same & ((np.abs(off[..., 0]) >= size[0]) | (np.abs(off[..., 1]) >= size[1]))
+    if too_far.any():
+        extent = co.pos.max(0) + 1
+        raise AttnblocksError(
+            f"RelPosBias: head group {group.index} has a table for {size[0]}x{size[1]} windows, "
+            f"but {group.partition!r} makes {extent[0]}x{extent[1]} windows."
+        )
+    off = np.where(same[..., None], off, 0)  # pairs across windows are masked anyway
+    index = (off[..., 0] + size[0] - 1) * (2 * size[1] - 1) + off[..., 1] + size[1] - 1
+    index = torch.from_numpy(index).to(table.device)
+    return table[index].permute(2, 0, 1)
+
+
+def _lepe_dense_value(module: LePEModule, group: GroupPlan, v: torch.Tensor, co: WindowCoords):
+    c0, c1 = group.channels
+    k, p = module.kernel, module.kernel // 2
+    same, off = co.same_window(), co.offsets()
+    # shifts[o, i, j]: token j sits at kernel offset o from token i, in i's window
+    shifts = np.stack(
+        [same & (off[..., 0] == p - a) & (off[..., 1] == p - b) for a in range(k) for b in range(k)]
+    )
+    s = torch.from_numpy(shifts).to(v)
+    h = group.num_heads
+    w = rearrange(module.conv.weight[c0:c1], "(h d) 1 ka kb -> (ka kb) 1 h 1 d", h=h).to(v)
+    b = rearrange(module.conv.bias[c0:c1], "(h d) -> h 1 d", h=h).to(v)
+    # one matmul (the k*k shifted copies of V), then the per-channel weights elementwise
+    shifted = s[:, None, None] @ v  # (k*k, B, h, N, d)
+    return (shifted * w).sum(0) + b
+
+
+register_dense_encoder(RelPosBiasModule, bias=_relpos_dense_bias)
+register_dense_encoder(LePEModule, value=_lepe_dense_value)
+
+
+@register_lowering("dense", Partition)
+def dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """One head group as dense masked attention: ``qkv: (B, H, W, 3, c) -> (B, H, W, c)``."""
+    g = runner.group
+    if runner.kv_source != "tokens":
+        raise AttnblocksError(f"backend='dense' has no lowering for {g.partition!r}.")
+    if ctx.pad not in ("mask", "error"):
+        raise AttnblocksError(f"backend='dense' needs pad='mask' or 'error', got {ctx.pad!r}.")
+    H, W = qkv.shape[1:3]
+    forms = [(e, *_dense_form(e)) for e in ctx.encoders]
+    coords = None
+    has_coords = any(t in _COORDS for t in type(g.partition).__mro__)
+    if (ctx.pad == "error" and has_coords) or any(bf or vf for _, bf, vf in forms):
+        coords = window_coords(g.partition, H, W, ctx.pad)  # also checks pad="error"
+    allowed = torch.from_numpy(partition_oracle(g.partition, H, W)).to(qkv.device)
+    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=g.num_heads)
+    bias = None
+    for e, bf, _ in forms:
+        if bf is not None:
+            term = bf(e, g, coords).to(q.dtype)
+            bias = term if bias is None else bias + term
+    o = dense_attention(q, k, v, allowed, ctx.scale, bias, ctx.dropout_p)
+    for e, _, vf in forms:
+        if vf is not None:
+            o = o + vf(e, g, v, coords)
+    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)

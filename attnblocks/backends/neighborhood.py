@@ -15,19 +15,18 @@ of the keys and values:
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .._cache import size_cache
 from ..masks import mask_value
 from ..neighborhood import OffsetPlan, TilePlan
 
 __all__ = ["slices_attention", "tiles_attention"]
 
 
-@lru_cache(maxsize=256)
+@size_cache(256)
 def _offset_mask(plan: OffsetPlan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(n, 1, H, W, 1)`` additive mask of an offset plan (0 or :func:`mask_value`)."""
     allowed = torch.from_numpy(plan.allowed).to(device).permute(2, 0, 1)
@@ -82,7 +81,7 @@ def slices_attention(
     return out.flatten(-2)
 
 
-@lru_cache(maxsize=256)
+@size_cache(256)
 def _tile_tensors(
     plan: TilePlan, heads: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,101 @@
+"""The flex backend: FlexAttention over window-major tokens with a block mask.
+
+The group's tokens are put in window-major order (the eager lowering's windows, padding
+included, laid end to end: token ``t`` of window ``w`` is ``w * T + t``), so a window is one
+``T x T`` block on the diagonal (``BLOCK_SIZE = T``) and every other block is skipped. The
+``mask_mod`` keeps pairs in the same window that the window mask allows (shift regions, padded
+keys); a ``score_mod`` adds the encoders' per-window bias. Run it under ``torch.compile`` for
+the fused kernel; without compile FlexAttention materialises the scores.
+
+On CPU FlexAttention has no backward (torch 2.14): a call that records a graph raises.
+
+Known gap: ``torch.compile`` of a layer with ``backend="flex"`` fails in inductor on CPU (torch
+2.14.1: ``LoweringException: too many values to unpack (expected 4)`` in the ``flex_attention``
+lowering, whether or not ``BLOCK_SIZE = T``); the block mask is built inside the graph there.
+Eager-mode flex is exact (the tests compare it with the eager lowering).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+
+from .._cache import size_cache
+from .._errors import AttnblocksError
+from ..lowering import RectLayout, rect_layout
+from ..masks import window_mask
+from ..partition import Global, Grid, Stripe, Window
+from .eager import rect_attention
+from .registry import needs_grad, register_lowering
+
+__all__ = ["flex_lowering", "flex_window_kernel"]
+
+
+def _mask_mod(allowed: torch.Tensor | None, T: int, b, h, q_idx, kv_idx):
+    same = (q_idx // T) == (kv_idx // T)
+    if allowed is None:
+        return same
+    return same & allowed[q_idx // T, q_idx % T, kv_idx % T]
+
+
+def _score_mod(bias: torch.Tensor, T: int, score, b, h, q_idx, kv_idx):
+    return score + bias[h, q_idx % T, kv_idx % T]
+
+
+@size_cache(64)
+def block_mask(layout: RectLayout, device: torch.device):
+    """The :class:`BlockMask` of a window layout: ``nW`` dense ``T x T`` diagonal blocks."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    T, L = layout.tokens, layout.num_windows * layout.tokens
+    allowed = window_mask(layout, device)
+    mod = partial(_mask_mod, allowed, T)
+    return create_block_mask(mod, None, None, L, L, device=device, BLOCK_SIZE=T)
+
+
+def flex_window_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    layout: RectLayout,
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """The windows' attention as one FlexAttention call over window-major tokens.
+
+    Shapes: ``q, k, v: (B, nW, h, T, d)``, ``bias: (h, T, T)``; returns ``(B, nW, h, T, d)``.
+    """
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if dropout_p:
+        raise AttnblocksError(
+            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
+            f"use backend='eager' or attn_drop=0."
+        )
+    B, nW, h, T, d = q.shape
+    qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
+    score = None if bias is None else partial(_score_mod, bias.to(q.dtype), T)
+    o = flex_attention(
+        qf, kf, vf, score_mod=score, block_mask=block_mask(layout, q.device), scale=scale
+    )
+    return o.view(B, h, nW, T, d).transpose(1, 2)
+
+
+@register_lowering("flex", Window, Stripe, Global, Grid)
+def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """One rectangular head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    g = runner.group
+    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
+        raise AttnblocksError(
+            f"backend='flex' cannot run {g.partition!r} with gradients on CPU: FlexAttention has "
+            f"no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') to "
+            f"train, or call under torch.no_grad()."
+        )
+    layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+    fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
+    return rect_attention(
+        qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill, kernel=flex_window_kernel
+    )

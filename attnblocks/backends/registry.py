@@ -1,0 +1,93 @@
+"""Which lowering runs a head group: a registry keyed on (backend, partition type).
+
+``"eager"`` is each runner's own ``forward``. Other backends register a function
+``fn(runner, qkv, ctx) -> (B, H, W, c)`` for partition types (looked up along the MRO, so a
+registration for :class:`~attnblocks.Partition` is a fallback for every partition).
+
+``"auto"`` picks per call (:func:`choose_backend`). Measured with ``benchmarks/backends.py``
+(torch 2.14.1, fp32, no grad, 2 threads on a CPU shared with other jobs, so only the ratios
+mean much): ``zoo.swin(7, shift=3)``, dim 96, ``x: (2, 28, 28, 96)``: flex without compile
+4.3x the eager time (it materialises the scores), dense 1.9x (and ``N^2`` memory). FlexAttention
+has no CPU backward and a compiled first call of seconds. So ``auto`` runs the eager lowering.
+The rule that would pick ``"flex"`` (CUDA, inside ``torch.compile``, no gradient, where the fused
+kernel skips masked blocks) is written but off until it is measured on a GPU: set
+``AUTO_FLEX_ON_CUDA = True`` to try it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .._errors import AttnblocksError
+
+if TYPE_CHECKING:
+    from ..partition import Partition
+
+__all__ = ["AUTO_FLEX_ON_CUDA", "choose_backend", "lowering_for", "register_lowering"]
+
+AUTO_FLEX_ON_CUDA = False
+
+Lowering = Callable[[Any, torch.Tensor, Any], torch.Tensor]
+_LOWERINGS: dict[tuple[str, type], Lowering] = {}
+
+
+def register_lowering(backend: str, *types: type) -> Callable[[Lowering], Lowering]:
+    """Decorator: ``fn(runner, qkv, ctx)`` runs groups of these partition types on ``backend``.
+
+    Example:
+        >>> from attnblocks.backends.registry import lowering_for
+        >>> from attnblocks import Window
+        >>> lowering_for(Window(7), "dense").__name__
+        'dense_lowering'
+    """
+
+    def deco(fn: Lowering) -> Lowering:
+        for t in types:
+            _LOWERINGS[(backend, t)] = fn
+        return fn
+
+    return deco
+
+
+def lowering_for(partition: Partition, backend: str) -> Lowering | None:
+    """The registered lowering of ``partition`` on ``backend``, or ``None``."""
+    for t in type(partition).__mro__:
+        fn = _LOWERINGS.get((backend, t))
+        if fn is not None:
+            return fn
+    return None
+
+
+def needs_grad(qkv: torch.Tensor, modules: Any) -> bool:
+    """True when this call records a graph: grad mode on and an input or parameter needs it."""
+    if not torch.is_grad_enabled():
+        return False
+    return qkv.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
+
+
+def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:
+    """The backend ``"auto"`` runs a group with (see the module docstring for why)."""
+    flex = lowering_for(partition, "flex") is not None
+    compiling = torch.compiler.is_compiling()
+    if (
+        AUTO_FLEX_ON_CUDA
+        and flex
+        and compiling
+        and qkv.is_cuda
+        and not needs_grad(qkv, ctx.encoders)
+    ):
+        return "flex"
+    return "eager"
+
+
+def check_backend(partition: Partition, backend: str) -> Lowering:
+    """The lowering of a non-eager backend, or an error naming the partition."""
+    fn = lowering_for(partition, backend)
+    if fn is None:
+        raise AttnblocksError(
+            f"backend={backend!r} has no lowering for {partition!r}: use backend='eager' or 'auto'."
+        )
+    return fn

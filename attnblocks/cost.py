@@ -1,0 +1,225 @@
+"""Cost model: multiply-accumulates, attended keys per query and attention-matrix memory.
+
+``cost(layer_or_spec, (H, W))`` counts what the chosen lowering computes, not an ideal: the
+eager and flex lowerings compute whole (padded) windows, the dense one all ``N x N`` pairs.
+MACs are the matmul family (the qkv and output projections, ``q k^T`` and ``attn v``) plus the
+encoders' own (LePE's depthwise conv); softmax, masks and gathers are not counted. Per head group
+the numbers come from a function registered for (backend, partition type) with
+:func:`register_cost` and, per encoder spec type, :func:`register_encoder_cost`; ``"auto"`` is
+counted as ``"eager"`` (what it runs on CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from ._errors import AttnblocksError
+from .attention import Attention
+from .lowering import GroupPlan, rect_layout
+from .masks import partition_oracle, window_mask
+from .partition import Global, Grid, Partition, Stripe, Window
+from .pe import LePE, PositionalEncoder, RelPosBias
+
+__all__ = ["Cost", "GroupCost", "cost", "register_cost", "register_encoder_cost"]
+
+
+@dataclass(frozen=True)
+class GroupCost:
+    """One head group: ``attention_macs`` (``q k^T`` + ``attn v``), attended keys per real query
+    (``keys_mean``, ``keys_max``), ``scores`` (score entries computed, batch included),
+    ``mask_bytes`` (masks and biases the lowering materialises) and ``frames`` (positions an
+    encoder's per-window value path runs over: padded windows, or ``N`` when dense).
+    """
+
+    attention_macs: int
+    keys_mean: float
+    keys_max: int
+    scores: int
+    mask_bytes: int
+    frames: int
+    dense_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The cost of one forward call; ``parts`` splits ``macs`` into qkv, attention, encoders,
+    proj; ``attn_bytes`` is the score matrices at ``itemsize`` (an upper bound for fused kernels,
+    which tile them) plus the materialised masks and biases.
+
+    Example:
+        >>> from attnblocks import Window, Attention
+        >>> c = cost(Attention(partition=Window(7)), (14, 14), dim=64, num_heads=2)
+        >>> c.keys_per_query, c.parts["attention"] == 2 * 196 * 49 * 64
+        ((49.0, 49), True)
+    """
+
+    spec: Attention
+    hw: tuple[int, int]
+    batch: int
+    backend: str
+    macs: int
+    parts: dict[str, int]
+    keys_per_query: tuple[float, int]
+    attn_bytes: int
+    groups: tuple[GroupCost, ...] = field(repr=False)
+
+
+GroupCostFn = Callable[[GroupPlan, int, int, str, int, int, bool], GroupCost]
+_COSTS: dict[tuple[str, type], GroupCostFn] = {}
+EncoderCostFn = Callable[[Any, GroupPlan, GroupCost, str], int]
+_ENCODER_COSTS: dict[type, EncoderCostFn] = {}
+
+
+def register_cost(backend: str, *types: type) -> Callable[[GroupCostFn], GroupCostFn]:
+    """Decorator: ``fn(group, H, W, pad, batch, itemsize, has_bias) -> GroupCost``."""
+
+    def deco(fn: GroupCostFn) -> GroupCostFn:
+        for t in types:
+            _COSTS[(backend, t)] = fn
+        return fn
+
+    return deco
+
+
+def register_encoder_cost(*types: type) -> Callable[[EncoderCostFn], EncoderCostFn]:
+    """Decorator: ``fn(encoder_spec, group, group_cost, backend) -> MACs`` of an encoder."""
+
+    def deco(fn: EncoderCostFn) -> EncoderCostFn:
+        for t in types:
+            _ENCODER_COSTS[t] = fn
+        return fn
+
+    return deco
+
+
+def _lookup(table: dict, key_prefix: Any, obj: Any, what: str, hook: str):
+    for t in type(obj).__mro__:
+        fn = table.get((key_prefix, t) if key_prefix is not None else t)
+        if fn is not None:
+            return fn
+    raise AttnblocksError(f"cost: no cost model for {obj!r}{what} ({hook}).")
+
+
+@register_cost("eager", Window, Stripe, Global, Grid)
+@register_cost("flex", Window, Stripe, Global, Grid)
+def _rect_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
+    lay = rect_layout(g.partition, H, W, pad)
+    nW, T, h, d = lay.num_windows, lay.tokens, g.num_heads, g.dim // g.num_heads
+    real = torch.zeros(1, lay.Hp, lay.Wp, 1)
+    real[:, :H, :W] = 1
+    real = rearrange(real, lay.pattern, h=1, wh=lay.window[0], ww=lay.window[1])[0, :, 0, :, 0]
+    allowed = window_mask(lay)
+    keys = torch.full((nW, T), T) if allowed is None else allowed.sum(-1)
+    keys = keys[real.bool()].double()
+    scores = batch * nW * h * T * T
+    mask = 0
+    if lay.needs_mask:  # the cached (nW, 1, T, T) mask and its (1, nW*h, T, T) fold
+        mask = nW * T * T * itemsize + nW * h * T * T * itemsize
+    elif bias:
+        mask = h * T * T * itemsize
+    return GroupCost(
+        2 * scores * d, keys.mean().item(), int(keys.max()), scores, mask, batch * nW * T
+    )
+
+
+@register_cost("dense", Partition)
+def _dense_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
+    N, h, d = H * W, g.num_heads, g.dim // g.num_heads
+    keys = partition_oracle(g.partition, H, W).sum(-1).astype(np.float64)
+    scores = batch * h * N * N
+    mask = N * N + (h * N * N * itemsize if bias else 0)
+    return GroupCost(
+        2 * scores * d, float(keys.mean()), int(keys.max()), scores, mask, batch * N, N
+    )
+
+
+@register_encoder_cost(LePE)
+def _lepe_cost(spec: LePE, g: GroupPlan, gc: GroupCost, backend: str) -> int:
+    k2 = spec.kernel**2
+    if backend == "dense":  # k*k (N, N) shift matrices times V; the weighting is elementwise
+        return k2 * gc.frames * g.dim * gc.dense_tokens
+    return k2 * gc.frames * g.dim  # the depthwise conv over every (padded) window frame
+
+
+@register_encoder_cost(RelPosBias)
+def _no_macs(spec: PositionalEncoder, g: GroupPlan, gc: GroupCost, backend: str) -> int:
+    return 0  # a gather from the table
+
+
+def cost(
+    layer_or_spec: Any,
+    hw: tuple[int, int],
+    batch: int = 1,
+    *,
+    dim: int | None = None,
+    num_heads: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> Cost:
+    """The cost of one forward call of a built layer or a spec on an ``H x W`` map.
+
+    Args:
+        layer_or_spec: an :class:`~attnblocks.AttentionLayer` or an :class:`~attnblocks.Attention`
+            (give ``dim`` and ``num_heads`` unless the spec fixes them).
+        hw: the map size ``(H, W)``.
+        batch: the batch size ``B``.
+        dtype: the element type for the byte counts (the layer's, or float32).
+
+    Example:
+        >>> from attnblocks import zoo
+        >>> c = cost(zoo.swin(7, shift=3), (56, 56), dim=96, num_heads=3)
+        >>> c.parts["attention"], round(c.keys_per_query[0], 2), c.keys_per_query[1]
+        (29503488, 43.18, 49)
+    """
+    if isinstance(layer_or_spec, Attention):
+        spec = layer_or_spec
+        dim, num_heads = spec._check_dims(dim or spec.dim, num_heads or spec.num_heads)
+        encoders: tuple = spec.encoders
+        itemsize = torch.empty(0, dtype=dtype or torch.float32).element_size()
+    elif isinstance(getattr(layer_or_spec, "spec", None), Attention):
+        spec, dim, num_heads = layer_or_spec.spec, layer_or_spec.dim, layer_or_spec.num_heads
+        encoders = spec.encoders
+        param_dtype = next(layer_or_spec.parameters()).dtype
+        itemsize = torch.empty(0, dtype=dtype or param_dtype).element_size()
+    else:
+        raise TypeError(
+            f"cost expects an Attention spec or a built layer, got {type(layer_or_spec).__name__}."
+        )
+    H, W = hw
+    backend = "eager" if spec.backend == "auto" else spec.backend
+    has_bias = any(isinstance(e, RelPosBias) for e in encoders)
+    groups, enc_macs = [], 0
+    for g in spec.groups(dim, num_heads):
+        fn = _lookup(_COSTS, backend, g.partition, f" on backend={backend!r}", "register_cost")
+        gc = fn(g, H, W, spec.pad, batch, itemsize, has_bias)
+        groups.append(gc)
+        for e in encoders:
+            enc_macs += _lookup(_ENCODER_COSTS, None, e, "", "register_encoder_cost")(
+                e, g, gc, backend
+            )
+    N = H * W
+    parts = {
+        "qkv": batch * N * dim * 3 * dim,
+        "attention": sum(gc.attention_macs for gc in groups),
+        "encoders": enc_macs,
+        "proj": batch * N * dim * dim,
+    }
+    weights = [g.num_heads for g in spec.groups(dim, num_heads)]
+    mean = sum(w * gc.keys_mean for w, gc in zip(weights, groups)) / sum(weights)
+    attn_bytes = sum(gc.scores * itemsize + gc.mask_bytes for gc in groups)
+    return Cost(
+        spec,
+        (H, W),
+        batch,
+        backend,
+        sum(parts.values()),
+        parts,
+        (mean, max(gc.keys_max for gc in groups)),
+        attn_bytes,
+        tuple(groups),
+    )
