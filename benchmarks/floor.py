@@ -37,7 +37,7 @@ def core_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
 
 def floor_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
     """One SDPA call per distinct group shape (one in all for the cases here), no grad."""
-    B, H, W, C = x.shape
+    B, H, W, _ = x.shape
     shapes: dict[tuple[int, int, int], int] = {}
     for g in layer.groups:
         lay = rect_layout(g.partition, H, W, layer.spec.pad)

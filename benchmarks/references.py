@@ -169,7 +169,7 @@ def copy_qkv_to_timm_maxvit(layer: AttentionLayer, attn: nn.Module) -> None:
 
 
 class TimmMaxViT(nn.Module):
-    """timm's ``maxxvit`` block or grid attention path (``PartitionAttentionCl._partition_attn``)."""
+    """timm's ``maxxvit`` block or grid attention (``PartitionAttentionCl._partition_attn``)."""
 
     def __init__(self, layer: AttentionLayer, kind: str, size: int, fused: bool) -> None:
         super().__init__()

@@ -12,7 +12,8 @@ MODES = (("fwd1", "fwd b1"), ("fwd8", "fwd b8"), ("train8", "fwd+bwd b8"))
 
 def _tag(m: dict) -> str:
     malloc = m["malloc"]
-    malloc = ", ".join(f"{k}={v}" for k, v in malloc.items()) if isinstance(malloc, dict) else malloc
+    if isinstance(malloc, dict):
+        malloc = ", ".join(f"{k}={v}" for k, v in malloc.items())
     return (
         f"torch {m['torch']}, {m['threads']} threads, {m['cpu']}, Python {m['python']}; "
         f"malloc: {malloc}; load average {m['load_before']:.1f} before, "
@@ -50,7 +51,7 @@ def markdown(run: dict, setting: str) -> str:
         "",
     ]
     for name, r in run["cases"].items():
-        out += [f"### {name}: {r['title']}", ""] + _case_table(r) + [""]
+        out += [f"### {name}: {r['title']}", "", *_case_table(r), ""]
     out += ["### Distance to the floor (forward, no grad)", ""]
     out += [
         "`core`: the layer's group runners after qkv and before proj, partition only; "
@@ -69,10 +70,12 @@ def markdown(run: dict, setting: str) -> str:
     sweeps = {n: r["sweep"] for n, r in run["cases"].items() if "sweep" in r}
     if sweeps:
         out += ["", "### Resolution sweep (forward, batch 1): ratio and attnblocks ms", ""]
-        out += ["| case | map | " + " | ".join(["attnblocks ms", "ratios"]) + " |", "|---|---|---|---|"]
+        out += ["| case | map | attnblocks ms | ratios |", "|---|---|---|---|"]
         for name, sw in sweeps.items():
             for hw, t in sw.items():
-                ratios = ", ".join(f"{k} {v:.2f}" for k, v in t["ratio"].items() if k != "attnblocks")
+                ratios = ", ".join(
+                    f"{k} {v:.2f}" for k, v in t["ratio"].items() if k != "attnblocks"
+                )
                 out.append(f"| {name} | {hw} | {t['ms']['attnblocks']:.2f} | {ratios} |")
     return "\n".join(out) + "\n"
 
