@@ -9,6 +9,12 @@ models, implementations interleaved in one process):
 - Windows are folded into the head axis, ``(B, h*nW, T, d)``, so a bias and a shift mask are one
   ``(1, h*nW, T, T)`` tensor, never a per-batch ``(B*nW, h, T, T)`` copy; in inference (no grad
   to the bias) that combined tensor is cached per layout and parameter version.
+- Training (gradients flow): explicit ``softmax(q k^T * scale + bias) v`` matmuls beat CPU SDPA
+  when the bias needs a gradient (SDPA then takes its unfused path anyway; Swin-T stage 1 fwd+bwd
+  0.89x the time) and for short windows, ``T <= 64`` (CSWin-T stage 1, stripes of 56 tokens:
+  0.84x); SDPA wins for longer ones (CSWin-T stage 3, 98 tokens: matmuls 1.28x slower) and in
+  inference (matmuls 1.09x slower for Swin, 1.09x for CSWin stage 3, 0.97x for stage 1).
+  See :func:`use_matmul`.
 - Padded maps keep the roll + pad + einops path (:func:`_rect_attention_padded`).
 """
 
@@ -26,7 +32,9 @@ from ..encoders import EncoderModule
 from ..lowering import GroupPlan, RectLayout
 from ..masks import additive_mask
 
-__all__ = ["attend", "rect_attention", "window_order"]
+__all__ = ["attend", "attend_matmul", "rect_attention", "use_matmul", "window_order"]
+
+MATMUL_MAX_TOKENS = 64  # training with windows of at most this many tokens: matmuls (measured)
 
 
 def attend(
@@ -43,6 +51,43 @@ def attend(
     to ``(B, h, Tq, Tk)``; returns ``(B, h, Tq, d)``.
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+def attend_matmul(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """:func:`attend` as explicit matmuls; same shapes and result.
+
+    Example:
+        >>> q = torch.randn(1, 2, 5, 4)
+        >>> torch.allclose(attend_matmul(q, q, q, None, 0.5), attend(q, q, q, None, 0.5), atol=1e-6)
+        True
+    """
+    a = (q * scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        a = a + mask
+    a = a.softmax(-1)
+    if dropout_p:
+        a = F.dropout(a, dropout_p)
+    return a @ v
+
+
+def use_matmul(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """The measured rule: explicit matmuls when training with a learned bias or short windows.
+
+    ``q: (B, h, T, d)``. Inference (no gradient) always uses the fused call.
+    """
+    if not torch.is_grad_enabled():
+        return False
+    learned = mask is not None and mask.requires_grad
+    if not (learned or q.requires_grad):
+        return False
+    return learned or q.shape[-2] <= MATMUL_MAX_TOKENS
 
 
 def _pad_map(t: torch.Tensor, layout: RectLayout, fill: torch.Tensor | None) -> torch.Tensor:
@@ -220,7 +265,8 @@ def _rect_attention_gathered(
     t = qkv.reshape(B, H * W, 3, h, d).permute(2, 0, 3, 1, 4).index_select(3, perm)
     q, k, v = t.view(3, B, h * nW, T, d).unbind(0)
     mask = _logit_bias(encoders, group, layout, q.dtype, q.device)
-    o = attend(q, k, v, mask, scale, dropout_p).view(B, h, nW, T, d)
+    att = attend_matmul if use_matmul(q, mask) else attend
+    o = att(q, k, v, mask, scale, dropout_p).view(B, h, nW, T, d)
     for e in encoders:
         extra = e.value(group, v.view(B, h, nW, T, d).transpose(1, 2), layout)
         if extra is not None:
