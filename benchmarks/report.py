@@ -113,14 +113,18 @@ def _chart(runs: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: dict, out: Path, quick: bool = False) -> list[Path]:
-    """Write ``results.md``, ``results.json`` and ``ratios.png`` (``quick-*`` when quick)."""
+def write_report(runs: dict, out: Path, quick: bool = False, stem: str = "") -> list[Path]:
+    """Write ``results.md``, ``results.json`` and ``ratios.png`` (``quick-*`` when quick).
+
+    ``stem`` is inserted into the names (``results-1thread.md``) to keep runs apart.
+    """
     prefix = "quick-" if quick else ""
-    md = out / f"{prefix}results.md"
+    stem = f"-{stem}" if stem else ""
+    md = out / f"{prefix}results{stem}.md"
     title = "# attnblocks benchmark results" + (" (quick mode)" if quick else "")
     md.write_text(title + "\n\n" + "\n".join(markdown(r, s) for s, r in runs.items()))
-    js = out / f"{prefix}results.json"
+    js = out / f"{prefix}results{stem}.json"
     js.write_text(json.dumps(runs, indent=1))
-    png = out / f"{prefix}ratios.png"
+    png = out / f"{prefix}ratios{stem}.png"
     _chart(runs, png)
     return [md, js, png]

@@ -109,7 +109,7 @@ def measure_all(args) -> dict:
             r["memory"] = {}
             for impl in ["attnblocks", *(i.name for i in case.references if i.train)]:
                 r["memory"][impl] = measure(name, impl, 8, args.threads)
-            if case.sweep:
+            if case.sweep and name in args.sweep:
                 r["sweep"] = {}
                 for f in (1, 2, 4):
                     hw = (case.hw[0] * f, case.hw[1] * f)
@@ -118,6 +118,8 @@ def measure_all(args) -> dict:
         r["seconds"] = time.perf_counter() - t0
         res["cases"][name] = r
         print(f"  {name}: {r['seconds']:.0f} s", file=sys.stderr)
+        if args.child is not None:  # partial results survive an interrupted run
+            args.child.with_suffix(".partial.json").write_text(json.dumps(res))
     res["machine"]["load_after"] = os.getloadavg()[0]
     return res
 
@@ -126,17 +128,26 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats, no memory, no sweep")
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    p.add_argument("--sweep", default=None, help="cases for the resolution sweep (default: all)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--malloc", choices=("current", "tuned", "default", "both"), default="both")
+    p.add_argument(
+        "--malloc",
+        choices=("current", "tuned", "default", "both"),
+        default=None,
+        help="glibc malloc settings to run under (default: both; --quick: current)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="", help="a tag for the output file names")
     p.add_argument("--passes", type=int, default=None)
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in args.cases if c not in CASES]
+    args.sweep = args.cases if args.sweep is None else [c for c in args.sweep.split(",") if c]
+    unknown = [c for c in args.cases + args.sweep if c not in CASES]
     if unknown:
         p.error(f"unknown cases {unknown}; registered: {sorted(CASES)}")
+    args.malloc = args.malloc or ("current" if args.quick else "both")
     args.passes = args.passes or (3 if args.quick else 7)
     args.reps = args.reps or (3 if args.quick else 5)
     if args.child is not None or args.malloc == "current":
@@ -157,16 +168,17 @@ def main(argv: list[str] | None = None) -> None:
                 path = Path(f.name)
             cmd = [sys.executable, "-m", "benchmarks.run", "--child", str(path)]
             cmd += ["--cases", ",".join(args.cases), "--threads", str(args.threads)]
+            cmd += ["--sweep", ",".join(args.sweep)]
             cmd += ["--passes", str(args.passes), "--reps", str(args.reps)]
             cmd += ["--quick"] if args.quick else []
-            print(f"malloc {setting}:", file=sys.stderr)
+            print(f"malloc {setting} ({path}):", file=sys.stderr)
             subprocess.run(cmd, env=env, check=True)
             runs[setting] = json.loads(path.read_text())
             path.unlink()
     from .report import write_report
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in write_report(runs, args.out, quick=args.quick):
+    for path in write_report(runs, args.out, quick=args.quick, stem=args.name):
         print(path)
 
 
