@@ -1,0 +1,55 @@
+"""Distance to the floor: the attention core against one fused SDPA call on pre-laid-out tokens.
+
+The *core* is what a layer does between its qkv projection and its output projection (cut
+into groups, bias/mask, attention, encoders' value terms, back to the map); the *floor* is one
+``scaled_dot_product_attention`` call on q, k, v already laid out as ``(groups * B * nW, h,
+T, d)``, no mask: what no lowering of the same token sets can beat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from attnblocks import AttentionLayer, rect_layout
+from attnblocks.runners import RunContext
+
+__all__ = ["core_step", "floor_step"]
+
+
+def core_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
+    """The layer's group runners on its precomputed qkv, ``x: (B, H, W, C)``, no grad."""
+    layer.eval()
+    B, H, W, C = x.shape
+    with torch.no_grad():
+        qkv = layer.qkv(x).view(B, H, W, 3, C)
+    ctx = RunContext(x, layer.scale, layer.pe, 0.0, layer.spec.pad, None)
+
+    def run() -> None:
+        with torch.no_grad():
+            for g, r in zip(layer.groups, layer.runners):
+                r(qkv[..., g.channels[0] : g.channels[1]], ctx)
+
+    return run
+
+
+def floor_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
+    """One SDPA call per distinct group shape (one in all for the cases here), no grad."""
+    B, H, W, _ = x.shape
+    shapes: dict[tuple[int, int, int], int] = {}
+    for g in layer.groups:
+        lay = rect_layout(g.partition, H, W, layer.spec.pad)
+        key = (g.num_heads, lay.tokens, g.dim // g.num_heads)
+        shapes[key] = shapes.get(key, 0) + B * lay.num_windows
+    qkvs = [
+        [torch.randn(n, h, T, d) for _ in range(3)] for (h, T, d), n in shapes.items()
+    ]  # fmt: skip
+
+    def run() -> None:
+        with torch.no_grad():
+            for q, k, v in qkvs:
+                F.scaled_dot_product_attention(q, k, v, scale=layer.scale)
+
+    return run

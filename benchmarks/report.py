@@ -1,0 +1,130 @@
+"""Write the measured results as markdown tables, JSON and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["markdown", "write_report"]
+
+MODES = (("fwd1", "fwd b1"), ("fwd8", "fwd b8"), ("train8", "fwd+bwd b8"))
+
+
+def _tag(m: dict) -> str:
+    malloc = m["malloc"]
+    if isinstance(malloc, dict):
+        malloc = ", ".join(f"{k}={v}" for k, v in malloc.items())
+    return (
+        f"torch {m['torch']}, {m['threads']} threads, {m['cpu']}, Python {m['python']}; "
+        f"malloc: {malloc}; load average {m['load_before']:.1f} before, "
+        f"{m['load_after']:.1f} after"
+    )
+
+
+def _case_table(r: dict) -> list[str]:
+    t = r["time"]
+    head = "| implementation | " + " | ".join(f"{label} ms | ratio" for _, label in MODES)
+    mem = "memory" in r
+    head += " | peak tensors MiB | peak RSS MiB |" if mem else " |"
+    cols = 2 * len(MODES) + (2 if mem else 0)
+    lines = [head, "|---" * (cols + 1) + "|"]
+    for name in t["fwd1"]["ms"]:
+        cells = [name]
+        for key, _ in MODES:
+            ms, ratio = t[key]["ms"].get(name), t[key]["ratio"].get(name)
+            cells += ["-", "-"] if ms is None else [f"{ms:.2f}", f"{ratio:.2f}"]
+        if mem:
+            m = r["memory"].get(name)
+            rss = None if m is None else m["rss_mib"]
+            cells += ["-" if m is None else f"{m['tensor_mib']:.0f}"]
+            cells += ["-" if rss is None else f"{rss:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(run: dict, setting: str) -> str:
+    """One run (one malloc setting) as markdown."""
+    out = [f"## malloc: {setting}", "", _tag(run["machine"]), ""]
+    out += [
+        "Ratios are `t(implementation) / t(attnblocks)`, the median over interleaved passes: "
+        "above 1 means attnblocks is faster. Memory: forward+backward at batch 8, fresh process.",
+        "",
+    ]
+    for name, r in run["cases"].items():
+        out += [f"### {name}: {r['title']}", "", *_case_table(r), ""]
+    out += ["### Distance to the floor (forward, no grad)", ""]
+    out += [
+        "`core`: the layer's group runners after qkv and before proj, partition only; "
+        "`core+pe`: with its positional encoder; `floor`: one SDPA call on q, k, v already laid "
+        "out in groups. Values are `t / t(floor)`.",
+        "",
+        "| case | b1 core | b1 core+pe | b8 core | b8 core+pe | b8 floor ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in run["cases"].items():
+        f1, f8 = r["floor"]["fwd1"]["ratio"], r["floor"]["fwd8"]["ratio"]
+        out.append(
+            f"| {name} | {f1['core']:.2f} | {f1['core+pe']:.2f} | {f8['core']:.2f} | "
+            f"{f8['core+pe']:.2f} | {r['floor']['fwd8']['ms']['floor']:.2f} |"
+        )
+    sweeps = {n: r["sweep"] for n, r in run["cases"].items() if "sweep" in r}
+    if sweeps:
+        out += ["", "### Resolution sweep (forward, batch 1): ratio and attnblocks ms", ""]
+        out += ["| case | map | attnblocks ms | ratios |", "|---|---|---|---|"]
+        for name, sw in sweeps.items():
+            for hw, t in sw.items():
+                ratios = ", ".join(
+                    f"{k} {v:.2f}" for k, v in t["ratio"].items() if k != "attnblocks"
+                )
+                out.append(f"| {name} | {hw} | {t['ms']['attnblocks']:.2f} | {ratios} |")
+    return "\n".join(out) + "\n"
+
+
+def _chart(runs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(runs)
+    fig, axes = plt.subplots(n, 1, figsize=(11, 4.2 * n), squeeze=False)
+    for ax, (setting, run) in zip(axes[:, 0], runs.items()):
+        labels, bars = [], {}
+        for cname, r in run["cases"].items():
+            for key, label in MODES:
+                labels.append(f"{cname}\n{label}")
+                for impl, ratio in r["time"][key]["ratio"].items():
+                    if impl != "attnblocks":
+                        bars.setdefault(impl, {})[len(labels) - 1] = ratio
+        width = 0.8 / max(1, len(bars))
+        for j, (impl, vals) in enumerate(bars.items()):
+            xs = [i + j * width for i in vals]
+            ax.bar(xs, list(vals.values()), width, label=impl)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, fontsize=7)
+        ax.set_ylabel("t(reference) / t(attnblocks)")
+        m = run["machine"]
+        ax.set_title(
+            f"malloc {setting}: torch {m['torch']}, {m['threads']} threads, {m['cpu']}", fontsize=9
+        )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(runs: dict, out: Path, quick: bool = False, stem: str = "") -> list[Path]:
+    """Write ``results.md``, ``results.json`` and ``ratios.png`` (``quick-*`` when quick).
+
+    ``stem`` is inserted into the names (``results-1thread.md``) to keep runs apart.
+    """
+    prefix = "quick-" if quick else ""
+    stem = f"-{stem}" if stem else ""
+    md = out / f"{prefix}results{stem}.md"
+    title = "# attnblocks benchmark results" + (" (quick mode)" if quick else "")
+    md.write_text(title + "\n\n" + "\n".join(markdown(r, s) for s, r in runs.items()))
+    js = out / f"{prefix}results{stem}.json"
+    js.write_text(json.dumps(runs, indent=1))
+    png = out / f"{prefix}ratios{stem}.png"
+    _chart(runs, png)
+    return [md, js, png]
