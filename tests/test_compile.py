@@ -16,6 +16,13 @@ CASES = {
     "hybrid": Attention(
         heads=Split(Window(3, shift=1), Stripe(2, axis="h")), pe=(LePE(), RelPosBias(size=8))
     ),
+    "swinv2": zoo.swinv2(3, shift=1),
+    "maxvit_grid": zoo.maxvit_grid(3),
+    # Dilated / Neighborhood (dilateformer, nat, dinat) do not compile with fullgraph yet: their
+    # numpy plans are traced as data-dependent tensors (a known gap, issue 4)
+    "pvtv2": zoo.pvtv2(2),
+    "shunted": zoo.shunted(4),
+    "shunted_sr1": zoo.shunted(1),
 }
 
 
