@@ -15,7 +15,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # document the checkout these docs belong to
 
-from attnblocks import Attention, Global, Grid, Split, Stripe, Window, zoo  # noqa: E402
+from attnblocks import Attention, Dilated, Global, Grid, Split, Stripe, Window, zoo  # noqa: E402
 from attnblocks.viz import draw_pattern  # noqa: E402
 
 OUT = DOCS / "gallery"
@@ -111,6 +111,39 @@ GALLERY = (
         "One head group sees vertical stripes, the other head group sees the whole map.",
         Attention(heads=Split(Stripe(2, axis="v"), Global())),
         'Attention(heads=Split(Stripe(2, axis="v"), Global()))',
+        (12, 12),
+        ((5, 6),),
+    ),
+    Entry(
+        "dilated",
+        "DilateFormer: multi-scale dilations",
+        "Three head groups, each with a 3x3 kernel around the query, its keys 1, 2 and 3 tokens "
+        "apart. Drawn with `border='mask'`; DilateFormer itself (`border='zeros'`, the default) "
+        "also keeps the out-of-map keys in the softmax as zero vectors, so a query in the "
+        "corner attends to the same in-map keys plus zeros.",
+        Attention(partition=Dilated(3, dilation=(1, 2, 3), border="mask"), heads=Split(3)),
+        'Attention(partition=Dilated(3, dilation=(1, 2, 3), border="mask"), heads=Split(3))',
+        (12, 12),
+        ((5, 6), (1, 1)),
+    ),
+    Entry(
+        "neighborhood",
+        "NAT: neighbourhood attention at the borders",
+        "Every query sees the 5x5 keys nearest to it. In the interior they are centred on the "
+        "query; at a border or corner the window shifts inward rather than being cut, so every "
+        "query still sees 25 real keys.",
+        zoo.nat(5),
+        "zoo.nat(5)",
+        (12, 12),
+        ((0, 0), (6, 6), (11, 4)),
+    ),
+    Entry(
+        "hybrid_window_dilated_grid",
+        "Hybrid: windows + dilated + grid",
+        "Three head groups at three ranges: a local 4x4 window, a 3x3 kernel with dilation 2 "
+        "centred on the query, and a sparse 3x3 grid over the whole map.",
+        Attention(heads=Split(Window(4), Dilated(3, dilation=2, border="mask"), Grid(3))),
+        'Attention(heads=Split(Window(4), Dilated(3, dilation=2, border="mask"), Grid(3)))',
         (12, 12),
         ((5, 6),),
     ),

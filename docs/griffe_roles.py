@@ -2,7 +2,9 @@
 
 Docstrings say ``:class:`~attnblocks.Attention``` (readable in ``help()``); in the docs each
 role becomes a link to the documented object, or plain code where the target is not
-documented (an optional autoref never fails a strict build).
+documented (an optional autoref never fails a strict build). Doctest blocks (a line starting
+with ``>>>`` up to the next blank line) become fenced ``pycon`` code, so that their output is
+shown as code rather than read as Markdown (``['a', 'b']`` would be a reference link).
 """
 
 from __future__ import annotations
@@ -20,7 +22,24 @@ class SphinxRoles(griffe.Extension):
         for obj in _walk(pkg):
             if obj.docstring is not None:
                 link = functools.partial(_link, obj, loader)
-                obj.docstring.value = ROLE.sub(link, obj.docstring.value)
+                obj.docstring.value = fence_doctests(ROLE.sub(link, obj.docstring.value))
+
+
+def fence_doctests(text: str) -> str:
+    """Wrap each doctest block of ``text`` in a ``pycon`` fence at the block's indentation."""
+    out: list[str] = []
+    indent: str | None = None
+    for line in text.splitlines():
+        if indent is None and line.lstrip().startswith(">>>"):
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}```pycon")
+        elif indent is not None and not line.strip():
+            out.append(f"{indent}```")
+            indent = None
+        out.append(line)
+    if indent is not None:
+        out.append(f"{indent}```")
+    return "\n".join(out)
 
 
 def _walk(obj):

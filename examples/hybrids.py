@@ -12,7 +12,19 @@ import sys
 import torch
 from tiny_backbone import TinyBackbone
 
-from attnblocks import Attention, Global, Grid, LePE, RelPosBias, Split, Stripe, Window
+from attnblocks import (
+    CPE,
+    Attention,
+    Dilated,
+    Downsample,
+    Global,
+    Grid,
+    LePE,
+    RelPosBias,
+    Split,
+    Stripe,
+    Window,
+)
 
 FAST = "--fast" in sys.argv or os.environ.get("ATTNBLOCKS_FAST") == "1"
 torch.manual_seed(0)
@@ -25,6 +37,10 @@ HYBRIDS = {
     "windows + grid": Attention(heads=Split(Window(4), Grid(4)), pe=RelPosBias()),
     # vertical stripes + global attention
     "stripes + global": Attention(heads=Split(Stripe(2, axis="v"), Global()), pe=LePE()),
+    # local windows + a dilated sliding window (DilateFormer's pattern), CPE on the input
+    "windows + dilated": Attention(heads=Split(Window(4), Dilated(3, dilation=2)), pe=CPE()),
+    # local windows + keys from the map reduced 2x (PVTv2's pattern): cheap global context
+    "windows + reduced": Attention(heads=Split(Window(4), Downsample(2))),
     # four head groups, four patterns
     "four patterns": Attention(
         heads=Split(Window(4), Grid(4), Stripe(2, axis="h"), Stripe(2, axis="v")), pe=LePE()
