@@ -146,6 +146,7 @@ def test_registry_lists_swin_and_cswin():
         "cswin_base",
         "cswin_small",
         "cswin_tiny",
+        "pvtv2_b2",
         "swin_base",
         "swin_small",
         "swin_tiny",

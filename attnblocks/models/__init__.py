@@ -5,7 +5,7 @@
 ['cswin_base', 'cswin_small', 'cswin_tiny']
 """
 
-from . import cswin, swin  # noqa: F401  (registers the models)
+from . import cswin, pvtv2, swin  # noqa: F401  (registers the models)
 from .backbone import Backbone, BackboneSpec, Stage
 from .block import Alternate, Block, PreNorm
 from .layers import ConvMerge, ConvStem, DropPath, DWConvMlp, Mlp, PatchMerging, drop_path_rates
