@@ -1,16 +1,35 @@
 """The PVTv2, DilateFormer, Shunted and NAT/DiNAT rows: counts, timm equivalence, any size."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from attnblocks.models import create, summary
+from attnblocks.models import create, model_spec, summary
+from attnblocks.models.block import attention_for
+from attnblocks.models.nat import nat_spec
 
 # The authors' models, counted with FlopCounterMode (reference facts): exact params, MACs at 224.
-PUBLISHED = {"pvtv2_b2": (25_362_856, 4.03e9)}
+PUBLISHED = {"pvtv2_b2": (25_362_856, 4.03e9), "shunted_tiny": (11_553_576, 2.15e9)}
 
-NEW_MODELS = ["pvtv2_b2"]
+NEW_MODELS = ["pvtv2_b2", "dilateformer_tiny", "shunted_tiny", "nat_tiny", "dinat_tiny"]
+
+# Rows whose stem is inferred (DilateFormer) or whose attention lacks a parameter (NAT's rpb):
+# our exact counts, pinned, and the published ones they are compared with.
+OURS = {
+    "dilateformer_tiny": (17_208_820, 17_238_744, 0.002),
+    "nat_tiny": (27_860_008, 28e6, 0.01),
+    "dinat_tiny": (27_860_008, 28e6, 0.01),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_inferred_rows_counts(name):
+    ours, published, rel = OURS[name]
+    n = sum(p.numel() for p in create(name, device="meta").parameters())
+    assert n == ours
+    assert abs(n - published) / published < rel
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -70,33 +89,89 @@ def test_pvtv2_converter_rejects_other_models():
         load_timm_pvtv2_checkpoint(model, {"stem.proj.weight": torch.zeros(1)})
 
 
-def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
-    return (n + 2 * padding - kernel) // stride + 1
+# 45x67 px: odd, non-square; the last stage is 2x3 or smaller. NAT's border="shift" windows
+# need every stage map at least kernel * dilation wide, so the NAT/DiNAT rows run as narrow,
+# shallow tables of the same structure (stem, downsampling, per-block dilations 1-8-1, 1-4-1-4,
+# 1-2, 1) with kernel 3 at 96x112 px (stage maps 24x28 ... 3x4): the 28M rows at 224 px take
+# ~15 s each here.
+NAT_SMALL = {
+    "nat_tiny": nat_spec((16, 32, 64, 128), (1, 1, 2, 1), (2, 4, 8, 16), kernel=3),
+    "dinat_tiny": nat_spec(
+        (16, 32, 64, 128), (3, 4, 2, 1), (2, 4, 8, 16), 3, ((1, 8), (1, 4), (1, 2), (1,))
+    ),
+}
+SIZES = {"nat_tiny": (96, 112), "dinat_tiny": (96, 112)}
+# the first stage map: convolution arithmetic of each stem
+FIRST = {"shunted_tiny": (11, 17), "nat_tiny": (24, 28), "dinat_tiny": (24, 28)}
 
 
-# 45x67 px: odd, non-square; the last stage is 2x3 or smaller
-SIZE = (45, 67)
+def test_small_nat_tables_have_the_rows_structure():
+    for name, small in NAT_SMALL.items():
+        row = model_spec(name)
+        assert (small.downsample, small.block) == (row.downsample, row.block)
+        assert small.stem == replace(row.stem, convs=((8, 3, 2), (16, 3, 2)))
+    dinat = model_spec("dinat_tiny")
+    dil = [
+        [attention_for(s.attn, j).partition.dilation for j in range(s.depth)] for s in dinat.stages
+    ]
+    assert dil == [
+        [(1, 1), (8, 8), (1, 1)],
+        [(1, 1), (4, 4)] * 2,
+        [(1, 1), (2, 2)] * 9,
+        [(1, 1)] * 5,
+    ]
 
 
 @pytest.mark.parametrize("name", NEW_MODELS)
 def test_backpropagates_and_gives_four_stage_maps_at_non_square_size(name):
-    model = create(name, num_classes=3, drop_path_rate=0.1, device="meta")
+    if name in NAT_SMALL:
+        model = NAT_SMALL[name].build(num_classes=3)
+    else:
+        model = create(name, num_classes=3, drop_path_rate=0.1, device="meta")
     model = _randomize(model.to_empty(device="cpu")).train()
-    x = torch.randn(1, 3, *SIZE, requires_grad=True)
+    size = SIZES.get(name, (45, 67))
+    x = torch.randn(1, 3, *size, requires_grad=True)
     maps = model.forward_stages(x)
     model.forward_head(maps[-1]).square().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert x.grad.abs().sum() > 0
-    stride = model.feature_info[0]["reduction"]
-    first = [math.ceil(n / stride) if n % stride else n // stride for n in SIZE]
-    stem = model.spec.stem
-    if hasattr(stem, "kernel"):
-        first = [_conv_out(n, stem.kernel, stem.stride, stem.padding) for n in SIZE]
-    sizes, hw = [], first
+    hw, sizes = FIRST.get(name, (12, 17)), []
     for i in range(4):
         if i:
-            hw = [math.ceil(n / 2) for n in hw]
-        sizes.append(tuple(hw))
+            hw = tuple(math.ceil(n / 2) for n in hw)
+        sizes.append(hw)
     assert [tuple(m.shape) for m in maps] == [
         (1, *hw, info["num_chs"]) for hw, info in zip(sizes, model.feature_info, strict=True)
     ]
+
+
+def test_stem_errors_name_the_problem():
+    from attnblocks.models import ConvBNStem
+
+    with pytest.raises(ValueError, match=r"convs must be \(out_channels, kernel, stride\) triples"):
+        ConvBNStem(((8, 3),))
+    with pytest.raises(ValueError, match="ConvBNStem: norm must be 'ln' or 'none', got 'bn'"):
+        ConvBNStem(((8, 3, 2),), norm="bn")
+    with pytest.raises(ValueError, match=r"ConvBNStem: act must be one of .*, got 'tanh'"):
+        ConvBNStem(((8, 3, 2),), act="tanh")
+    stem = ConvBNStem(((8, 3, 2),)).build(3, 16)
+    with pytest.raises(ValueError, match=r"expects images as \(B, 3, H, W\), got .*\(1, 1, 8, 8\)"):
+        stem(torch.randn(1, 1, 8, 8))
+
+
+def test_shunted_mlp_adds_the_depthwise_conv_before_the_activation():
+    from attnblocks.models import ResDWConvMlp
+
+    torch.manual_seed(0)
+    mlp = ResDWConvMlp(4, 8).double()
+    x = torch.randn(1, 3, 5, 4, dtype=torch.float64)
+    h = mlp.fc1(x).permute(0, 3, 1, 2)
+    # the conv written out as a loop over the 3x3 taps (zero padding)
+    hp = torch.nn.functional.pad(h, (1, 1, 1, 1))
+    conv = sum(
+        hp[:, :, a : a + 3, b : b + 5] * mlp.dwconv.weight[:, 0, a, b].view(1, -1, 1, 1)
+        for a in range(3)
+        for b in range(3)
+    ) + mlp.dwconv.bias.view(1, -1, 1, 1)
+    expected = mlp.fc2(torch.nn.functional.gelu((h + conv).permute(0, 2, 3, 1)))
+    torch.testing.assert_close(mlp(x), expected, atol=1e-12, rtol=1e-12)
