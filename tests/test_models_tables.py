@@ -114,12 +114,7 @@ def test_small_nat_tables_have_the_rows_structure():
     dil = [
         [attention_for(s.attn, j).partition.dilation for j in range(s.depth)] for s in dinat.stages
     ]
-    assert dil == [
-        [(1, 1), (8, 8), (1, 1)],
-        [(1, 1), (4, 4)] * 2,
-        [(1, 1), (2, 2)] * 9,
-        [(1, 1)] * 5,
-    ]
+    assert dil == [[1, 8, 1], [1, 4] * 2, [1, 2] * 9, [1] * 5]
 
 
 @pytest.mark.parametrize("name", NEW_MODELS)
