@@ -266,7 +266,8 @@ def load_pvtv2(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> Atte
         >>> from attnblocks import zoo
         >>> timm_like = zoo.pvtv2(2).build(8, 2)
         >>> state = {k.removeprefix("runners.0."): v for k, v in timm_like.state_dict().items()}
-        >>> sorted(state)[:4]
+        >>> first = sorted(state)[:4]
+        >>> first
         ['kv.bias', 'kv.weight', 'norm.bias', 'norm.weight']
         >>> _ = load_pvtv2(zoo.pvtv2(2).build(8, 2), state)
     """

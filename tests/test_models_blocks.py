@@ -58,7 +58,8 @@ def test_cpe_runs_first():
 
 
 def test_block_spec_errors():
-    with pytest.raises(ValueError, match=r"PreNorm: mlp must be one of \('plain', 'dwconv'\)"):
+    kinds = r"\('plain', 'dwconv', 'dwconv_res'\)"
+    with pytest.raises(ValueError, match=rf"PreNorm: mlp must be one of {kinds}"):
         PreNorm(mlp="conv")
     with pytest.raises(ValueError, match="PreNorm: eps must be positive, got 0"):
         PreNorm(eps=0)

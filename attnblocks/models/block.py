@@ -81,7 +81,8 @@ class PreNorm(Spec):
     Args:
         eps: the LayerNorms' eps (DilateFormer, PVTv2: 1e-6).
         mlp: ``"plain"`` (:class:`~attnblocks.models.Mlp`) or ``"dwconv"``
-            (:class:`~attnblocks.models.DWConvMlp`, PVTv2's).
+            (:class:`~attnblocks.models.DWConvMlp`, PVTv2's) or ``"dwconv_res"``
+            (:class:`~attnblocks.models.ResDWConvMlp`, Shunted's).
         cpe: a conditional positional encoding first, ``x = x + DWConv3x3(x)`` (``cpe``,
             depthwise with bias; DilateFormer's).
 

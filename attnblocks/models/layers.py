@@ -234,7 +234,7 @@ class PatchMergingLayer(nn.Module):
 
 @dataclass(frozen=True, repr=False)
 class ConvMerge(Spec):
-    """CSWin's ``Merge_Block``: a strided conv (with bias) and LayerNorm.
+    """CSWin's ``Merge_Block``: a strided conv (with bias unless ``bias=False``) and LayerNorm.
 
     Default: Conv2d 3x3, stride 2, padding 1, so ``H' = ceil(H / 2)``.
 
@@ -249,6 +249,7 @@ class ConvMerge(Spec):
     stride: int = 2
     padding: int = 1
     eps: float = 1e-5
+    bias: bool = True
 
     def __post_init__(self) -> None:
         positive_int("ConvMerge", "kernel", self.kernel)
@@ -270,7 +271,9 @@ class ConvMergeLayer(nn.Module):
         super().__init__()
         self.spec = spec
         dd = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(dim, out_dim, spec.kernel, spec.stride, spec.padding, **dd)
+        self.conv = nn.Conv2d(
+            dim, out_dim, spec.kernel, spec.stride, spec.padding, bias=spec.bias, **dd
+        )
         self.norm = nn.LayerNorm(out_dim, eps=spec.eps, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,8 @@ def create(
     Example:
         >>> import torch
         >>> model = create("swin_tiny", num_classes=0, features_only=True)
-        >>> [tuple(f.shape) for f in model(torch.randn(1, 3, 64, 96))]
+        >>> shapes = [tuple(f.shape) for f in model(torch.randn(1, 3, 64, 96))]
+        >>> shapes
         [(1, 96, 16, 24), (1, 192, 8, 12), (1, 384, 4, 6), (1, 768, 2, 3)]
     """
     return model_spec(name, **options).build(num_classes, features_only, device=device, dtype=dtype)

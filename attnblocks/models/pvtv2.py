@@ -1,0 +1,117 @@
+"""PVTv2-b2: the Pyramid Vision Transformer v2 backbone with spatial-reduction attention.
+
+Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer", CVMJ 2022.
+Overlapping patch embeddings (a 7x7 stride-4 conv stem, then a 3x3 stride-2 conv at the start
+of every later stage, each with LayerNorm eps 1e-5), pre-norm blocks (LayerNorm eps 1e-6) of
+:func:`~attnblocks.zoo.pvtv2` attention and a depthwise-conv MLP, and a LayerNorm (eps 1e-6) at
+the end of every stage. Load timm's ``pvt_v2_b2`` with :func:`load_timm_pvtv2_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .. import zoo
+from .backbone import Backbone, BackboneSpec, Stage
+from .block import PreNorm
+from .checkpoints import _load_strict, _unwrap
+from .layers import ConvMerge, ConvStem
+from .registry import register_model
+
+__all__ = ["convert_timm_pvtv2", "load_timm_pvtv2_checkpoint", "pvtv2_b2", "pvtv2_spec"]
+
+
+def pvtv2_spec(
+    dims: tuple[int, ...],
+    depths: tuple[int, ...],
+    heads: tuple[int, ...],
+    srs: tuple[int, ...] = (8, 4, 2, 1),
+    mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
+    drop_path_rate: float = 0.0,
+) -> BackboneSpec:
+    """A PVTv2 model table: stage ``i`` has ``dims[i]`` channels and reduction ratio ``srs[i]``.
+
+    Example:
+        >>> spec = pvtv2_spec((32, 64), (1, 1), (1, 2), srs=(2, 1), mlp_ratios=(4, 4))
+        >>> [s.attn for s in spec.stages]
+        [Attention(partition=Downsample(2)), Attention(partition=Downsample(1))]
+        >>> spec.build(num_classes=5)(torch.randn(1, 3, 40, 56)).shape
+        torch.Size([1, 5])
+    """
+    stages = tuple(
+        Stage(c, d, h, zoo.pvtv2(sr), r)
+        for c, d, h, sr, r in zip(dims, depths, heads, srs, mlp_ratios)
+    )
+    return BackboneSpec(
+        stages,
+        stem=ConvStem(7, 4, padding=3),
+        downsample=ConvMerge(),
+        block=PreNorm(eps=1e-6, mlp="dwconv"),
+        drop_path_rate=drop_path_rate,
+        norm_eps=1e-6,
+        stage_norm=True,
+    )
+
+
+@register_model
+def pvtv2_b2(**options) -> BackboneSpec:
+    """PVTv2-b2: 64-128-320-512, depths 3-4-6-3, heads 1-2-5-8, sr 8-4-2-1 (25.4M, 4.0G)."""
+    options.setdefault("drop_path_rate", 0.1)
+    return pvtv2_spec((64, 128, 320, 512), (3, 4, 6, 3), (1, 2, 5, 8), **options)
+
+
+_ATTN_OWN = re.compile(r"^(stages\.\d+\.blocks\.\d+\.attn)\.(kv|sr|norm)\.")
+
+
+def convert_timm_pvtv2(source: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map timm's ``PyramidVisionTransformerV2`` weights onto :class:`Backbone` key names.
+
+    timm's names: ``patch_embed.{proj,norm}`` (the stem), ``stages.{i}.downsample.{proj,norm}``
+    (``i >= 1``), ``stages.{i}.blocks.{j}.{norm1, attn.{q,kv,sr,norm,proj}, norm2,
+    mlp.{fc1,dwconv,fc2}}``, ``stages.{i}.norm``, ``head``. The attention's ``kv``, ``sr`` and
+    ``norm`` become ``attn.runners.0.*`` (as :func:`~attnblocks.convert.load_pvtv2` does).
+
+    Args:
+        source: a timm model or its state dict (``{"model": ...}``/``{"state_dict": ...}``
+            are unwrapped).
+
+    Returns:
+        The state dict for ``load_state_dict`` of a :func:`pvtv2_spec` model.
+
+    Example:
+        >>> convert_timm_pvtv2({"stages.1.downsample.proj.bias": torch.zeros(2)})
+        {'stages.1.downsample.conv.bias': tensor([0., 0.])}
+    """
+    if isinstance(source, nn.Module):
+        state = dict(source.state_dict())
+    elif isinstance(source, Mapping):
+        state = _unwrap(source, ("model", "state_dict"))
+    else:
+        raise TypeError(
+            f"Expected a state dict or a timm PVTv2 model, got {type(source).__name__}."
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = re.sub(r"^patch_embed\.", "stem.", key)
+        k = re.sub(r"^(stages\.\d+\.downsample)\.proj\.", r"\1.conv.", k)
+        k = _ATTN_OWN.sub(r"\1.runners.0.\2.", k)
+        out[k] = value
+    return out
+
+
+def load_timm_pvtv2_checkpoint(model: Backbone, source) -> Backbone:
+    """Load timm's PVTv2 (see :func:`convert_timm_pvtv2`) into ``model``, strictly.
+
+    Example:
+        >>> from attnblocks.models import create
+        >>> model = create("pvtv2_b2", num_classes=10, device="meta")
+        >>> load_timm_pvtv2_checkpoint(model, {"head.weight": torch.zeros(1)})
+        Traceback (most recent call last):
+        ...
+        attnblocks._errors.AttnblocksError: PVTv2 checkpoint -> Backbone: missing keys [...
+    """
+    return _load_strict(model, convert_timm_pvtv2(source), "PVTv2 checkpoint")
