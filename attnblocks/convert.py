@@ -41,22 +41,41 @@ def _find(layer: AttentionLayer, kind: type) -> tuple[int, object]:
     raise AttnblocksError(f"{layer.spec!r} has no {kind.__name__[:-6]} encoder to load into.")
 
 
-def _load(layer: AttentionLayer, mapped: dict[str, torch.Tensor], source: str) -> AttentionLayer:
-    own = layer.state_dict()
+def _strict_load(
+    module: torch.nn.Module,
+    mapped: dict[str, torch.Tensor],
+    source: str,
+    target: str,
+    noun: str = "module",
+    limit: int | None = None,
+) -> torch.nn.Module:
+    """Load ``mapped`` into ``module`` strictly, naming every missing or unexpected key (the
+    first ``limit`` of each) and any shape mismatch; values are cast to the module's dtypes."""
+
+    def keys(names: list[str]) -> str:
+        if limit is None or len(names) <= limit:
+            return str(names)
+        return f"{names[:limit]} ..."
+
+    own = module.state_dict()
     missing = sorted(set(own) - set(mapped))
     extra = sorted(set(mapped) - set(own))
     if missing or extra:
         raise AttnblocksError(
-            f"{source} -> {layer.spec!r}: missing keys {missing}, unexpected keys {extra}."
+            f"{source} -> {target}: missing keys {keys(missing)}, unexpected keys {keys(extra)}."
         )
     for k, v in mapped.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise AttnblocksError(
-                f"{source} -> {layer.spec!r}: {k} has shape {fmt_shape(v.shape)}, the module "
+                f"{source} -> {target}: {k} has shape {fmt_shape(v.shape)}, the {noun} "
                 f"expects {fmt_shape(own[k].shape)}."
             )
-    layer.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()})
-    return layer
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()})
+    return module
+
+
+def _load(layer: AttentionLayer, mapped: dict[str, torch.Tensor], source: str) -> AttentionLayer:
+    return _strict_load(layer, mapped, source, repr(layer.spec))
 
 
 def embed_rel_table(

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .._errors import AttnblocksError, fmt_shape
-from ..convert import embed_rel_table
+from .._errors import AttnblocksError
+from ..convert import _strict_load, embed_rel_table
 from .backbone import Backbone
 
 __all__ = [
@@ -45,23 +45,7 @@ _SWIN_SKIP = ("relative_position_index", "attn_mask")
 
 
 def _load_strict(model: Backbone, mapped: dict[str, torch.Tensor], source: str) -> Backbone:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    extra = sorted(set(mapped) - set(own))
-    if missing or extra:
-        raise AttnblocksError(
-            f"{source} -> {type(model).__name__}: missing keys {missing[:8]}"
-            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {extra[:8]}"
-            f"{' ...' if len(extra) > 8 else ''}."
-        )
-    for k, v in mapped.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise AttnblocksError(
-                f"{source} -> {type(model).__name__}: {k} has shape {fmt_shape(v.shape)}, the "
-                f"model expects {fmt_shape(own[k].shape)}."
-            )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()})
-    return model
+    return _strict_load(model, mapped, source, type(model).__name__, noun="model", limit=8)
 
 
 def _unwrap(state: Mapping, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
