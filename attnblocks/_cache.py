@@ -4,11 +4,18 @@ Masks, indices and layouts are pure functions of hashable arguments (map size, l
 dtype), cached with ``functools.lru_cache`` in eager mode. Under ``torch.compile`` the wrapped
 function is called directly instead, so Dynamo traces plain code (the results become constants
 of the graph, guarded by the input sizes) rather than an ``lru_cache`` wrapper it cannot see into.
+
+Plans built with numpy (the sliding-window geometry) cannot be traced: Dynamo turns their
+arrays into graph tensors whose sizes depend on data. Those functions use ``constant=True``:
+under compile their integer arguments are specialised (a guard per map size, as for any plan)
+and the function runs outside the trace, its tensors and tuples entering the graph as constants
+(``torch.compiler.assume_constant_result``).
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,10 +26,16 @@ __all__ = ["size_cache"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def size_cache(maxsize: int) -> Callable[[F], F]:
+def _specialise(value: Any) -> Any:
+    return operator.index(value) if isinstance(value, (int, torch.SymInt)) else value
+
+
+def size_cache(maxsize: int, *, constant: bool = False) -> Callable[[F], F]:
     """Decorator: ``lru_cache(maxsize)`` in eager mode, a plain call under ``torch.compile``.
 
-    The wrapper keeps ``cache_info`` and ``cache_clear``.
+    ``constant``: under compile, run the function outside the trace and take its result
+    (tensors, numbers, tuples of them) as a constant of the graph; integer arguments that are
+    symbolic sizes are specialised first. The wrapper keeps ``cache_info`` and ``cache_clear``.
 
     Example:
         >>> @size_cache(8)
@@ -35,10 +48,17 @@ def size_cache(maxsize: int) -> Callable[[F], F]:
     def deco(fn: F) -> F:
         cached = functools.lru_cache(maxsize=maxsize)(fn)
 
+        @torch.compiler.assume_constant_result
+        def outside(*args: Any, **kwargs: Any) -> Any:
+            return cached(*args, **kwargs)
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if torch.compiler.is_compiling():
-                return fn(*args, **kwargs)
+                if not constant:
+                    return fn(*args, **kwargs)
+                args = tuple(_specialise(a) for a in args)
+                return outside(*args, **{k: _specialise(v) for k, v in kwargs.items()})
             return cached(*args, **kwargs)
 
         wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]

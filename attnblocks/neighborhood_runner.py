@@ -40,15 +40,23 @@ from typing import ClassVar
 
 import torch
 
+from ._cache import size_cache
 from ._errors import AttnblocksError
 from .backends.neighborhood import slices_attention, tiles_attention
 from .encoders import EncoderModule
 from .lowering import GroupPlan
-from .neighborhood import offset_plan, tile_plan
+from .neighborhood import check_fits, offset_plan
 from .partition import Dilated
 from .runners import GroupRunner, RunContext, register_runner
 
-__all__ = ["LOWERINGS", "SLICES_MAX_OFFSETS", "TILE", "DilatedRunner", "choose_lowering"]
+__all__ = [
+    "LOWERINGS",
+    "SLICES_MAX_OFFSETS",
+    "TILE",
+    "DilatedRunner",
+    "choose_lowering",
+    "num_offsets",
+]
 
 LOWERINGS = ("auto", "slices", "tiles")
 SLICES_MAX_OFFSETS = 9
@@ -70,8 +78,20 @@ def choose_lowering(partition: Dilated, H: int, W: int, grad: bool = False) -> s
         >>> choose_lowering(Neighborhood(7), 56, 56)
         'tiles'
     """
-    n = len(offset_plan(partition, H, W).offsets)
+    n = num_offsets(partition, H, W)
     return "slices" if n <= SLICES_MAX_OFFSETS and not grad else "tiles"
+
+
+@size_cache(512, constant=True)
+def num_offsets(partition: Dilated, H: int, W: int) -> int:
+    """Key offsets per query of the slices lowering (a constant under ``torch.compile``).
+
+    Example:
+        >>> from attnblocks import Dilated, Neighborhood
+        >>> num_offsets(Neighborhood(7), 56, 56), num_offsets(Dilated(3, dilation=2), 56, 56)
+        (169, 9)
+    """
+    return len(offset_plan(partition, H, W).offsets)
 
 
 def _hooks(e: EncoderModule) -> bool:
@@ -110,12 +130,11 @@ class DilatedRunner(GroupRunner):
                 f"DilatedRunner: lowering must be one of {LOWERINGS}, got {self.lowering!r}."
             )
         H, W = qkv.shape[1], qkv.shape[2]
+        check_fits(g.partition, H, W)
         lowering = self.lowering
         if lowering == "auto":
             grad = torch.is_grad_enabled() and qkv.requires_grad
             lowering = choose_lowering(g.partition, H, W, grad)
         if lowering == "slices":
-            plan = offset_plan(g.partition, H, W)
-            return slices_attention(qkv, plan, g.num_heads, ctx.scale, ctx.dropout_p)
-        plan = tile_plan(g.partition, H, W, TILE)
-        return tiles_attention(qkv, plan, g.num_heads, ctx.scale, ctx.dropout_p)
+            return slices_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
+        return tiles_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, TILE)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from attnblocks import Dilated, Neighborhood, dense_mask
 from attnblocks.backends.neighborhood import slices_attention, tiles_attention
 from attnblocks.masks import mask_value
-from attnblocks.neighborhood import offset_plan, tile_plan
+from attnblocks.neighborhood import offset_plan
 
 
 def unfold_attention(qkv, k, r, heads, scale):
@@ -93,10 +93,12 @@ def main() -> None:
         c = heads * d
         qkv = torch.randn(args.batch, H, W, 3, c)
         scale = d**-0.5
-        op, tp = offset_plan(part, H, W), tile_plan(part, H, W, args.tile)
+        op = offset_plan(part, H, W)
         fns = {
-            "slices": lambda x, op=op, h=heads, s=scale: slices_attention(x, op, h, s),
-            "tiles": lambda x, tp=tp, h=heads, s=scale: tiles_attention(x, tp, h, s),
+            "slices": lambda x, p=part, h=heads, s=scale: slices_attention(x, p, h, s),
+            "tiles": lambda x, p=part, h=heads, s=scale: tiles_attention(
+                x, p, h, s, tile=args.tile
+            ),
         }
         if part.border == "zeros":
             k, r = part.kernel, part.dilation

@@ -18,8 +18,9 @@ CASES = {
     ),
     "swinv2": zoo.swinv2(3, shift=1),
     "maxvit_grid": zoo.maxvit_grid(3),
-    # Dilated / Neighborhood (dilateformer, nat, dinat) do not compile with fullgraph yet: their
-    # numpy plans are traced as data-dependent tensors (a known gap, issue 4)
+    "dilateformer": zoo.dilateformer(3, (1, 2)),
+    "nat": zoo.nat(3),
+    "dinat": zoo.dinat(3, 2),
     "pvtv2": zoo.pvtv2(2),
     "shunted": zoo.shunted(4),
     "shunted_sr1": zoo.shunted(1),
@@ -32,7 +33,7 @@ def test_fullgraph_forward_backward_matches_eager(name):
     torch._dynamo.reset()
     layer = randomize_(CASES[name].build(8, 2).double(), seed=1)
     compiled = torch.compile(layer, fullgraph=True, backend="eager")
-    for hw in ((5, 7),):  # a map that needs padding (and shift masks)
+    for hw in ((6, 7),):  # a map that needs padding (and shift masks)
         x = torch.randn(2, *hw, 8, dtype=torch.float64, requires_grad=True)
         g = torch.randn(2, *hw, 8, dtype=torch.float64)
         y, yc = layer(x), compiled(x)
@@ -40,6 +41,18 @@ def test_fullgraph_forward_backward_matches_eager(name):
         params = [x, *layer.parameters()]
         for a, b in zip(torch.autograd.grad(yc, params, g), torch.autograd.grad(y, params, g)):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nat", "dilateformer"])
+def test_successive_sizes_recompile_with_their_own_plans(name):
+    """Sliding-window plans are constants per map size: a new size recompiles (a guard on the
+    size), it never reuses another size's indices or masks, and nothing breaks the graph."""
+    torch._dynamo.reset()
+    layer = randomize_(CASES[name].build(8, 2).double(), seed=4)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    for hw in ((6, 7), (9, 5), (3, 11), (6, 7)):
+        x = torch.randn(1, *hw, 8, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x), layer(x), atol=1e-12, rtol=1e-12)
 
 
 def test_aot_backward_matches_eager():

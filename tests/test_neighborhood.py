@@ -20,7 +20,7 @@ from attnblocks import (
     dense_mask,
 )
 from attnblocks.backends.neighborhood import slices_attention, tiles_attention
-from attnblocks.neighborhood import check_fits, offset_plan, tile_plan
+from attnblocks.neighborhood import check_fits
 from helpers import oracle_forward, randomize_
 
 try:
@@ -59,11 +59,10 @@ def _plain(qkv: torch.Tensor, part: Dilated, heads: int) -> torch.Tensor:
 
 
 def _run(qkv: torch.Tensor, part: Dilated, heads: int, lowering: str, tile: int = 8):
-    H, W = qkv.shape[1:3]
     scale = (qkv.shape[-1] // heads) ** -0.5
     if lowering == "slices":
-        return slices_attention(qkv, offset_plan(part, H, W), heads, scale)
-    return tiles_attention(qkv, tile_plan(part, H, W, tile), heads, scale)
+        return slices_attention(qkv, part, heads, scale)
+    return tiles_attention(qkv, part, heads, scale, tile=tile)
 
 
 @given(

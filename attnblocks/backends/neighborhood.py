@@ -21,21 +21,36 @@ from einops import rearrange
 
 from .._cache import size_cache
 from ..masks import mask_value
-from ..neighborhood import OffsetPlan, TilePlan
+from ..neighborhood import offset_plan, tile_plan
+from ..partition import Dilated
 
-__all__ = ["slices_attention", "tiles_attention"]
+__all__ = ["slices_attention", "slices_inputs", "tile_inputs", "tiles_attention"]
 
 
-@size_cache(256)
-def _offset_mask(plan: OffsetPlan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(n, 1, H, W, 1)`` additive mask of an offset plan (0 or :func:`mask_value`)."""
+@size_cache(256, constant=True)
+def slices_inputs(
+    partition: Dilated, H: int, W: int, dtype: torch.dtype, device: torch.device
+) -> tuple[tuple[tuple[int, int], ...], tuple[int, int], torch.Tensor | None]:
+    """The offsets, padding and ``(n, 1, H, W, 1)`` additive mask (``None``: no mask) of the
+    slices lowering of ``partition`` on ``H x W``; constants under ``torch.compile``.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> offsets, pad, mask = slices_inputs(Neighborhood(3), 4, 5, torch.float32, "cpu")
+        >>> len(offsets), pad, tuple(mask.shape)
+        (25, (2, 2), (25, 1, 4, 5, 1))
+    """
+    plan = offset_plan(partition, H, W)
+    if plan.allowed is None:
+        return plan.offsets, plan.pad, None
     allowed = torch.from_numpy(plan.allowed).to(device).permute(2, 0, 1)
-    out = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    return out.masked_fill_(~allowed, mask_value(dtype))[:, None, :, :, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, mask_value(dtype))
+    return plan.offsets, plan.pad, mask[:, None, :, :, None]
 
 
 def slices_attention(
-    qkv: torch.Tensor, plan: OffsetPlan, heads: int, scale: float, dropout_p: float = 0.0
+    qkv: torch.Tensor, partition: Dilated, heads: int, scale: float, dropout_p: float = 0.0
 ) -> torch.Tensor:
     """Sliding-window attention as a loop over the plan's key offsets.
 
@@ -44,7 +59,8 @@ def slices_attention(
 
     Args:
         qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
-        plan: from :func:`~attnblocks.neighborhood.offset_plan`.
+        partition: a concrete :class:`~attnblocks.Dilated` (its
+            :func:`~attnblocks.neighborhood.offset_plan` gives the offsets).
         heads: the group's number of heads (``c = heads * d``).
         scale: the logit scale, applied after the dot products.
         dropout_p: attention dropout probability.
@@ -55,22 +71,22 @@ def slices_attention(
     Example:
         >>> import torch
         >>> from attnblocks import Dilated
-        >>> from attnblocks.neighborhood import offset_plan
         >>> qkv = torch.randn(2, 5, 6, 3, 8)
-        >>> slices_attention(qkv, offset_plan(Dilated(3), 5, 6), 2, 0.5).shape
+        >>> slices_attention(qkv, Dilated(3), 2, 0.5).shape
         torch.Size([2, 5, 6, 8])
     """
     H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
     d = c // heads
-    (py, px), r = plan.pad, plan.dilation
+    offsets, (py, px), mask = slices_inputs(partition, H, W, qkv.dtype, qkv.device)
+    r = partition.dilation
     q = qkv[..., 0, :].unflatten(-1, (heads, d))
     kv = F.pad(qkv[..., 1:, :], (0, 0, 0, 0, px, px, py, py))  # (B, H + 2py, W + 2px, 2, c)
-    views = [kv[:, py + oy * r :, px + ox * r :][:, :H, :W] for oy, ox in plan.offsets]
+    views = [kv[:, py + oy * r :, px + ox * r :][:, :H, :W] for oy, ox in offsets]
     # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
     a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
     a = a * scale  # (n, B, H, W, h)
-    if plan.allowed is not None:
-        a = a + _offset_mask(plan, a.dtype, a.device)
+    if mask is not None:
+        a = a + mask
     w = a.softmax(dim=0)
     if dropout_p:
         w = F.dropout(w, dropout_p)
@@ -81,22 +97,45 @@ def slices_attention(
     return out.flatten(-2)
 
 
-@size_cache(256)
-def _tile_tensors(
-    plan: TilePlan, heads: int, dtype: torch.dtype, device: torch.device
+@size_cache(256, constant=True)
+def tile_inputs(
+    partition: Dilated,
+    H: int,
+    W: int,
+    tile: int,
+    heads: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Index tensors and the ``(1, heads * nT, Tq, Tk)`` additive mask of a tile plan."""
+    """Query and key indices, the ``(1, heads * nT, Tq, Tk)`` additive mask and the inverse
+    index of the tiles lowering of ``partition`` on ``H x W`` (see
+    :class:`~attnblocks.neighborhood.TilePlan`); constants under ``torch.compile``.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> q, k, mask, inv = tile_inputs(Neighborhood(5), 9, 8, 8, 2, torch.float32, "cpu")
+        >>> tuple(q.shape), tuple(k.shape), tuple(mask.shape), tuple(inv.shape)
+        ((2, 64), (2, 72), (1, 4, 64, 72), (72,))
+    """
+    plan = tile_plan(partition, H, W, tile)
     allowed = torch.from_numpy(plan.allowed).to(device)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     mask.masked_fill_(~allowed, mask_value(dtype))
     nT, Tq, Tk = mask.shape
     mask = mask.expand(heads, nT, Tq, Tk).reshape(1, heads * nT, Tq, Tk)
-    index = [torch.from_numpy(a).to(device) for a in (plan.query, plan.key, plan.inverse)]
-    return index[0], index[1], mask, index[2]
+    query, key, inverse = (
+        torch.from_numpy(a).to(device) for a in (plan.query, plan.key, plan.inverse)
+    )
+    return query, key, mask, inverse
 
 
 def tiles_attention(
-    qkv: torch.Tensor, plan: TilePlan, heads: int, scale: float, dropout_p: float = 0.0
+    qkv: torch.Tensor,
+    partition: Dilated,
+    heads: int,
+    scale: float,
+    dropout_p: float = 0.0,
+    tile: int = 8,
 ) -> torch.Tensor:
     """Sliding-window attention of query tiles over their gathered key regions.
 
@@ -106,10 +145,12 @@ def tiles_attention(
 
     Args:
         qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
-        plan: from :func:`~attnblocks.neighborhood.tile_plan`.
+        partition: a concrete :class:`~attnblocks.Dilated` (its
+            :func:`~attnblocks.neighborhood.tile_plan` gives the tiles).
         heads: the group's number of heads (``c = heads * d``).
         scale: the logit scale.
         dropout_p: attention dropout probability.
+        tile: queries per tile side.
 
     Returns:
         ``(B, H, W, c)``.
@@ -117,13 +158,12 @@ def tiles_attention(
     Example:
         >>> import torch
         >>> from attnblocks import Neighborhood
-        >>> from attnblocks.neighborhood import tile_plan
         >>> qkv = torch.randn(1, 9, 8, 3, 8)
-        >>> tiles_attention(qkv, tile_plan(Neighborhood(5), 9, 8), 2, 0.5).shape
+        >>> tiles_attention(qkv, Neighborhood(5), 2, 0.5).shape
         torch.Size([1, 9, 8, 8])
     """
-    B, H = qkv.shape[0], qkv.shape[1]
-    query, key, mask, inverse = _tile_tensors(plan, heads, qkv.dtype, qkv.device)
+    B, H, W = qkv.shape[:3]
+    query, key, mask, inverse = tile_inputs(partition, H, W, tile, heads, qkv.dtype, qkv.device)
     t = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=heads)
     t = F.pad(t, (0, 0, 0, 1))  # the zero token, index N
     nT, Tq = query.shape
