@@ -9,14 +9,17 @@ the fused kernel; without compile FlexAttention materialises the scores.
 
 On CPU FlexAttention has no backward (torch 2.14): a call that records a graph raises.
 
-Known gap: ``torch.compile`` of a layer with ``backend="flex"`` fails in inductor on CPU (torch
-2.14.1: ``LoweringException: too many values to unpack (expected 4)`` in the ``flex_attention``
-lowering, whether or not ``BLOCK_SIZE = T``); the block mask is built inside the graph there.
-Eager-mode flex is exact (the tests compare it with the eager lowering).
+Under ``torch.compile`` on CPU, inductor's FlexAttention kernel (torch 2.14.1) needs its
+inputs to be computed buffers rather than views, and the ``mask_mod``'s mask to be a graph
+constant: both are arranged here, so shifted and padded windows compile. A per-window bias
+(``RelPosBias``, ...) read in the ``score_mod`` still fails in that kernel
+(``NoValidChoicesError``): that case raises a clear error; eager flex and CUDA have no such
+limit.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import partial
 from typing import Any
 
@@ -44,13 +47,21 @@ def _score_mod(bias: torch.Tensor, T: int, score, b, h, q_idx, kv_idx):
     return score + bias[h, q_idx % T, kv_idx % T]
 
 
+@size_cache(64, constant=True)
+def _allowed(layout_fields: tuple, device: torch.device) -> torch.Tensor | None:
+    """The window mask as a graph constant under compile (inductor's CPU flex kernel takes only
+    input or constant buffers in a ``mask_mod``, not ones computed in the graph). The layout
+    travels as its field values: Dynamo passes plain data to a constant function."""
+    return window_mask(RectLayout(*layout_fields), device)
+
+
 @size_cache(64)
 def block_mask(layout: RectLayout, device: torch.device):
     """The :class:`BlockMask` of a window layout: ``nW`` dense ``T x T`` diagonal blocks."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     T, L = layout.tokens, layout.num_windows * layout.tokens
-    allowed = window_mask(layout, device)
+    allowed = _allowed(tuple(getattr(layout, f.name) for f in fields(layout)), device)
     mod = partial(_mask_mod, allowed, T)
     return create_block_mask(mod, None, None, L, L, device=device, BLOCK_SIZE=T)
 
@@ -77,11 +88,24 @@ def flex_window_kernel(
         )
     B, nW, h, T, d = q.shape
     qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
+    sign = 1
+    if torch.compiler.is_compiling() and q.device.type == "cpu":
+        if bias is not None:
+            raise AttnblocksError(
+                f"backend='flex' under torch.compile on CPU cannot add the encoders' per-window "
+                f"bias ({tuple(bias.shape)}): inductor's CPU FlexAttention kernel (torch "
+                f"{torch.__version__}) rejects a score_mod that reads a tensor computed in the "
+                f"graph. Use backend='eager' (or 'auto'), flex without compile, or a CUDA device."
+            )
+        # inductor's CPU flex kernel reads the sizes of an input's base buffer, which for these
+        # views is 5-d: feed it computed 4-d buffers instead. Negating q, k and v (and the
+        # output) is exact, and not an op inductor removes as a no-op, as it removes a clone.
+        qf, kf, vf, sign = -qf, -kf, -vf, -1
     score = None if bias is None else partial(_score_mod, bias.to(q.dtype), T)
     o = flex_attention(
         qf, kf, vf, score_mod=score, block_mask=block_mask(layout, q.device), scale=scale
     )
-    return o.view(B, h, nW, T, d).transpose(1, 2)
+    return (o if sign == 1 else -o).view(B, h, nW, T, d).transpose(1, 2)
 
 
 @register_lowering("flex", Window, Stripe, Global, Grid)
