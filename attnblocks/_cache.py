@@ -30,6 +30,44 @@ def _specialise(value: Any) -> Any:
     return operator.index(value) if isinstance(value, (int, torch.SymInt)) else value
 
 
+# Under compile a constant function runs outside the trace, through one of many zero-argument
+# functions ("slots"): Dynamo names a constant after its function, and two constants of one
+# name in a graph clash in AOT autograd, so each distinct call gets a slot of its own.
+# ``_constant_slot`` (itself run outside the trace; it returns an int) assigns the slots.
+_SOURCES: dict[str, Callable[..., Any]] = {}
+_SLOT_OF: dict[tuple, int] = {}
+_SLOT_CALLS: dict[int, tuple[Callable[..., Any], tuple]] = {}
+_NUM_SLOTS = 8192
+
+
+@torch.compiler.assume_constant_result
+def _constant_slot(name: str, *args: Any) -> int:
+    slot = _SLOT_OF.get((name, args))
+    if slot is None:
+        if len(_SLOT_OF) == _NUM_SLOTS:
+            raise RuntimeError(
+                f"attnblocks: more than {_NUM_SLOTS} distinct plans (map sizes x head groups) "
+                f"compiled in this process; compile with fewer distinct map sizes."
+            )
+        slot = _SLOT_OF[(name, args)] = len(_SLOT_OF)
+        _SLOT_CALLS[slot] = (_SOURCES[name], args)
+    return slot
+
+
+def _make_slot(i: int) -> Callable[[], Any]:
+    def call() -> Any:
+        fn, args = _SLOT_CALLS[i]
+        return fn(*args)
+
+    name = f"attnblocks_constant_{i}"
+    call.__code__ = call.__code__.replace(co_name=name)  # Dynamo names the constant after it
+    call.__name__ = call.__qualname__ = name
+    return torch.compiler.assume_constant_result(call)
+
+
+_SLOTS = tuple(_make_slot(i) for i in range(_NUM_SLOTS))
+
+
 def size_cache(maxsize: int, *, constant: bool = False) -> Callable[[F], F]:
     """Decorator: ``lru_cache(maxsize)`` in eager mode, a plain call under ``torch.compile``.
 
@@ -47,18 +85,18 @@ def size_cache(maxsize: int, *, constant: bool = False) -> Callable[[F], F]:
 
     def deco(fn: F) -> F:
         cached = functools.lru_cache(maxsize=maxsize)(fn)
-
-        @torch.compiler.assume_constant_result
-        def outside(*args: Any, **kwargs: Any) -> Any:
-            return cached(*args, **kwargs)
+        name = f"{fn.__module__}.{fn.__qualname__}"
+        if constant:
+            _SOURCES[name] = cached
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if torch.compiler.is_compiling():
                 if not constant:
                     return fn(*args, **kwargs)
-                args = tuple(_specialise(a) for a in args)
-                return outside(*args, **{k: _specialise(v) for k, v in kwargs.items()})
+                if kwargs:
+                    raise TypeError(f"{fn.__name__}: pass the arguments by position")
+                return _SLOTS[_constant_slot(name, *(_specialise(a) for a in args))]()
             return cached(*args, **kwargs)
 
         wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]

@@ -80,11 +80,23 @@ def test_inductor_forward_matches_eager():
         torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
 
 
+def test_inductor_dilateformer_matches_eager():
+    """Inductor with several sliding-window groups: each group's plan is its own graph constant
+    (constants of one function once clashed in AOT autograd)."""
+    torch._dynamo.reset()
+    layer = randomize_(CASES["dilateformer"].build(8, 2), seed=6).eval()
+    compiled = torch.compile(layer, fullgraph=True)
+    x = torch.randn(1, 6, 7, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+
+
 def test_inductor_flex_on_cpu_matches_eager():
     """backend='flex' compiled by inductor on CPU: shifted windows on a padded map (the mask
-    enters the fused kernel as a graph constant) match the eager lowering."""
+    enters the fused kernel as a graph constant) and stripes (once silently wrong there: the
+    kernel read v's base buffer) match the eager lowering."""
     torch._dynamo.reset()
-    spec = Attention(partition=Window(3, shift=1), backend="flex")
+    spec = Attention(heads=Split(Window(3, shift=1), Stripe(2, axis="h")), backend="flex")
     layer = randomize_(spec.build(8, 2), seed=5).eval()
     eager = dataclasses.replace(spec, backend="eager").build(8, 2).eval()
     eager.load_state_dict(layer.state_dict())
