@@ -24,13 +24,13 @@ import torch
 
 from .._cache import size_cache
 from .._errors import AttnblocksError
-from ..lowering import RectLayout, rect_layout
+from ..lowering import GroupPlan, RectLayout, rect_layout
 from ..masks import window_mask
 from ..partition import Global, Grid, Stripe, Window
 from .eager import rect_attention
 from .registry import needs_grad, register_lowering
 
-__all__ = ["flex_lowering", "flex_window_kernel"]
+__all__ = ["check_flex_call", "flex_lowering", "flex_window_kernel"]
 
 
 def _mask_mod(allowed: torch.Tensor | None, T: int, b, h, q_idx, kv_idx):
@@ -70,11 +70,7 @@ def flex_window_kernel(
     """
     from torch.nn.attention.flex_attention import flex_attention
 
-    if dropout_p:
-        raise AttnblocksError(
-            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
-            f"use backend='eager' or attn_drop=0."
-        )
+    _check_no_dropout(dropout_p)
     B, nW, h, T, d = q.shape
     qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
     score = None if bias is None else partial(_score_mod, bias.to(q.dtype), T)
@@ -84,16 +80,30 @@ def flex_window_kernel(
     return o.view(B, h, nW, T, d).transpose(1, 2)
 
 
+def _check_no_dropout(dropout_p: float) -> None:
+    if dropout_p:
+        raise AttnblocksError(
+            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
+            f"use backend='eager' or attn_drop=0."
+        )
+
+
+def check_flex_call(group: GroupPlan, qkv: torch.Tensor, ctx: Any) -> None:
+    """Raise for what FlexAttention cannot do here: a backward on CPU, attention dropout."""
+    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
+        raise AttnblocksError(
+            f"backend='flex' cannot run {group.partition!r} with gradients on CPU: FlexAttention "
+            f"has no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') "
+            f"to train, or call under torch.no_grad()."
+        )
+    _check_no_dropout(ctx.dropout_p)
+
+
 @register_lowering("flex", Window, Stripe, Global, Grid)
 def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     """One rectangular head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
     g = runner.group
-    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
-        raise AttnblocksError(
-            f"backend='flex' cannot run {g.partition!r} with gradients on CPU: FlexAttention has "
-            f"no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') to "
-            f"train, or call under torch.no_grad()."
-        )
+    check_flex_call(g, qkv, ctx)
     layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
     fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
     return rect_attention(
