@@ -112,7 +112,14 @@ def register_encoder_cost(*types: type) -> Callable[[EncoderCostFn], EncoderCost
 
 
 def register_kv_cost(*types: type) -> Callable[[KvCostFn], KvCostFn]:
-    """Decorator: ``fn(group, H, W, batch, dim) -> MACs`` of a group's own key/value path."""
+    """Decorator: ``fn(group, H, W, batch, dim) -> MACs`` of a group's own key/value path
+    (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys.
+
+    Example:
+        >>> from attnblocks import Downsample
+        >>> _KV_COSTS[Downsample].__name__
+        '_downsample_kv'
+    """
 
     def deco(fn: KvCostFn) -> KvCostFn:
         for t in types:

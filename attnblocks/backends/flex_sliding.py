@@ -123,7 +123,17 @@ def _check_encoders(g: Any, encoders: Any) -> None:
 
 @register_lowering("flex", Dilated)
 def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """One sliding-window head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    """One sliding-window head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``.
+
+    Example:
+        >>> import warnings
+        >>> from attnblocks import Attention, Neighborhood
+        >>> layer = Attention(partition=Neighborhood(3, dilation=2), backend="flex").build(8, 2)
+        >>> with torch.no_grad(), warnings.catch_warnings():  # eager flex: unfused on CPU
+        ...     warnings.simplefilter("ignore")
+        ...     layer(torch.randn(1, 7, 9, 8)).shape
+        torch.Size([1, 7, 9, 8])
+    """
     from torch.nn.attention.flex_attention import flex_attention
 
     g = runner.group
@@ -149,7 +159,18 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
 @register_lowering("flex", Downsample)
 def flex_downsample_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     """A :class:`~attnblocks.Downsample` group with FlexAttention (no mask): the runner's own
-    forward with its attention kernel swapped; ``qkv: (B, H, W, 1, c) -> (B, H, W, c)``."""
+    forward with its attention kernel swapped; ``qkv: (B, H, W, 1, c) -> (B, H, W, c)``.
+
+    Example:
+        >>> import warnings
+        >>> from attnblocks import zoo
+        >>> import dataclasses
+        >>> spec = dataclasses.replace(zoo.shunted(4), backend="flex")
+        >>> with torch.no_grad(), warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     spec.build(16, 2)(torch.randn(1, 8, 9, 16)).shape
+        torch.Size([1, 8, 9, 16])
+    """
     check_flex_call(runner.group, qkv, ctx)
     return runner(qkv, ctx, kernel=_flex_attend)
 
