@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 from attnblocks import (
     Attention,
@@ -19,15 +19,9 @@ from attnblocks import (
 )
 from attnblocks.cost import cost
 from attnblocks.cost_sliding import sliding_cost
+from attnblocks.models.summary import _custom_flops
 
 aten = torch.ops.aten
-if aten._scaled_dot_product_flash_attention_for_cpu.default not in (
-    torch.utils.flop_counter.flop_registry
-):  # as in test_cost.py: the CPU flash kernel has no formula in torch 2.14
-
-    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-    def _cpu_flash_flop(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
-        return sdpa_flop_count(q_shape, k_shape, v_shape)
 
 
 def _elementwise_mac(a, b, *args, out_shape=None, **kwargs) -> int:
@@ -43,12 +37,14 @@ def _addcmul_mac(acc, a, b, *args, out_shape=None, **kwargs) -> int:
 
 
 # FlopCounterMode counts only the matmul family; the slices lowering does its products
-# elementwise, so count those too (a multiply-add per output element).
+# elementwise, so count those too (a multiply-add per output element). _custom_flops gives the
+# CPU flash SDPA kernel its formula (torch 2.14's registry has none), as summary() does.
 ELEMENTWISE = {aten.mul: _elementwise_mac, aten.addcmul: _addcmul_mac}
+MAPPING = {**_custom_flops(), **ELEMENTWISE}
 
 
 def _counted_macs(layer, x) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=ELEMENTWISE) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=MAPPING) as counter:
         layer(x)
     return counter.get_total_flops() // 2
 
