@@ -24,7 +24,7 @@ import torch
 
 from .._cache import size_cache
 from .._errors import AttnblocksError
-from ..lowering import GroupPlan, RectLayout, rect_layout
+from ..lowering import RectLayout, rect_layout
 from ..masks import window_mask
 from ..partition import Global, Grid, Stripe, Window
 from .eager import rect_attention
@@ -70,7 +70,11 @@ def flex_window_kernel(
     """
     from torch.nn.attention.flex_attention import flex_attention
 
-    _check_no_dropout(dropout_p)
+    if dropout_p:
+        raise AttnblocksError(
+            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
+            f"use backend='eager' or attn_drop=0."
+        )
     B, nW, h, T, d = q.shape
     qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
     score = None if bias is None else partial(_score_mod, bias.to(q.dtype), T)
@@ -80,32 +84,34 @@ def flex_window_kernel(
     return o.view(B, h, nW, T, d).transpose(1, 2)
 
 
-def _check_no_dropout(dropout_p: float) -> None:
-    if dropout_p:
+@register_lowering("flex", Window, Stripe, Global, Grid)
+def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """One rectangular head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    g = runner.group
+    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
         raise AttnblocksError(
-            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
-            f"use backend='eager' or attn_drop=0."
+            f"backend='flex' cannot run {g.partition!r} with gradients on CPU: FlexAttention has "
+            f"no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') to "
+            f"train, or call under torch.no_grad()."
         )
+    layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+    fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
+    return rect_attention(
+        qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill, kernel=flex_window_kernel
+    )
 
 
-def check_flex_call(group: GroupPlan, qkv: torch.Tensor, ctx: Any) -> None:
-    """Raise for what FlexAttention cannot do here: a backward on CPU, attention dropout."""
+def check_flex_call(group: Any, qkv: torch.Tensor, ctx: Any) -> None:
+    """Raise for what FlexAttention cannot do in this call: a backward on CPU (a graph is
+    recorded), attention dropout. ``group``: the :class:`~attnblocks.GroupPlan` to name."""
     if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
         raise AttnblocksError(
             f"backend='flex' cannot run {group.partition!r} with gradients on CPU: FlexAttention "
             f"has no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') "
             f"to train, or call under torch.no_grad()."
         )
-    _check_no_dropout(ctx.dropout_p)
-
-
-@register_lowering("flex", Window, Stripe, Global, Grid)
-def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """One rectangular head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
-    g = runner.group
-    check_flex_call(g, qkv, ctx)
-    layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
-    fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
-    return rect_attention(
-        qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill, kernel=flex_window_kernel
-    )
+    if ctx.dropout_p:
+        raise AttnblocksError(
+            f"backend='flex' has no attention dropout: got attn_drop={ctx.dropout_p} in "
+            f"training; use backend='eager' or attn_drop=0."
+        )
