@@ -9,6 +9,7 @@ Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
 from . import (
+    cost_sliding,  # noqa: F401  (registers the Dilated and Downsample cost models)
     downsample,  # noqa: F401  (registers the Downsample runner)
     neighborhood_runner,  # noqa: F401  (registers the Dilated runner and oracle)
 )

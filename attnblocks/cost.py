@@ -6,7 +6,11 @@ MACs are the matmul family (the qkv and output projections, ``q k^T`` and ``attn
 encoders' own (LePE's depthwise conv); softmax, masks and gathers are not counted. Per head group
 the numbers come from a function registered for (backend, partition type) with
 :func:`register_cost` and, per encoder spec type, :func:`register_encoder_cost`; ``"auto"`` is
-counted as ``"eager"`` (what it runs on CPU).
+counted as ``"eager"`` (what it runs on CPU). A group that makes its own keys and values
+(:class:`~attnblocks.Downsample`) takes its channels out of the fused ``[k | v]`` projection, and
+its own path (reduction, ``kv`` linear) is counted with the encoders, from a function registered
+per partition type with :func:`register_kv_cost`. Sliding windows and downsampled keys are
+registered in :mod:`attnblocks.cost_sliding`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from .masks import partition_oracle, window_mask
 from .partition import Global, Grid, Partition, Stripe, Window
 from .pe import LePE, PositionalEncoder, RelPosBias
 
-__all__ = ["Cost", "GroupCost", "cost", "register_cost", "register_encoder_cost"]
+__all__ = [
+    "Cost",
+    "GroupCost",
+    "cost",
+    "register_cost",
+    "register_encoder_cost",
+    "register_kv_cost",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ GroupCostFn = Callable[[GroupPlan, int, int, str, int, int, bool], GroupCost]
 _COSTS: dict[tuple[str, type], GroupCostFn] = {}
 EncoderCostFn = Callable[[Any, GroupPlan, GroupCost, str], int]
 _ENCODER_COSTS: dict[type, EncoderCostFn] = {}
+KvCostFn = Callable[[GroupPlan, int, int, int, int], int]
+_KV_COSTS: dict[type, KvCostFn] = {}
 
 
 def register_cost(backend: str, *types: type) -> Callable[[GroupCostFn], GroupCostFn]:
@@ -93,6 +106,24 @@ def register_encoder_cost(*types: type) -> Callable[[EncoderCostFn], EncoderCost
     def deco(fn: EncoderCostFn) -> EncoderCostFn:
         for t in types:
             _ENCODER_COSTS[t] = fn
+        return fn
+
+    return deco
+
+
+def register_kv_cost(*types: type) -> Callable[[KvCostFn], KvCostFn]:
+    """Decorator: ``fn(group, H, W, batch, dim) -> MACs`` of a group's own key/value path
+    (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys.
+
+    Example:
+        >>> from attnblocks import Downsample
+        >>> _KV_COSTS[Downsample].__name__
+        '_downsample_kv'
+    """
+
+    def deco(fn: KvCostFn) -> KvCostFn:
+        for t in types:
+            _KV_COSTS[t] = fn
         return fn
 
     return deco
@@ -190,21 +221,27 @@ def cost(
         raise TypeError(
             f"cost expects an Attention spec or a built layer, got {type(layer_or_spec).__name__}."
         )
+    from .runners import runner_for
+
     H, W = hw
     backend = "eager" if spec.backend == "auto" else spec.backend
     has_bias = any(isinstance(e, RelPosBias) for e in encoders)
-    groups, enc_macs = [], 0
+    groups, enc_macs, own_channels = [], 0, 0
     for g in spec.groups(dim, num_heads):
         fn = _lookup(_COSTS, backend, g.partition, f" on backend={backend!r}", "register_cost")
         gc = fn(g, H, W, spec.pad, batch, itemsize, has_bias)
         groups.append(gc)
+        if runner_for(g.partition).kv_source == "own":
+            kv = _lookup(_KV_COSTS, None, g.partition, "'s own keys", "register_kv_cost")
+            enc_macs += kv(g, H, W, batch, dim)
+            own_channels += g.dim
         for e in encoders:
             enc_macs += _lookup(_ENCODER_COSTS, None, e, "", "register_encoder_cost")(
                 e, g, gc, backend
             )
     N = H * W
     parts = {
-        "qkv": batch * N * dim * 3 * dim,
+        "qkv": batch * N * dim * (3 * dim - 2 * own_channels),
         "attention": sum(gc.attention_macs for gc in groups),
         "encoders": enc_macs,
         "proj": batch * N * dim * dim,

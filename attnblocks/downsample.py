@@ -8,6 +8,8 @@ activation) and its ``kv`` projection; the layer hands it only the group's queri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -120,7 +122,11 @@ class DownsampleRunner(GroupRunner):
                 )
         return local
 
-    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    def forward(
+        self, qkv: torch.Tensor, ctx: RunContext, kernel: Callable = attend
+    ) -> torch.Tensor:
+        """``kernel``: the attention of ``q: (B, h, N, d)`` over the reduced ``k, v``
+        (:func:`~attnblocks.backends.eager.attend`, or the flex backend's)."""
         g = self.group
         B, H, W = qkv.shape[:3]
         h, c = g.num_heads, g.dim
@@ -144,7 +150,7 @@ class DownsampleRunner(GroupRunner):
             v_map = v_map + local.term(g, v_map)
         v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)
         q = qkv[..., 0, :].reshape(B, H * W, h, d).transpose(1, 2)
-        o = attend(q, k, v, None, ctx.scale, ctx.dropout_p)  # (B, h, N, d)
+        o = kernel(q, k, v, None, ctx.scale, ctx.dropout_p)  # (B, h, N, d)
         out = o.transpose(1, 2).reshape(B, H, W, c)
         if local is not None and self.sr is None:  # Shunted sr = 1: LePE over the whole map
             out = out + local.term(g, v_map).permute(0, 2, 3, 1)

@@ -35,7 +35,7 @@ from ..partition import Global, Grid, Stripe, Window
 from .eager import rect_attention
 from .registry import needs_grad, register_lowering
 
-__all__ = ["flex_lowering", "flex_window_kernel"]
+__all__ = ["check_flex_call", "flex_lowering", "flex_window_kernel"]
 
 
 def _mask_mod(allowed: torch.Tensor | None, T: int, b, h, q_idx, kv_idx):
@@ -126,3 +126,19 @@ def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     return rect_attention(
         qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill, kernel=flex_window_kernel
     )
+
+
+def check_flex_call(group: Any, qkv: torch.Tensor, ctx: Any) -> None:
+    """Raise for what FlexAttention cannot do in this call: a backward on CPU (a graph is
+    recorded), attention dropout. ``group``: the :class:`~attnblocks.GroupPlan` to name."""
+    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
+        raise AttnblocksError(
+            f"backend='flex' cannot run {group.partition!r} with gradients on CPU: FlexAttention "
+            f"has no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') "
+            f"to train, or call under torch.no_grad()."
+        )
+    if ctx.dropout_p:
+        raise AttnblocksError(
+            f"backend='flex' has no attention dropout: got attn_drop={ctx.dropout_p} in "
+            f"training; use backend='eager' or attn_drop=0."
+        )
