@@ -6,6 +6,9 @@ Contract shared by every encoder module (each hook may be the identity / ``None`
 - ``rotate(q, k)``: ``q, k: (B, H, W, h, d)`` on the map, after the projection and before any
   partitioning; returns new ``q, k``. Only called on modules with ``rotates = True``.
 - ``bias(group, layout)``: additive logits ``(h_g, T, T)`` for every window of the group.
+- ``offset_bias(group)``: for a sliding-window group (:class:`~attnblocks.Dilated` of kernel
+  ``k``), additive logits ``(h_g, 2k-1, 2k-1)`` by the key's offset from the query in units of
+  the dilation, entry ``[h, dy + k-1, dx + k-1]``; the group's runner gathers them per slot.
 - ``value(group, v, layout)``: with ``v: (B, nW, h_g, T, d)`` in window layout, a term of the
   same shape added to the attention output.
 """
@@ -23,7 +26,7 @@ from torch import nn
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .lowering import GroupPlan, RectLayout
-from .partition import Grid, Window
+from .partition import Dilated, Grid, Window
 
 __all__ = [
     "AxialRoPEModule",
@@ -52,6 +55,9 @@ class EncoderModule(nn.Module):
     def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor | None:
         return None
 
+    def offset_bias(self, group: GroupPlan) -> torch.Tensor | None:
+        return None
+
     def value(self, group: GroupPlan, v: torch.Tensor, layout: RectLayout) -> torch.Tensor | None:
         return None
 
@@ -71,12 +77,42 @@ def relative_position_index(window: tuple[int, int], table: tuple[int, int]) -> 
 
 
 class RelPosBiasModule(EncoderModule):
-    """One learned table per head group, ``tables[g]: ((2Mh-1)(2Mw-1), h_g)``."""
+    """One learned table per head group, in its partition's layout.
+
+    - window groups (Swin): ``tables[g]: ((2Mh-1)(2Mw-1), h_g)``, read by :meth:`bias`;
+    - sliding-window groups (:class:`~attnblocks.Dilated`, NAT / DiNAT): ``tables[g]:
+      (h_g, 2k-1, 2k-1)``, the authors' ``rpb`` for the group's heads, read by
+      :meth:`offset_bias`. With ``border="shift"`` a window moves inward at the borders, so a
+      key may sit up to ``k-1`` dilation steps from its query on either side: hence ``2k-1``.
+
+    One list for both keeps one spec, one module and uniform keys (``pe.<i>.tables.<g>``) in
+    hybrids of windows and neighbourhoods; each entry keeps its authors' layout, so converters
+    copy tensors without reshaping them.
+
+    Example:
+        >>> from attnblocks import Attention, Neighborhood, RelPosBias
+        >>> layer = Attention(partition=Neighborhood(7), pe=RelPosBias()).build(64, 2)
+        >>> layer.pe[0].tables[0].shape
+        torch.Size([2, 13, 13])
+    """
 
     def __init__(self, spec, groups: tuple[GroupPlan, ...], device=None, dtype=None) -> None:
         super().__init__()
         self.sizes: list[tuple[int, int]] = []
+        shapes = []
         for g in groups:
+            if isinstance(g.partition, Dilated):
+                k = g.partition.kernel
+                if spec.size is not None and spec.size != (k, k):
+                    raise AttnblocksError(
+                        f"{spec!r} does not fit head group {g.index}: {g.partition!r} sizes "
+                        f"its table by its kernel, {k}x{k} (a (2k-1) x (2k-1) table of key "
+                        f"offsets), but size={spec.size[0]}x{spec.size[1]} was given.\n  Hint: "
+                        f"use RelPosBias() (the size is taken from the kernel) or size={k}."
+                    )
+                self.sizes.append((k, k))
+                shapes.append((g.num_heads, 2 * k - 1, 2 * k - 1))
+                continue
             if spec.size is not None:
                 size = spec.size
             elif isinstance(g.partition, (Window, Grid)):
@@ -88,13 +124,9 @@ class RelPosBiasModule(EncoderModule):
                     f"extent, e.g. RelPosBias(size=(64, 64))."
                 )
             self.sizes.append(size)
+            shapes.append(((2 * size[0] - 1) * (2 * size[1] - 1), g.num_heads))
         self.tables = nn.ParameterList(
-            nn.Parameter(
-                torch.empty(
-                    (2 * s[0] - 1) * (2 * s[1] - 1), g.num_heads, device=device, dtype=dtype
-                )
-            )
-            for s, g in zip(self.sizes, groups)
+            nn.Parameter(torch.empty(s, device=device, dtype=dtype)) for s in shapes
         )
         self.reset_parameters()
 
@@ -113,6 +145,10 @@ class RelPosBiasModule(EncoderModule):
         index = relative_position_index(layout.window, size).to(table.device)
         T = layout.tokens
         return table[index.view(-1)].view(T, T, -1).permute(2, 0, 1)
+
+    def offset_bias(self, group: GroupPlan) -> torch.Tensor | None:
+        """NAT's ``rpb`` of a sliding-window group, ``(h_g, 2k-1, 2k-1)``; ``None`` otherwise."""
+        return self.tables[group.index] if isinstance(group.partition, Dilated) else None
 
 
 class LePEModule(EncoderModule):

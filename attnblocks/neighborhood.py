@@ -6,6 +6,9 @@ Two plans, both plain data computed once per map size (cached), and the dense or
   of the dilation, with the padding they need and which (query, offset) pairs are real keys.
 - :func:`tile_plan` (the *tiles* lowering): query tiles on each dilation sub-grid, the key
   region (halo) of each tile, and which query may see which key of its region.
+- the relative position bias (NAT's ``rpb``): :func:`offset_bias_index` and
+  :func:`tile_bias_index` say which entry of a ``(2k-1) x (2k-1)`` table every slot of the two
+  plans reads.
 - the oracle, registered with :func:`~attnblocks.masks.register_oracle`, written per token
   pair from coordinates, independently of both plans.
 
@@ -31,7 +34,9 @@ __all__ = [
     "TilePlan",
     "check_fits",
     "describe_sliding",
+    "offset_bias_index",
     "offset_plan",
+    "tile_bias_index",
     "tile_plan",
 ]
 
@@ -157,14 +162,14 @@ class TilePlan:
 
 def _axis_tiles(
     L: int, kernel: int, r: int, border: str, tile: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tiles along one axis: query coords ``(n, t)``, key coords ``(n, R)`` (-1: none),
-    allowed ``(n, t, R)``."""
+    allowed ``(n, t, R)`` and the key's offset from the query in units of r ``(n, t, R)``."""
     longest = (L + r - 1) // r
     t = min(tile, longest)
     c = kernel // 2
     R = min(t + kernel - 1, longest) if border == "shift" else t + kernel - 1
-    qs, ks, alloweds = [], [], []
+    qs, ks, alloweds, steps = [], [], [], []
     for off in range(min(r, L)):
         length = (L - off + r - 1) // r
         for i0 in range(0, length, t):
@@ -186,7 +191,8 @@ def _axis_tiles(
             qs.append(np.where(qreal, off + qi * r, -1))
             ks.append(np.where(kreal, off + kj * r, -1))
             alloweds.append(allowed)
-    return np.stack(qs), np.stack(ks), np.stack(alloweds)
+            steps.append(kj[None, :] - qi[:, None])
+    return np.stack(qs), np.stack(ks), np.stack(alloweds), np.stack(steps)
 
 
 @size_cache(512)
@@ -205,8 +211,8 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     """
     check_fits(partition, H, W)
     k, r, border = partition.kernel, partition.dilation, partition.border
-    qy, ky, ay = _axis_tiles(H, k, r, border, tile)
-    qx, kx, ax = _axis_tiles(W, k, r, border, tile)
+    qy, ky, ay, _ = _axis_tiles(H, k, r, border, tile)
+    qx, kx, ax, _ = _axis_tiles(W, k, r, border, tile)
     N = H * W
 
     def flat(cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
@@ -223,6 +229,56 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     real = slots < N
     inverse[slots[real]] = np.nonzero(real)[0]
     return TilePlan(query, key, allowed, inverse)
+
+
+# ---------------------------------------------------------------------------------------------
+# relative position bias: which entry of a (2k-1) x (2k-1) table each slot reads
+# ---------------------------------------------------------------------------------------------
+
+
+def _table_entry(dy: np.ndarray, dx: np.ndarray, kernel: int) -> np.ndarray:
+    """Flat entry ``(dy + k-1) * (2k-1) + (dx + k-1)`` of the key offset ``(dy, dx)`` (units of
+    the dilation), each clipped to ``-(k-1)..k-1`` (slots out of every window are masked)."""
+    c = kernel - 1
+    return (np.clip(dy, -c, c) + c) * (2 * kernel - 1) + np.clip(dx, -c, c) + c
+
+
+@size_cache(512)
+def offset_bias_index(partition: Dilated, H: int, W: int) -> np.ndarray:
+    """``(n,)`` int64: the bias-table entry of each offset of :func:`offset_plan`.
+
+    In the slices lowering the key of offset ``(oy, ox)`` sits ``(oy, ox)`` dilation steps from
+    every query, so one entry per offset serves the whole map (masked slots included, whose
+    logits the mask removes; under ``border="zeros"`` an out-of-map slot keeps its offset's
+    bias, as a zero key at that offset).
+
+    Example:
+        >>> from attnblocks import Dilated
+        >>> offset_bias_index(Dilated(3), 5, 6).tolist()  # rows of a 5x5 table, centre 12
+        [6, 7, 8, 11, 12, 13, 16, 17, 18]
+    """
+    offsets = np.asarray(offset_plan(partition, H, W).offsets, dtype=np.int64).reshape(-1, 2)
+    return _table_entry(offsets[:, 0], offsets[:, 1], partition.kernel)
+
+
+@size_cache(512)
+def tile_bias_index(partition: Dilated, H: int, W: int, tile: int = 8) -> np.ndarray:
+    """``(nT, Tq, Tk)`` int64: the bias-table entry of every (query slot, key slot) pair of
+    :func:`tile_plan` (same ``tile``): the key's offset from the query in dilation steps.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> index = tile_bias_index(Neighborhood(3), 4, 4, tile=4)  # one tile, all 16 keys
+        >>> index.shape, index[0, 0, :3].tolist()  # query (0, 0), keys (0, 0..2): dy=0, dx=0..2
+        ((1, 16, 16), [12, 13, 14])
+    """
+    check_fits(partition, H, W)
+    k, r, border = partition.kernel, partition.dilation, partition.border
+    sy = _axis_tiles(H, k, r, border, tile)[3]  # (ny, ty, Ry)
+    sx = _axis_tiles(W, k, r, border, tile)[3]
+    index = _table_entry(sy[:, None, :, None, :, None], sx[None, :, None, :, None, :], k)
+    ny, nx, ty, tx, Ry, Rx = index.shape
+    return index.reshape(ny * nx, ty * tx, Ry * Rx)
 
 
 def describe_sliding(partition: Dilated, H: int, W: int) -> list[str]:

@@ -42,7 +42,7 @@ import torch
 
 from ._cache import size_cache
 from ._errors import AttnblocksError
-from .backends.neighborhood import slices_attention, tiles_attention
+from .backends.neighborhood import offset_bias, slices_attention, tile_bias, tiles_attention
 from .encoders import EncoderModule
 from .lowering import GroupPlan
 from .neighborhood import check_fits, offset_plan
@@ -98,6 +98,24 @@ def _hooks(e: EncoderModule) -> bool:
     return type(e).bias is not EncoderModule.bias or type(e).value is not EncoderModule.value
 
 
+def _offset_table(encoders, g: GroupPlan) -> torch.Tensor | None:
+    """The summed ``offset_bias`` tables ``(h_g, 2k-1, 2k-1)`` of the encoders, or ``None``;
+    raises for encoders with per-window hooks that have no sliding-window form."""
+    table = None
+    for e in encoders:
+        t = e.offset_bias(g)
+        if t is None and _hooks(e):
+            raise AttnblocksError(
+                f"{type(e).__name__} adds per-window biases or values, which "
+                f"{g.partition!r} (head group {g.index}) does not support; sliding windows "
+                f"combine with RelPosBias() (NAT's bias by key offset) and with encoders that "
+                f"act on the input, such as CPE()."
+            )
+        if t is not None:
+            table = t if table is None else table + t
+    return table
+
+
 @register_runner(Dilated)
 class DilatedRunner(GroupRunner):
     """Runs one head group over sliding windows.
@@ -118,13 +136,7 @@ class DilatedRunner(GroupRunner):
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         """``qkv: (B, H, W, 3, c) -> (B, H, W, c)``."""
         g = self.group
-        for e in ctx.encoders:
-            if _hooks(e):
-                raise AttnblocksError(
-                    f"{type(e).__name__} adds per-window biases or values, which "
-                    f"{g.partition!r} (head group {g.index}) does not support; sliding windows "
-                    f"combine with encoders that act on the input, such as CPE()."
-                )
+        table = _offset_table(ctx.encoders, g)
         if self.lowering not in LOWERINGS:
             raise AttnblocksError(
                 f"DilatedRunner: lowering must be one of {LOWERINGS}, got {self.lowering!r}."
@@ -136,5 +148,9 @@ class DilatedRunner(GroupRunner):
             grad = torch.is_grad_enabled() and qkv.requires_grad
             lowering = choose_lowering(g.partition, H, W, grad)
         if lowering == "slices":
-            return slices_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
-        return tiles_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, TILE)
+            bias = None if table is None else offset_bias(table, g.partition, H, W)
+            return slices_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, bias)
+        bias = None if table is None else tile_bias(table, g.partition, H, W, TILE)
+        return tiles_attention(
+            qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, TILE, bias=bias
+        )

@@ -3,7 +3,9 @@
 Every encoder spec builds a module (see :mod:`attnblocks.encoders`) that takes part in the
 attention through one shared contract, so encoders are swappable and combinable:
 ``prepare`` (the input, before qkv), ``rotate`` (q and k on the map, before partitioning),
-``bias`` (additive logits per window) and ``value`` (a term added to each window's output).
+``bias`` (additive logits per window), ``offset_bias`` (additive logits by key offset, for
+sliding windows: :class:`RelPosBias` on a :class:`~attnblocks.Neighborhood` is NAT's ``rpb``)
+and ``value`` (a term added to each window's output).
 """
 
 from __future__ import annotations
@@ -46,14 +48,26 @@ class PositionalEncoder(Spec):
 
 @dataclass(frozen=True, repr=False)
 class RelPosBias(PositionalEncoder):
-    """Swin's learned relative position bias: one table per head group.
+    """A learned relative position bias: one table per head group, added to the scaled logits.
 
-    The table of a group is ``((2*Mh - 1) * (2*Mw - 1), heads)`` for a window of ``(Mh, Mw)``
-    tokens, indexed by ``(dh + Mh - 1) * (2*Mw - 1) + (dw + Mw - 1)`` with ``dh, dw`` the query
-    minus key coordinates; the bias is added to the scaled logits. The window size is taken
-    from the group's partition (``Window``); partitions whose extent depends on the map
-    (``Stripe``, ``Global``) need an explicit ``size``, the largest extent to support.
-    Windows smaller than the table (a clamped window on a small map) use its centre.
+    On windows (Swin, MaxViT): the table of a group is ``((2*Mh - 1) * (2*Mw - 1), heads)`` for
+    a window of ``(Mh, Mw)`` tokens, indexed by ``(dh + Mh - 1) * (2*Mw - 1) + (dw + Mw - 1)``
+    with ``dh, dw`` the query minus key coordinates. The window size is taken from the group's
+    partition (``Window``, ``Grid``); partitions whose extent depends on the map (``Stripe``,
+    ``Global``) need an explicit ``size``, the largest extent to support. Windows smaller than
+    the table (a clamped window on a small map) use its centre.
+
+    On sliding windows (:class:`~attnblocks.Dilated`, :class:`~attnblocks.Neighborhood`: NAT's
+    and DiNAT's ``rpb``): the table is ``(heads, 2k-1, 2k-1)`` for a ``k x k`` kernel, and key
+    ``(yk, xk)`` of query ``(yq, xq)`` adds ``table[h, (yk - yq)/r + k - 1, (xk - xq)/r + k -
+    1]``, its offset counted in dilation steps ``r``. With ``border="shift"`` the window moves
+    inward at the borders, so offsets range over ``-(k-1)..k-1``: hence ``2k-1``. The size is
+    the kernel's (a ``size`` must equal it). Under ``border="zeros"`` an out-of-map key is a
+    zero vector whose logit is its offset's bias alone.
+
+    One spec for both: the bias is the same idea (a learned scalar per head and relative
+    offset) and its extent follows the partition, so a hybrid of windows and neighbourhoods
+    under one ``Split`` takes one ``RelPosBias()``; each table keeps its authors' layout.
 
     Args:
         size: the table's window size, or ``None`` to take it from the partition.
@@ -61,6 +75,10 @@ class RelPosBias(PositionalEncoder):
     Example:
         >>> RelPosBias()
         RelPosBias()
+        >>> from attnblocks import Attention, Neighborhood
+        >>> layer = Attention(partition=Neighborhood(7), pe=RelPosBias()).build(64, 2)
+        >>> layer.pe[0].tables[0].shape  # NAT's rpb: (heads, 2k-1, 2k-1)
+        torch.Size([2, 13, 13])
     """
 
     size: int | tuple[int, int] | None = None

@@ -184,27 +184,32 @@ def dilateformer(kernel: int = 3, dilations: int | tuple[int, ...] = (1, 2, 3)) 
     return Attention(partition=partition)
 
 
-def nat(kernel: int = 7) -> Attention:
+def nat(kernel: int = 7, rpb: bool = True) -> Attention:
     """NAT's neighbourhood attention: the ``kernel x kernel`` nearest keys, shifted at borders.
 
-    Hassani et al., "Neighborhood Attention Transformer", CVPR 2023. The authors' layer also
-    adds a learned relative position bias (``rpb``), which is not part of this spec.
+    Hassani et al., "Neighborhood Attention Transformer", CVPR 2023. With ``rpb`` (the authors'
+    layer), a learned relative position bias: ``RelPosBias()`` on a neighbourhood is a
+    ``(heads, 2k-1, 2k-1)`` table read by the key's offset from the query.
 
     Example:
         >>> nat()
+        Attention(partition=Neighborhood(7), pe=RelPosBias())
+        >>> nat(rpb=False)
         Attention(partition=Neighborhood(7))
     """
-    return Attention(partition=Neighborhood(kernel))
+    return Attention(partition=Neighborhood(kernel), pe=RelPosBias() if rpb else None)
 
 
-def dinat(kernel: int = 7, dilation: int = 2) -> Attention:
+def dinat(kernel: int = 7, dilation: int = 2, rpb: bool = True) -> Attention:
     """DiNAT's dilated neighbourhood attention (NAT on each dilation sub-grid).
 
     Hassani and Shi, "Dilated Neighborhood Attention Transformer", 2022. DiNAT alternates
-    ``dilation=1`` and larger dilations layer by layer (DiNAT-T stage 3: ``[1, 2] * 9``).
+    ``dilation=1`` and larger dilations layer by layer (DiNAT-T stage 3: ``[1, 2] * 9``). With
+    ``rpb``, NAT's relative position bias, its offsets counted in dilation steps.
 
     Example:
         >>> dinat(7, dilation=2)
-        Attention(partition=Neighborhood(7, dilation=2))
+        Attention(partition=Neighborhood(7, dilation=2), pe=RelPosBias())
     """
-    return Attention(partition=Neighborhood(kernel, dilation=dilation))
+    part = Neighborhood(kernel, dilation=dilation)
+    return Attention(partition=part, pe=RelPosBias() if rpb else None)

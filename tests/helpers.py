@@ -5,15 +5,29 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from attnblocks import AttentionLayer, dense_mask
+from attnblocks import AttentionLayer, Dilated, dense_mask
 from attnblocks.backends import dense_attention
+from attnblocks.encoders import RelPosBiasModule
+
+
+def _nat_bias(table: torch.Tensor, part: Dilated, H: int, W: int) -> torch.Tensor:
+    """NAT's ``rpb`` for every token pair ``(h, N, N)``: ``table[:, (yk-yq)/r + k-1, (xk-xq)/r
+    + k-1]`` where the key is on the query's sub-grid within ``k-1`` steps, else 0 (masked)."""
+    k, r = part.kernel, part.dilation
+    y, x = torch.arange(H).repeat_interleave(W), torch.arange(W).repeat(H)
+    dy, dx = y[None, :] - y[:, None], x[None, :] - x[:, None]  # key minus query
+    near = (dy % r == 0) & (dx % r == 0) & (dy.abs() < k * r) & (dx.abs() < k * r)
+    iy = torch.where(near, dy // r + k - 1, 0)
+    ix = torch.where(near, dx // r + k - 1, 0)
+    return torch.where(near, table[:, iy, ix], 0.0)
 
 
 def oracle_forward(layer: AttentionLayer, x: torch.Tensor) -> torch.Tensor:
     """The layer's attention computed densely over all tokens with the oracle mask.
 
-    Only valid for layers without positional encoders (the mask is all the oracle knows).
-    ``x: (B, H, W, C) -> (B, H, W, C)``.
+    Valid for layers without positional encoders (the mask is all the oracle knows) and for
+    :class:`~attnblocks.RelPosBias` on sliding-window groups (NAT's ``rpb``, added per token pair
+    from coordinates). ``x: (B, H, W, C) -> (B, H, W, C)``.
     """
     B, H, W, C = x.shape
     masks = dense_mask(layer.spec, H, W, num_heads=layer.num_heads)
@@ -22,7 +36,14 @@ def oracle_forward(layer: AttentionLayer, x: torch.Tensor) -> torch.Tensor:
     outs = []
     for g, allowed in zip(layer.groups, masks):
         h0, h1 = g.heads
-        outs.append(dense_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], allowed, layer.scale))
+        bias = None
+        for e in layer.pe:
+            if not (isinstance(e, RelPosBiasModule) and isinstance(g.partition, Dilated)):
+                raise ValueError(f"oracle_forward does not know {type(e).__name__} on {g!r}")
+            bias = _nat_bias(e.tables[g.index], g.partition, H, W)
+        outs.append(
+            dense_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], allowed, layer.scale, bias)
+        )
     o = rearrange(torch.cat(outs, dim=1), "b h n d -> b n (h d)")
     return layer.proj(o).view(B, H, W, C)
 

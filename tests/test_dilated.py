@@ -249,8 +249,10 @@ def test_zoo():
         repr(dilateformer())
         == "Attention(partition=Dilated(3, dilation=(1, 2, 3)), heads=Split(3))"
     )
-    assert repr(nat()) == "Attention(partition=Neighborhood(7))"
-    assert repr(dinat(7, dilation=2)) == "Attention(partition=Neighborhood(7, dilation=2))"
+    assert repr(nat()) == "Attention(partition=Neighborhood(7), pe=RelPosBias())"
+    assert repr(dinat(7, dilation=2, rpb=False)) == (
+        "Attention(partition=Neighborhood(7, dilation=2))"
+    )
     assert nat(7).build(64, 2)(torch.randn(1, 9, 10, 64)).shape == (1, 9, 10, 64)
 
 

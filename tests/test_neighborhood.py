@@ -14,8 +14,8 @@ from attnblocks import (
     AttnblocksError,
     Dilated,
     Global,
+    LePE,
     Neighborhood,
-    RelPosBias,
     Split,
     dense_mask,
 )
@@ -186,8 +186,8 @@ def test_zeros_border_has_no_dense_mask():
 
 
 def test_window_encoders_are_refused():
-    layer = Attention(partition=Dilated(3), pe=RelPosBias(size=3)).build(8, 2)
-    with pytest.raises(AttnblocksError, match=r"RelPosBiasModule adds per-window biases"):
+    layer = Attention(partition=Dilated(3), pe=LePE()).build(8, 2)
+    with pytest.raises(AttnblocksError, match=r"LePEModule adds per-window biases or values"):
         layer(torch.randn(1, 4, 4, 8))
 
 

@@ -22,7 +22,7 @@ from .._errors import AttnblocksError
 from ..encoders import EncoderModule, LePEModule, RelPosBiasModule
 from ..lowering import GroupPlan, rect_layout
 from ..masks import partition_oracle
-from ..partition import Global, Grid, Partition, Stripe, Window
+from ..partition import Dilated, Global, Grid, Partition, Stripe, Window
 from .registry import register_lowering
 
 __all__ = [
@@ -126,6 +126,14 @@ def _rect_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords
     return WindowCoords((r // wh) * nw + (c // ww), np.stack([r % wh, c % ww], 1))
 
 
+@register_coords(Dilated)
+def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
+    """Sliding windows share no frame (each query has its own window): the map is the one frame
+    in which their key offsets are measured; the oracle mask says which pairs count."""
+    y, x = np.divmod(np.arange(H * W), W)
+    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
+
+
 DenseBias = Callable[[Any, GroupPlan, WindowCoords], torch.Tensor]
 DenseValue = Callable[[Any, GroupPlan, torch.Tensor, WindowCoords], torch.Tensor]
 _DENSE_ENCODERS: dict[type, tuple[DenseBias | None, DenseValue | None]] = {}
@@ -158,6 +166,8 @@ def _dense_form(module: EncoderModule) -> tuple[DenseBias | None, DenseValue | N
 
 
 def _relpos_dense_bias(module: RelPosBiasModule, group: GroupPlan, co: WindowCoords):
+    if isinstance(group.partition, Dilated):
+        return _offset_dense_bias(module.tables[group.index], group.partition, co)
     size, table = module.sizes[group.index], module.tables[group.index]
     same, off = co.same_window(), co.offsets()
     too_far = same & ((np.abs(off[..., 0]) >= size[0]) | (np.abs(off[..., 1]) >= size[1]))
@@ -173,7 +183,24 @@ def _relpos_dense_bias(module: RelPosBiasModule, group: GroupPlan, co: WindowCoo
     return table[index].permute(2, 0, 1)
 
 
+def _offset_dense_bias(table: torch.Tensor, partition: Dilated, co: WindowCoords):
+    """NAT's bias ``table: (h, 2k-1, 2k-1)`` for every token pair, ``(h, N, N)``: entry
+    ``[h, (yk - yq)/r + k-1, (xk - xq)/r + k-1]``; pairs off the query's sub-grid or further than
+    ``k-1`` steps are in no window (masked) and read the centre."""
+    k, r = partition.kernel, partition.dilation
+    step = -co.offsets()  # key minus query, in tokens
+    near = ((step % r == 0) & (np.abs(step) <= r * (k - 1))).all(-1)
+    step = np.where(near[..., None], step // r, 0)
+    index = torch.from_numpy(step + k - 1).to(table.device)
+    return table[:, index[..., 0], index[..., 1]]
+
+
 def _lepe_dense_value(module: LePEModule, group: GroupPlan, v: torch.Tensor, co: WindowCoords):
+    if isinstance(group.partition, Dilated):  # as the eager runner: no per-window values
+        raise AttnblocksError(
+            f"backend='dense': {type(module).__name__} adds per-window values, which "
+            f"{group.partition!r} (head group {group.index}) does not support."
+        )
     c0, c1 = group.channels
     k, p = module.kernel, module.kernel // 2
     same, off = co.same_window(), co.offsets()

@@ -11,6 +11,9 @@ of the keys and values:
 - :func:`tiles_attention`: query tiles of one dilation sub-grid attend to their key region
   gathered by indexing, with a per-tile additive mask, in one fused SDPA call. Best for large
   kernels (NAT's 7x7).
+
+Both take an optional additive ``bias`` in their own slot layout (NAT's relative position bias,
+gathered from its table by :func:`offset_bias` / :func:`tile_bias`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,17 @@ from einops import rearrange
 
 from .._cache import size_cache
 from ..masks import mask_value
-from ..neighborhood import offset_plan, tile_plan
+from ..neighborhood import offset_bias_index, offset_plan, tile_bias_index, tile_plan
 from ..partition import Dilated
 
-__all__ = ["slices_attention", "slices_inputs", "tile_inputs", "tiles_attention"]
+__all__ = [
+    "offset_bias",
+    "slices_attention",
+    "slices_inputs",
+    "tile_bias",
+    "tile_inputs",
+    "tiles_attention",
+]
 
 
 @size_cache(256, constant=True)
@@ -50,7 +60,12 @@ def slices_inputs(
 
 
 def slices_attention(
-    qkv: torch.Tensor, partition: Dilated, heads: int, scale: float, dropout_p: float = 0.0
+    qkv: torch.Tensor,
+    partition: Dilated,
+    heads: int,
+    scale: float,
+    dropout_p: float = 0.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sliding-window attention as a loop over the plan's key offsets.
 
@@ -64,6 +79,7 @@ def slices_attention(
         heads: the group's number of heads (``c = heads * d``).
         scale: the logit scale, applied after the dot products.
         dropout_p: attention dropout probability.
+        bias: ``(n, heads)`` additive logits per offset (see :func:`offset_bias`), or ``None``.
 
     Returns:
         ``(B, H, W, c)``.
@@ -85,6 +101,8 @@ def slices_attention(
     # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
     a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
     a = a * scale  # (n, B, H, W, h)
+    if bias is not None:
+        a = a + bias.to(a.dtype)[:, None, None, None, :]
     if mask is not None:
         a = a + mask
     w = a.softmax(dim=0)
@@ -136,6 +154,7 @@ def tiles_attention(
     scale: float,
     dropout_p: float = 0.0,
     tile: int = 8,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sliding-window attention of query tiles over their gathered key regions.
 
@@ -151,6 +170,8 @@ def tiles_attention(
         scale: the logit scale.
         dropout_p: attention dropout probability.
         tile: queries per tile side.
+        bias: ``(heads, nT, Tq, Tk)`` additive logits per slot pair (see :func:`tile_bias`),
+            or ``None``.
 
     Returns:
         ``(B, H, W, c)``.
@@ -167,9 +188,57 @@ def tiles_attention(
     t = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=heads)
     t = F.pad(t, (0, 0, 0, 1))  # the zero token, index N
     nT, Tq = query.shape
+    if bias is not None:
+        mask = mask + bias.to(mask.dtype).reshape(mask.shape)
     q = t[0][:, :, query].reshape(B, heads * nT, Tq, -1)  # (B, h * nT, Tq, d)
     k = t[1][:, :, key].reshape(B, heads * nT, key.shape[1], -1)
     v = t[2][:, :, key].reshape(B, heads * nT, key.shape[1], -1)
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     o = o.reshape(B, heads, nT * Tq, -1)[:, :, inverse]  # (B, h, N, d)
     return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+
+
+# ---------------------------------------------------------------------------------------------
+# relative position bias: a (h, 2k-1, 2k-1) table gathered into each lowering's slots
+# ---------------------------------------------------------------------------------------------
+
+
+@size_cache(256, constant=True)
+def _bias_index(
+    partition: Dilated, H: int, W: int, tile: int | None, device: torch.device
+) -> torch.Tensor:
+    """The table entries of the slices (``tile=None``) or tiles lowering, on ``device``."""
+    index = (
+        offset_bias_index(partition, H, W)
+        if tile is None
+        else tile_bias_index(partition, H, W, tile)
+    )
+    return torch.from_numpy(index).to(device)
+
+
+def offset_bias(table: torch.Tensor, partition: Dilated, H: int, W: int) -> torch.Tensor:
+    """``table: (h, 2k-1, 2k-1)`` -> ``(n, h)``: each offset's bias for :func:`slices_attention`.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Dilated
+        >>> table = torch.arange(25.0).view(1, 5, 5)
+        >>> offset_bias(table, Dilated(3), 5, 6)[:, 0].tolist()  # offsets (-1, -1) .. (1, 1)
+        [6.0, 7.0, 8.0, 11.0, 12.0, 13.0, 16.0, 17.0, 18.0]
+    """
+    return table.flatten(1).index_select(1, _bias_index(partition, H, W, None, table.device)).T
+
+
+def tile_bias(table: torch.Tensor, partition: Dilated, H: int, W: int, tile: int) -> torch.Tensor:
+    """``table: (h, 2k-1, 2k-1)`` -> ``(h, nT, Tq, Tk)``: the bias of every slot pair of the
+    tile plan ``tile_plan(partition, H, W, tile)``, for :func:`tiles_attention`.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Neighborhood
+        >>> tile_bias(torch.randn(2, 5, 5), Neighborhood(3), 9, 8, tile=4).shape
+        torch.Size([2, 6, 16, 36])
+    """
+    index = _bias_index(partition, H, W, tile, table.device)
+    # index_select on the flat index: 3-5x faster than advanced indexing, forward and backward
+    return table.flatten(1).index_select(1, index.view(-1)).view(-1, *index.shape)

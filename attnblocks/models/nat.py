@@ -7,9 +7,10 @@ depths 3-4-18-5, heads 2-4-8-16, kernel 7, MLP ratio 3; DiNAT's dilations per bl
 ``Conv2d(3x3, stride 2)`` (3 -> 32 -> 64, with bias, nothing between) and a LayerNorm; the
 downsampling a ``Conv2d(3x3, stride 2, bias=False)`` and a LayerNorm.
 
-The authors' layers add a learned relative position bias (``rpb``, ``heads x 13 x 13`` per
-block, 41,574 parameters in all) that :func:`~attnblocks.zoo.nat` does not have: these tables
-have 27,860,008 parameters, the authors' 27,901,582 (published "28M").
+Each attention has the authors' learned relative position bias (``rpb``, ``heads x 13 x 13``
+per block, ``RelPosBias()`` on the neighbourhood: 41,574 parameters in all), so NAT-T and DiNAT-T
+count the authors' 27,901,582 parameters (published "28M"); ``rpb=False`` drops it
+(27,860,008).
 """
 
 from __future__ import annotations
@@ -36,21 +37,23 @@ def nat_spec(
     dilations: tuple[tuple[int, ...], ...] | None = None,
     mlp_ratio: float = 3.0,
     drop_path_rate: float = 0.0,
+    rpb: bool = True,
 ) -> BackboneSpec:
-    """A NAT table; with ``dilations``, stage ``i``'s block ``j`` uses ``dilations[i][j % n]``.
+    """A NAT table; with ``dilations``, stage ``i``'s block ``j`` uses ``dilations[i][j % n]``;
+    ``rpb``: NAT's relative position bias in every attention.
 
     Example:
         >>> spec = nat_spec((16, 32), (2, 1), (2, 4), kernel=3, dilations=((1, 2), (1,)))
         >>> spec.stages[0].attn(1)
-        Attention(partition=Neighborhood(3, dilation=2))
+        Attention(partition=Neighborhood(3, dilation=2), pe=RelPosBias())
         >>> spec.build(num_classes=5)(torch.randn(1, 3, 36, 52)).shape
         torch.Size([1, 5])
     """
 
     def attn(i: int):
         if dilations is None or all(d == 1 for d in dilations[i]):
-            return zoo.nat(kernel)
-        return Alternate(*(zoo.dinat(kernel, d) for d in dilations[i]))
+            return zoo.nat(kernel, rpb=rpb)
+        return Alternate(*(zoo.dinat(kernel, d, rpb=rpb) for d in dilations[i]))
 
     stages = tuple(
         Stage(c, d, h, attn(i), mlp_ratio) for i, (c, d, h) in enumerate(zip(dims, depths, heads))

@@ -549,6 +549,55 @@ def neighborhood_attention(
     return torch.stack(rows, dim=2)
 
 
+def neighborhood_attention_rpb(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rpb: Tensor,
+    kernel: int,
+    dilation: int = 1,
+    border: str = "shift",
+) -> Tensor:
+    """Neighborhood attention with NAT's learned relative position bias, one query at a time.
+
+    q, k, v: (B, heads, H, W, d); rpb: (heads, 2k-1, 2k-1) -> (B, heads, H, W, d); scale
+    ``d**-0.5``. Query (y, x) looks at the k*k window slots (a, b) of its rule (the axis
+    coordinates of ``_shift_window_axis`` for "shift", ``_centred_axis`` otherwise); slot (a, b)
+    gets the logit ``q . k[a, b] * scale + rpb[:, (a - y)/r + k - 1, (b - x)/r + k - 1]``.
+    Out-of-map slots: "mask" drops them; "zeros" keeps them as zero keys and values, whose logit
+    is the bias alone.
+    """
+    H, W, d = q.shape[2:]
+    r, c = dilation, kernel - 1
+    scale = d**-0.5
+    zero = torch.zeros_like(k[:, :, 0, 0, :])  # (B, heads, d)
+    rows = []
+    for y in range(H):
+        cols = []
+        for x in range(W):
+            if border == "shift":
+                ys = _shift_window_axis(y, H, kernel, r)
+                xs = _shift_window_axis(x, W, kernel, r)
+            else:
+                ys, xs = _centred_axis(y, kernel, r), _centred_axis(x, kernel, r)
+            keys, values, biases = [], [], []
+            for a in ys:
+                for b in xs:
+                    assert (a - y) % r == 0 and (b - x) % r == 0
+                    inside = 0 <= a < H and 0 <= b < W
+                    if not inside and border == "mask":
+                        continue
+                    keys.append(k[:, :, a, b, :] if inside else zero)
+                    values.append(v[:, :, a, b, :] if inside else zero)
+                    biases.append(rpb[:, (a - y) // r + c, (b - x) // r + c])  # (heads,)
+            ks, vs = torch.stack(keys, dim=2), torch.stack(values, dim=2)  # (B, heads, n, d)
+            logits = (ks @ q[:, :, y, x, :, None]).squeeze(-1) * scale  # (B, heads, n)
+            attn = _softmax(logits + torch.stack(biases, dim=-1))
+            cols.append((attn.unsqueeze(-2) @ vs).squeeze(-2))  # (B, heads, d)
+        rows.append(torch.stack(cols, dim=2))  # (B, heads, W, d)
+    return torch.stack(rows, dim=2)
+
+
 # ----------------------------------------------------------------------------------------------
 # MaxViT grid attention
 # ----------------------------------------------------------------------------------------------
