@@ -193,7 +193,7 @@ register_case(
     )
 )
 _DILATIONS = (1, 2, 3)
-_SWEEP_CAP = 112 * 112  # N x N masks and seconds-long calls: not swept beyond this
+_SWEEP_CAP = 112 * 112  # N x N masks (a 224x224 map: 2.5e9 pairs): not swept beyond this
 
 
 def _nat(cls: type[nn.Module]) -> Callable[[AttentionLayer, tuple[int, int]], nn.Module]:
@@ -208,9 +208,14 @@ register_case(
         dim=72,
         heads=3,
         hw=(56, 56),
-        # the authors' unfold algorithm; their module cannot back-propagate, this rewrite can
         references=(
-            Impl("authors unfold", lambda layer, hw: ms.DilateFormerAuthors(layer, 3, _DILATIONS)),
+            Impl(
+                "authors unfold",
+                lambda layer, hw: ms.DilateFormerAuthors(layer, 3, _DILATIONS),
+                note="the authors' algorithm (nn.Unfold of K and V, k*k copies, per-query "
+                "matmul and softmax) with its group outputs concatenated instead of written in "
+                "place, so it back-propagates (the authors' module cannot)",
+            ),
         ),
         floor=False,
     )
@@ -259,7 +264,7 @@ register_case(
                 _nat(nat.NattenNA2d),
                 train=False,
                 reps=1,  # seconds per call on CPU: one timed call per pass
-                max_tokens=_SWEEP_CAP,
+                max_tokens=56 * 56,  # 112x112, batch 1: over a minute per call
                 note="NATTEN's na2d as called by users; on CPU it runs its flex-fna backend "
                 "uncompiled, forward only",
             ),
