@@ -98,7 +98,7 @@ def time_case(case: Case, args, hw=None, batches=None, modes=("fwd", "train")) -
     H, W = hw or case.hw
     out: dict = {}
     torch.manual_seed(0)
-    check(case, mods, torch.randn(1, H, W, case.dim), skipped)
+    diffs = check(case, mods, torch.randn(1, H, W, case.dim), skipped)
     caps = {r.name: r.reps for r in case.references if r.reps is not None}
     for mode in modes:
         for B in batches or ((1, 8) if mode == "fwd" else (8,)):
@@ -108,6 +108,7 @@ def time_case(case: Case, args, hw=None, batches=None, modes=("fwd", "train")) -
             _preflight(fns, skipped, f"{mode}{B}")
             t = interleave(fns, passes=args.passes, reps=args.reps, warmup=1, reps_for=caps)
             out[f"{mode}{B}"] = asdict(t)
+    out["max_abs_diff"] = diffs  # forward at batch 1 against attnblocks, checked before timing
     if skipped:
         out["skipped"] = skipped
     return out
