@@ -8,9 +8,9 @@ all of them compute the same numbers before it times them.
 To add an attention, register a case (here or from your own module imported by ``run.py``)::
 
     register_case(Case(
-        name="nat", title="NAT-T stage 1: 7x7 neighbourhood", spec=lambda: zoo.nat(7),
+        name="dinat", title="DiNAT: 7x7 neighbourhood, dilation 2", spec=lambda: zoo.dinat(7, 2),
         dim=64, heads=2, hw=(56, 56),
-        references=(Impl("natten", lambda layer, hw: NattenRef(layer)),),
+        references=(Impl("dense", lambda layer, hw: MyDenseReference(layer, hw)),),
     ))
 """
 
@@ -25,8 +25,15 @@ from torch import nn
 from attnblocks import Attention, AttentionLayer, Grid, RelPosBias, Window, zoo
 
 from . import references as refs
+from . import references_multiscale as ms
+from . import references_nat as nat
 
-__all__ = ["CASES", "Case", "Impl", "register_case"]
+__all__ = ["CASES", "GROWTH", "Case", "Impl", "register_case"]
+
+#: Theoretical growth of an attention's cost with the token count ``N``, as an exponent of N:
+#: windows and neighbourhoods are linear, stripes ``N * sqrt(N)``, downsampled keys
+#: ``N * N / r^2`` (quadratic, with a constant cut by ``r^2``).
+GROWTH = {"N": 1.0, "N*sqrt(N)": 1.5, "N*N/r^2": 2.0}
 
 
 @dataclass(frozen=True)
@@ -34,15 +41,22 @@ class Impl:
     """One implementation compared with attnblocks.
 
     ``build(layer, hw)`` returns a module ``x: (B, H, W, C) -> (B, H, W, C)`` that computes
-    the same attention as ``layer`` (with its weights). ``train=False`` skips forward+backward
-    (e.g. compiled FlexAttention, which has no CPU backward); ``atol`` is the fp32 agreement
-    checked before timing (authors' -100 masks and unfused softmax differ in the last bits).
+    the same attention as ``layer`` (with its weights); it (or its first call) raises
+    :class:`~benchmarks.references.Unavailable` where it cannot run here, and the run records
+    why. ``train=False`` skips forward+backward (e.g. compiled FlexAttention, which has no CPU
+    backward); ``atol`` is the fp32 agreement checked before timing (authors' -100 masks and
+    unfused softmax differ in the last bits). ``reps`` caps the timed calls per pass of a
+    reference that takes seconds per call; ``max_tokens`` leaves it out of the resolution sweep
+    above that many tokens (dense ``N x N`` masks); ``note`` is printed under the case's table.
     """
 
     name: str
     build: Callable[[AttentionLayer, tuple[int, int]], nn.Module]
     train: bool = True
     atol: float = 1e-4
+    reps: int | None = None
+    max_tokens: int | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,10 @@ class Case:
 
     ``spec`` makes the attnblocks :class:`~attnblocks.Attention`; ``dim``, ``heads`` and ``hw``
     are the stage-1 shape of the published Tiny model. ``sweep`` says whether the references
-    work at other map sizes (the resolution sweep builds every implementation per size).
+    work at other map sizes (the resolution sweep builds every implementation per size);
+    ``growth`` is the theoretical growth of its cost with the token count ``N`` (a key of
+    :data:`GROWTH`); ``floor`` says whether the distance to the floor applies (rectangular
+    partitions: windows, stripes, grids).
     """
 
     name: str
@@ -62,14 +79,29 @@ class Case:
     hw: tuple[int, int]
     references: tuple[Impl, ...]
     sweep: bool = True
+    growth: str = "N"
+    floor: bool = True
 
-    def build(self, hw: tuple[int, int] | None = None) -> dict[str, nn.Module]:
-        """All implementations at ``hw`` (default: the case's), attnblocks first."""
+    def build(
+        self, hw: tuple[int, int] | None = None, skipped: dict[str, str] | None = None
+    ) -> dict[str, nn.Module]:
+        """All implementations at ``hw`` (default: the case's), attnblocks first.
+
+        References that cannot run (:class:`~benchmarks.references.Unavailable`, or above
+        their ``max_tokens``) are left out, with the reason in ``skipped`` when given.
+        """
         hw = hw or self.hw
         layer = self.spec().build(self.dim, self.heads)
         out: dict[str, nn.Module] = {"attnblocks": layer}
+        skipped = {} if skipped is None else skipped
         for ref in self.references:
-            out[ref.name] = ref.build(layer, hw)
+            if ref.max_tokens is not None and hw[0] * hw[1] > ref.max_tokens:
+                skipped[ref.name] = f"not run above {ref.max_tokens} tokens"
+                continue
+            try:
+                out[ref.name] = ref.build(layer, hw)
+            except refs.Unavailable as e:
+                skipped[ref.name] = str(e)
         return out
 
     def impl(self, name: str) -> Impl | None:
@@ -123,6 +155,7 @@ register_case(
         heads=2,
         hw=(56, 56),
         references=(Impl("authors", lambda layer, hw: refs.CSWinAuthors(layer, 1)),),
+        growth="N*sqrt(N)",
     )
 )
 register_case(
@@ -134,6 +167,7 @@ register_case(
         heads=8,
         hw=(14, 14),
         references=(Impl("authors", lambda layer, hw: refs.CSWinAuthors(layer, 7)),),
+        growth="N*sqrt(N)",
     )
 )
 register_case(
@@ -156,5 +190,99 @@ register_case(
         heads=2,
         hw=(56, 56),
         references=(_timm_maxvit("grid", True), _timm_maxvit("grid", False)),
+    )
+)
+_DILATIONS = (1, 2, 3)
+_SWEEP_CAP = 112 * 112  # N x N masks (a 224x224 map: 2.5e9 pairs): not swept beyond this
+
+
+def _nat(cls: type[nn.Module]) -> Callable[[AttentionLayer, tuple[int, int]], nn.Module]:
+    return lambda layer, hw: cls(layer, 7)
+
+
+register_case(
+    Case(
+        name="dilateformer",
+        title="DilateFormer-T stage 1, MSDA: 56x56, C=72, 3 heads, kernel 3, dilations 1-2-3",
+        spec=lambda: zoo.dilateformer(3, (1, 2, 3)),
+        dim=72,
+        heads=3,
+        hw=(56, 56),
+        references=(
+            Impl(
+                "authors unfold",
+                lambda layer, hw: ms.DilateFormerAuthors(layer, 3, _DILATIONS),
+                note="the authors' algorithm (nn.Unfold of K and V, k*k copies, per-query "
+                "matmul and softmax) with its group outputs concatenated instead of written in "
+                "place, so it back-propagates (the authors' module cannot)",
+            ),
+        ),
+        floor=False,
+    )
+)
+register_case(
+    Case(
+        name="shunted",
+        title="Shunted-T stage 1, SSA: 56x56, C=64, 2 heads, sr 8 (branches 8 and 4)",
+        spec=lambda: zoo.shunted(8),
+        dim=64,
+        heads=2,
+        hw=(56, 56),
+        references=(Impl("authors", lambda layer, hw: ms.ShuntedAuthors(layer)),),
+        growth="N*N/r^2",
+        floor=False,
+    )
+)
+register_case(
+    Case(
+        name="pvtv2",
+        title="PVTv2-b2 stage 1, SRA: 56x56, C=64, 1 head, sr 8",
+        spec=lambda: zoo.pvtv2(8),
+        dim=64,
+        heads=1,
+        hw=(56, 56),
+        references=(
+            Impl("authors", lambda layer, hw: ms.PVTv2Authors(layer)),
+            Impl("timm fused", lambda layer, hw: ms.TimmPVTv2(layer, 8, True)),
+            Impl("timm unfused", lambda layer, hw: ms.TimmPVTv2(layer, 8, False)),
+        ),
+        growth="N*N/r^2",
+        floor=False,
+    )
+)
+register_case(
+    Case(
+        name="nat",
+        title="NAT-T stage 1: 56x56, C=64, 2 heads, 7x7 neighbourhood",
+        spec=lambda: zoo.nat(7),
+        dim=64,
+        heads=2,
+        hw=(56, 56),
+        references=(
+            Impl(
+                "natten",
+                _nat(nat.NattenNA2d),
+                train=False,
+                reps=1,  # seconds per call on CPU: one timed call per pass
+                max_tokens=56 * 56,  # 112x112, batch 1: over a minute per call
+                note="NATTEN's na2d as called by users; on CPU it runs its flex-fna backend "
+                "uncompiled, forward only",
+            ),
+            Impl(
+                "flex compiled",
+                _nat(nat.FlexNeighborhood),
+                train=False,
+                max_tokens=_SWEEP_CAP,
+                note="torch.compile(flex_attention), block mask from the neighbourhood rule over "
+                "row-major tokens; no CPU backward",
+            ),
+            Impl(
+                "dense",
+                _nat(nat.DenseNeighborhood),
+                max_tokens=_SWEEP_CAP,
+                note="one SDPA call over all N x N pairs with an additive -inf mask",
+            ),
+        ),
+        floor=False,
     )
 )

@@ -21,7 +21,22 @@ from torch import nn
 from attnblocks import AttentionLayer
 from attnblocks.encoders import relative_position_index
 
-__all__ = ["CSWinAuthors", "SwinAuthors", "TimmMaxViT", "TimmSwin", "copy_qkv_to_timm_maxvit"]
+__all__ = [
+    "CSWinAuthors",
+    "SwinAuthors",
+    "TimmMaxViT",
+    "TimmSwin",
+    "Unavailable",
+    "copy_qkv_to_timm_maxvit",
+]
+
+
+class Unavailable(RuntimeError):
+    """A reference that cannot run here (a missing optional package, a compiler failure).
+
+    Raised by a reference's constructor or its first call; the suite records the reason in its
+    results instead of failing the run.
+    """
 
 
 def _swin_mask(H: int, W: int, M: int, s: int) -> torch.Tensor:

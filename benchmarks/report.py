@@ -52,7 +52,22 @@ def markdown(run: dict, setting: str) -> str:
     ]
     for name, r in run["cases"].items():
         out += [f"### {name}: {r['title']}", "", *_case_table(r), ""]
-    out += ["### Distance to the floor (forward, no grad)", ""]
+        notes = [f"- `{impl}`: {note}" for impl, note in r.get("notes", {}).items()]
+        notes += [
+            f"- `{impl}` not measured: {why}" for impl, why in r["time"].get("skipped", {}).items()
+        ]
+        out += [*notes, ""] if notes else []
+    floors = {n: r["floor"] for n, r in run["cases"].items() if "floor" in r}
+    if floors:
+        out += _floor_table(floors)
+    sweeps = {n: r for n, r in run["cases"].items() if "sweep" in r}
+    if sweeps:
+        out += ["", *_sweep_table(sweeps)]
+    return "\n".join(out) + "\n"
+
+
+def _floor_table(floors: dict) -> list[str]:
+    out = ["### Distance to the floor (forward, no grad)", ""]
     out += [
         "`core`: the layer's group runners after qkv and before proj, partition only; "
         "`core+pe`: with its positional encoder; `floor`: one SDPA call on q, k, v already laid "
@@ -61,23 +76,45 @@ def markdown(run: dict, setting: str) -> str:
         "| case | b1 core | b1 core+pe | b8 core | b8 core+pe | b8 floor ms |",
         "|---|---|---|---|---|---|",
     ]
-    for name, r in run["cases"].items():
-        f1, f8 = r["floor"]["fwd1"]["ratio"], r["floor"]["fwd8"]["ratio"]
+    for name, fl in floors.items():
+        f1, f8 = fl["fwd1"]["ratio"], fl["fwd8"]["ratio"]
         out.append(
             f"| {name} | {f1['core']:.2f} | {f1['core+pe']:.2f} | {f8['core']:.2f} | "
-            f"{f8['core+pe']:.2f} | {r['floor']['fwd8']['ms']['floor']:.2f} |"
+            f"{f8['core+pe']:.2f} | {fl['fwd8']['ms']['floor']:.2f} |"
         )
-    sweeps = {n: r["sweep"] for n, r in run["cases"].items() if "sweep" in r}
-    if sweeps:
-        out += ["", "### Resolution sweep (forward, batch 1): ratio and attnblocks ms", ""]
-        out += ["| case | map | attnblocks ms | ratios |", "|---|---|---|---|"]
-        for name, sw in sweeps.items():
-            for hw, t in sw.items():
-                ratios = ", ".join(
-                    f"{k} {v:.2f}" for k, v in t["ratio"].items() if k != "attnblocks"
-                )
-                out.append(f"| {name} | {hw} | {t['ms']['attnblocks']:.2f} | {ratios} |")
-    return "\n".join(out) + "\n"
+    out += ["", "Only for rectangular partitions (windows, stripes, grids)."]
+    return out
+
+
+def _sweep_table(cases: dict) -> list[str]:
+    """Per case and map: attnblocks ms, its growth over the first map against the theory."""
+    from .cases import GROWTH
+
+    out = ["### Resolution sweep (forward, batch 1): attnblocks ms, growth and ratios", ""]
+    out += [
+        "`growth`: attnblocks' time over its time at the first map; `theory`: the token count's "
+        "growth raised to the case's `law` (`N`: windows, neighbourhoods; `N*sqrt(N)`: "
+        "stripes; `N*N/r^2`: downsampled keys).",
+        "",
+        "| case | law | map | attnblocks ms | growth | theory | ratios |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in cases.items():
+        law = r.get("growth", "N")
+        first = None
+        for hw, t in r["sweep"].items():
+            ms = t["ms"]["attnblocks"]
+            rows, cols = (int(v) for v in hw.split("x"))
+            n = rows * cols
+            first = first or (ms, n)
+            theory = (n / first[1]) ** GROWTH[law]
+            parts = [f"{k} {v:.2f}" for k, v in t["ratio"].items() if k != "attnblocks"]
+            parts += [f"{k} not run" for k in t.get("skipped", {})]
+            out.append(
+                f"| {name} | {law} | {hw} | {ms:.2f} | {ms / first[0]:.1f}x | {theory:.0f}x | "
+                f"{', '.join(parts) or '-'} |"
+            )
+    return out
 
 
 def _chart(runs: dict, path: Path) -> None:

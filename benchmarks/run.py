@@ -26,6 +26,7 @@ import torch
 from .cases import CASES, Case
 from .floor import core_step, floor_step
 from .memory import measure
+from .references import Unavailable
 from .timing import interleave, step
 
 # glibc keeps large temporaries instead of mmapping and unmapping them on every call
@@ -58,31 +59,58 @@ def machine(threads: int) -> dict:
     }
 
 
-def check(case: Case, mods: dict, x: torch.Tensor) -> dict[str, float]:
-    """Max abs difference of each implementation's forward from attnblocks'; raise if off."""
+def check(case: Case, mods: dict, x: torch.Tensor, skipped: dict[str, str]) -> dict[str, float]:
+    """Max abs difference of each implementation's forward from attnblocks'; raise if off.
+
+    A reference whose call raises :class:`~benchmarks.references.Unavailable` is dropped from
+    ``mods`` and its reason goes to ``skipped``.
+    """
     with torch.no_grad():
         ref = mods["attnblocks"].eval()(x)
         diffs = {}
-        for name, m in mods.items():
-            diffs[name] = float((m.eval()(x) - ref).abs().max())
+        for name, m in list(mods.items()):
+            try:
+                out = m.eval()(x)
+            except Unavailable as e:
+                skipped[name] = str(e)
+                del mods[name]
+                continue
+            diffs[name] = float((out - ref).abs().max())
             impl = case.impl(name)
             if impl is not None and diffs[name] > impl.atol:
                 raise RuntimeError(f"{case.name}: {name} differs from attnblocks by {diffs[name]}")
     return diffs
 
 
+def _preflight(fns: dict, skipped: dict[str, str], label: str) -> None:
+    """One call of each (the first warm-up); drop those that raise ``Unavailable``."""
+    for name, fn in list(fns.items()):
+        try:
+            fn()
+        except Unavailable as e:
+            skipped[f"{name} ({label})"] = str(e)
+            del fns[name]
+
+
 def time_case(case: Case, args, hw=None, batches=None, modes=("fwd", "train")) -> dict:
-    mods = case.build(hw)
+    skipped: dict[str, str] = {}
+    mods = case.build(hw, skipped)
     H, W = hw or case.hw
-    out = {}
+    out: dict = {}
     torch.manual_seed(0)
-    check(case, mods, torch.randn(1, H, W, case.dim))
+    diffs = check(case, mods, torch.randn(1, H, W, case.dim), skipped)
+    caps = {r.name: r.reps for r in case.references if r.reps is not None}
     for mode in modes:
         for B in batches or ((1, 8) if mode == "fwd" else (8,)):
             x = torch.randn(B, H, W, case.dim)
             names = [n for n in mods if mode == "fwd" or n == "attnblocks" or case.impl(n).train]
             fns = {n: step(mods[n], x, mode) for n in names}
-            out[f"{mode}{B}"] = asdict(interleave(fns, passes=args.passes, reps=args.reps))
+            _preflight(fns, skipped, f"{mode}{B}")
+            t = interleave(fns, passes=args.passes, reps=args.reps, warmup=1, reps_for=caps)
+            out[f"{mode}{B}"] = asdict(t)
+    out["max_abs_diff"] = diffs  # forward at batch 1 against attnblocks, checked before timing
+    if skipped:
+        out["skipped"] = skipped
     return out
 
 
@@ -103,18 +131,23 @@ def measure_all(args) -> dict:
         case = CASES[name]
         t0 = time.perf_counter()
         r: dict = {"title": case.title, "shape": [*case.hw, case.dim, case.heads]}
+        r["growth"] = case.growth
+        r["notes"] = {i.name: i.note for i in case.references if i.note}
         r["time"] = time_case(case, args)
-        r["floor"] = {f"fwd{b}": floor_case(case, args, b) for b in (1, 8)}
+        if case.floor:
+            r["floor"] = {f"fwd{b}": floor_case(case, args, b) for b in (1, 8)}
         if not args.quick:
             r["memory"] = {}
+            timed = r["time"]["train8"]["ms"]
             for impl in ["attnblocks", *(i.name for i in case.references if i.train)]:
-                r["memory"][impl] = measure(name, impl, 8, args.threads)
+                if impl in timed:
+                    r["memory"][impl] = measure(name, impl, 8, args.threads)
             if case.sweep and name in args.sweep:
                 r["sweep"] = {}
                 for f in (1, 2, 4):
                     hw = (case.hw[0] * f, case.hw[1] * f)
                     t = time_case(case, args, hw, batches=(1,), modes=("fwd",))
-                    r["sweep"][f"{hw[0]}x{hw[1]}"] = t["fwd1"]
+                    r["sweep"][f"{hw[0]}x{hw[1]}"] = t["fwd1"] | {"skipped": t.get("skipped", {})}
         r["seconds"] = time.perf_counter() - t0
         res["cases"][name] = r
         print(f"  {name}: {r['seconds']:.0f} s", file=sys.stderr)

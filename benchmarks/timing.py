@@ -68,17 +68,23 @@ def interleave(
     passes: int = 5,
     reps: int = 5,
     warmup: int = 2,
+    reps_for: dict[str, int] | None = None,
 ) -> Timing:
-    """Time ``fns`` interleaved; ratios are ``t(name) / t(base)`` (above 1: ``base`` is faster)."""
+    """Time ``fns`` interleaved; ratios are ``t(name) / t(base)`` (above 1: ``base`` is faster).
+
+    ``reps_for`` caps the calls per pass of very slow implementations (seconds per call); those
+    get no warm-up here (the caller has already run them once).
+    """
     names = list(fns)
+    reps_for = reps_for or {}
     for name in names:
-        for _ in range(warmup):
+        for _ in range(0 if name in reps_for else warmup):
             fns[name]()
     per: dict[str, list[float]] = {n: [] for n in names}
     ratios: dict[str, list[float]] = {n: [] for n in names}
     for p in range(passes):
         order = names[p % len(names) :] + names[: p % len(names)]
-        now = {n: _median_ms(fns[n], reps) for n in order}
+        now = {n: _median_ms(fns[n], min(reps, reps_for.get(n, reps))) for n in order}
         for n in names:
             per[n].append(now[n])
             ratios[n].append(now[n] / now[base])
