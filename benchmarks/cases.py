@@ -8,7 +8,7 @@ all of them compute the same numbers before it times them.
 To add an attention, register a case (here or from your own module imported by ``run.py``)::
 
     register_case(Case(
-        name="dinat", title="DiNAT: 7x7 neighbourhood, dilation 2", spec=lambda: zoo.dinat(7, 2),
+        name="dinat", title="DiNAT: 7x7, dilation 2", spec=lambda: zoo.dinat(7, 2, rpb=False),
         dim=64, heads=2, hw=(56, 56),
         references=(Impl("dense", lambda layer, hw: MyDenseReference(layer, hw)),),
     ))
@@ -253,8 +253,8 @@ register_case(
 register_case(
     Case(
         name="nat",
-        title="NAT-T stage 1: 56x56, C=64, 2 heads, 7x7 neighbourhood",
-        spec=lambda: zoo.nat(7),
+        title="NAT-T stage 1: 56x56, C=64, 2 heads, 7x7 neighbourhood, no rpb (NATTEN has none)",
+        spec=lambda: zoo.nat(7, rpb=False),
         dim=64,
         heads=2,
         hw=(56, 56),
