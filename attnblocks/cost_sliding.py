@@ -37,7 +37,7 @@ from .cost import (
 )
 from .lowering import GroupPlan
 from .neighborhood import offset_plan, tile_plan
-from .neighborhood_runner import TILE, choose_lowering
+from .neighborhood_runner import choose_lowering, choose_tile
 from .partition import Dilated, Downsample
 from .pe import LocalConv
 
@@ -83,7 +83,7 @@ def sliding_cost(
         mask = 0 if plan.allowed is None else n * N * itemsize
         macs = 2 * n * batch * N * c
     else:
-        nT, Tq, Tk = tile_plan(part, H, W, TILE).allowed.shape
+        nT, Tq, Tk = tile_plan(part, H, W, choose_tile(part, H, W)).allowed.shape
         scores = batch * h * nT * Tq * Tk
         mask = h * nT * Tq * Tk * itemsize
         macs = 2 * scores * (c // h)

@@ -290,14 +290,14 @@ def describe_sliding(partition: Dilated, H: int, W: int) -> list[str]:
         ...     print(line)
         7x7 keys 2 apart per query, border 'shift'
         slices: 169 offsets, pad (12, 12), masked
-        tiles: 64 tiles of 8x8 queries, 14x14 keys each
+        tiles: 64 tiles of 7x7 queries, 13x13 keys each
     """
-    from .neighborhood_runner import TILE
+    from .neighborhood_runner import choose_tile
 
     if not isinstance(partition, Dilated):
         raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
     k, r = partition.kernel, partition.dilation
-    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, TILE)
+    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
     nT, Tq, Tk = tp.allowed.shape
     tq, tk = math.isqrt(Tq), math.isqrt(Tk)
     tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
