@@ -7,7 +7,18 @@ import dataclasses
 import pytest
 import torch
 
-from attnblocks import Attention, AttnblocksError, LePE, RelPosBias, Split, Stripe, Window, zoo
+from attnblocks import (
+    Attention,
+    AttnblocksError,
+    Dilated,
+    LePE,
+    Neighborhood,
+    RelPosBias,
+    Split,
+    Stripe,
+    Window,
+    zoo,
+)
 from helpers import randomize_
 
 pytestmark = pytest.mark.filterwarnings("error:Dynamo detected a call to a `functools.lru_cache")
@@ -19,6 +30,7 @@ CASES = {
         heads=Split(Window(3, shift=1), Stripe(2, axis="h")), pe=(LePE(), RelPosBias(size=8))
     ),
     "swinv2": zoo.swinv2(3, shift=1),
+    "maxvit_block": zoo.maxvit_block(3),
     "maxvit_grid": zoo.maxvit_grid(3),
     "dilateformer": zoo.dilateformer(3, (1, 2)),
     "nat": zoo.nat(3),
@@ -104,6 +116,22 @@ def test_inductor_flex_on_cpu_matches_eager():
     x = torch.randn(2, 5, 7, 8)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), eager(x), atol=1e-5, rtol=1e-5)
+
+
+def test_inductor_flex_sliding_on_cpu_matches_eager():
+    """Sliding windows on flex, compiled by inductor on CPU (sub-grid-major tokens, the
+    coordinates as graph constants), two groups: equal to the eager lowering."""
+    torch._dynamo.reset()
+    parts = Split(Neighborhood(3), Dilated(3, dilation=2, border="mask"))
+    spec = Attention(heads=parts, backend="flex")
+    layer = randomize_(spec.build(8, 2), seed=7).eval()
+    eager = dataclasses.replace(spec, backend="eager").build(8, 2).eval()
+    eager.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 9, 7, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.compile(layer, fullgraph=True)(x), eager(x), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_inductor_flex_with_bias_on_cpu_raises():

@@ -11,12 +11,11 @@ On CPU FlexAttention has no backward (torch 2.14): a call that records a graph r
 
 Under ``torch.compile`` on CPU, inductor's FlexAttention kernel (torch 2.14.1) needs its
 inputs to be computed buffers rather than views, and the ``mask_mod``'s mask to be a graph
-constant: both are arranged here, so shifted and padded windows and stripes compile (and
-match eager; measured 1.2-1.7x slower than the compiled eager lowering on 2 CPU threads, so
-``"auto"`` does not pick it on CPU). A per-window bias
-(``RelPosBias``, ...) read in the ``score_mod`` still fails in that kernel
-(``NoValidChoicesError``): that case raises a clear error; eager flex and CUDA have no such
-limit.
+constant: both are arranged here (:func:`fresh_inputs`), so shifted and padded windows and
+stripes compile and match eager; measured 1.2-1.7x slower than the compiled eager lowering on
+2 CPU threads, so ``"auto"`` does not pick it on CPU. A per-window bias (``RelPosBias``, ...)
+read in the ``score_mod`` still fails in that kernel (``NoValidChoicesError``): that case
+raises a clear error; eager flex and CUDA have no such limit.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from ..partition import Global, Grid, Stripe, Window
 from .eager import rect_attention
 from .registry import needs_grad, register_lowering
 
-__all__ = ["check_flex_call", "flex_lowering", "flex_window_kernel"]
+__all__ = ["check_flex_call", "flex_lowering", "flex_window_kernel", "fresh_inputs"]
 
 
 def _mask_mod(allowed: torch.Tensor | None, T: int, b, h, q_idx, kv_idx):
@@ -68,6 +67,22 @@ def block_mask(layout: RectLayout, device: torch.device):
     return create_block_mask(mod, None, None, L, L, device=device, BLOCK_SIZE=T)
 
 
+def fresh_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """``q, k, v`` as computed buffers when inductor compiles for CPU; the flag says they (and
+    so the output) are negated.
+
+    inductor's CPU flex kernel (torch 2.14.1) reads the sizes of its inputs' base buffers, which
+    for views of 5-d layouts are wrong: a crash for q and k, silently wrong values for v. Negating
+    q, k and v (and the output) is exact, leaves ``q k^T`` unchanged, and is not an op inductor
+    removes as a no-op (a clone is). Elsewhere the inputs pass unchanged.
+    """
+    if torch.compiler.is_compiling() and q.device.type == "cpu":
+        return -q, -k, -v, True
+    return q, k, v, False
+
+
 def flex_window_kernel(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -90,37 +105,27 @@ def flex_window_kernel(
         )
     B, nW, h, T, d = q.shape
     qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
-    if torch.compiler.is_compiling() and q.device.type == "cpu":
-        if bias is not None:
-            raise AttnblocksError(
-                f"backend='flex' under torch.compile on CPU cannot add the encoders' per-window "
-                f"bias ({tuple(bias.shape)}): inductor's CPU FlexAttention kernel (torch "
-                f"{torch.__version__}) rejects a score_mod that reads a tensor computed in the "
-                f"graph. Use backend='eager' (or 'auto'), flex without compile, or a CUDA device."
-            )
-        # inductor's CPU flex kernel reads the sizes of its inputs' base buffers, which for
-        # these views are 5-d (a crash for q and k, silently wrong values for v with stripes):
-        # feed it computed 4-d buffers. Negating q, k, v and the output is exact, leaves
-        # q k^T unchanged, and is not an op inductor removes as a no-op (a clone is).
-        qf, kf, vf = -qf, -kf, -vf
+    if torch.compiler.is_compiling() and q.device.type == "cpu" and bias is not None:
+        raise AttnblocksError(
+            f"backend='flex' under torch.compile on CPU cannot add the encoders' per-window "
+            f"bias ({tuple(bias.shape)}): inductor's CPU FlexAttention kernel (torch "
+            f"{torch.__version__}) rejects a score_mod that reads a tensor computed in the "
+            f"graph. Use backend='eager' (or 'auto'), flex without compile, or a CUDA device."
+        )
+    qf, kf, vf, negated = fresh_inputs(qf, kf, vf)
     score = None if bias is None else partial(_score_mod, bias.to(q.dtype), T)
     o = flex_attention(
         qf, kf, vf, score_mod=score, block_mask=block_mask(layout, q.device), scale=scale
     )
     o = o.view(B, h, nW, T, d).transpose(1, 2)
-    return -o if torch.compiler.is_compiling() and q.device.type == "cpu" else o
+    return -o if negated else o
 
 
 @register_lowering("flex", Window, Stripe, Global, Grid)
 def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     """One rectangular head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
     g = runner.group
-    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
-        raise AttnblocksError(
-            f"backend='flex' cannot run {g.partition!r} with gradients on CPU: FlexAttention has "
-            f"no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') to "
-            f"train, or call under torch.no_grad()."
-        )
+    check_flex_call(g, qkv, ctx)
     layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
     fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
     return rect_attention(

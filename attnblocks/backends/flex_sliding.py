@@ -41,7 +41,7 @@ from .._errors import AttnblocksError
 from ..encoders import EncoderModule
 from ..neighborhood import check_fits
 from ..partition import Dilated, Downsample
-from .flex import check_flex_call
+from .flex import check_flex_call, fresh_inputs
 from .registry import register_lowering
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-@size_cache(64)
+@size_cache(64, constant=True)
 def subgrid_order(H: int, W: int, dilation: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Sub-grid-major token order of an ``H x W`` map with dilation ``r``.
 
@@ -160,8 +160,10 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
     perm, inverse, _, _ = subgrid_order(H, W, part.dilation, qkv.device)
     t = qkv.reshape(B, H * W, 3, h, c // h)[:, perm].permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
     bm = sliding_block_mask(part, H, W, qkv.device)
-    o = flex_attention(t[0], t[1], t[2], block_mask=bm, scale=ctx.scale)  # (B, h, N, d)
-    return o.transpose(1, 2)[:, inverse].reshape(B, H, W, c)
+    q, k, v, negated = fresh_inputs(t[0], t[1], t[2])
+    o = flex_attention(q, k, v, block_mask=bm, scale=ctx.scale)  # (B, h, N, d)
+    o = o.transpose(1, 2)[:, inverse].reshape(B, H, W, c)
+    return -o if negated else o
 
 
 @register_lowering("flex", Downsample)
