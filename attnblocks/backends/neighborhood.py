@@ -190,11 +190,12 @@ def tiles_attention(
     nT, Tq = query.shape
     if bias is not None:
         mask = mask + bias.to(mask.dtype).reshape(mask.shape)
-    q = t[0][:, :, query].reshape(B, heads * nT, Tq, -1)  # (B, h * nT, Tq, d)
-    k = t[1][:, :, key].reshape(B, heads * nT, key.shape[1], -1)
-    v = t[2][:, :, key].reshape(B, heads * nT, key.shape[1], -1)
+    # index_select on flat indices: several times faster than advanced indexing on CPU
+    q = t[0].index_select(2, query.view(-1)).view(B, heads * nT, Tq, -1)  # (B, h * nT, Tq, d)
+    kv = t[1:].index_select(3, key.view(-1)).view(2, B, heads * nT, key.shape[1], -1)
+    k, v = kv.unbind(0)
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    o = o.reshape(B, heads, nT * Tq, -1)[:, :, inverse]  # (B, h, N, d)
+    o = o.reshape(B, heads, nT * Tq, -1).index_select(2, inverse)  # (B, h, N, d)
     return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
 
 
