@@ -8,9 +8,9 @@ depths 3-4-18-5, heads 2-4-8-16, kernel 7, MLP ratio 3; DiNAT's dilations per bl
 downsampling a ``Conv2d(3x3, stride 2, bias=False)`` and a LayerNorm.
 
 Each attention has the authors' learned relative position bias (``rpb``, ``heads x 13 x 13``
-per block, ``RelPosBias()`` on the neighbourhood: 41,574 parameters in all), so NAT-T and DiNAT-T
-count the authors' 27,901,582 parameters (published "28M"); ``rpb=False`` drops it
-(27,860,008).
+per block, ``RelPosBias()`` on the neighbourhood: 41,574 parameters in all), so NAT-T and
+DiNAT-T count 27,901,582 parameters (published "28M", no exact count in the facts);
+``rpb=False`` drops it (27,860,008).
 """
 
 from __future__ import annotations
