@@ -38,10 +38,14 @@ _SOURCES: dict[str, Callable[..., Any]] = {}
 _SLOT_OF: dict[tuple, int] = {}
 _SLOT_CALLS: dict[int, tuple[Callable[..., Any], tuple]] = {}
 _NUM_SLOTS = 8192
+_SLOTS: tuple[Callable[[], Any], ...] = ()
 
 
 @torch.compiler.assume_constant_result
 def _constant_slot(name: str, *args: Any) -> int:
+    global _SLOTS
+    if not _SLOTS:  # built at the first compile, not at import (about 0.25 s)
+        _SLOTS = tuple(_make_slot(i) for i in range(_NUM_SLOTS))
     slot = _SLOT_OF.get((name, args))
     if slot is None:
         if len(_SLOT_OF) == _NUM_SLOTS:
@@ -63,9 +67,6 @@ def _make_slot(i: int) -> Callable[[], Any]:
     call.__code__ = call.__code__.replace(co_name=name)  # Dynamo names the constant after it
     call.__name__ = call.__qualname__ = name
     return torch.compiler.assume_constant_result(call)
-
-
-_SLOTS = tuple(_make_slot(i) for i in range(_NUM_SLOTS))
 
 
 def size_cache(maxsize: int, *, constant: bool = False) -> Callable[[F], F]:
@@ -96,7 +97,9 @@ def size_cache(maxsize: int, *, constant: bool = False) -> Callable[[F], F]:
                     return fn(*args, **kwargs)
                 if kwargs:
                     raise TypeError(f"{fn.__name__}: pass the arguments by position")
-                return _SLOTS[_constant_slot(name, *(_specialise(a) for a in args))]()
+                # the slot first: it builds _SLOTS before the trace reads it
+                slot = _constant_slot(name, *(_specialise(a) for a in args))
+                return _SLOTS[slot]()
             return cached(*args, **kwargs)
 
         wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
