@@ -19,6 +19,7 @@ from .lowering import RectLayout, rect_layout, resolve_groups
 from .partition import Global, Grid, Partition, Stripe, Window
 
 __all__ = [
+    "additive",
     "additive_mask",
     "dense_mask",
     "mask_value",
@@ -60,6 +61,17 @@ def mask_value(dtype: torch.dtype) -> float:
     padding can produce, softmaxes to a uniform row instead of NaN.
     """
     return torch.finfo(dtype).min / 2
+
+
+def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as additive logits: 0 where ``allowed``, :func:`mask_value` elsewhere.
+
+    Example:
+        >>> additive(torch.tensor([True, False]), torch.float32).tolist()
+        [0.0, -1.7014117331926443e+38]
+    """
+    out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return out.masked_fill_(~allowed, mask_value(dtype))
 
 
 def _bands(n: int, n_padded: int, window: int, shift: int, rule: str) -> np.ndarray:
@@ -136,8 +148,7 @@ def additive_mask(
     allowed = window_mask(layout, device)
     if allowed is None:
         return None
-    out = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    return out.masked_fill_(~allowed, mask_value(dtype))[:, None]
+    return additive(allowed, dtype)[:, None]
 
 
 @register_oracle(Window, Stripe, Global, Grid)

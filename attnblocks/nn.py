@@ -49,6 +49,7 @@ class AttentionLayer(nn.Module):
         if spec.score is not None:  # the score module folds its scale into q
             self.scale = 1.0
         self.groups = spec.groups(dim, num_heads)
+        self._dims = [g.dim for g in self.groups]  # the groups tile the channels in order
         dd = {"device": device, "dtype": dtype}
         self.runners = nn.ModuleList(
             runner_for(g.partition)(spec, g, dim, num_heads, **dd) for g in self.groups
@@ -135,7 +136,7 @@ class AttentionLayer(nn.Module):
         """
         B, H, W, C = xm.shape
         # split, not slices: its backward is one cat instead of a zero-filled q per group
-        qs = self.q(xm).view(B, H, W, 1, C).split([g.dim for g in self.groups], dim=-1)
+        qs = self.q(xm).view(B, H, W, 1, C).split(self._dims, dim=-1)
         kv = None if self.kv is None else self.kv(xm).view(B, H, W, 2, -1)
         kvb = None if self.kv is None or self.kv.bias is None else self.kv.bias.view(2, -1)
         inputs, fills, r0 = [], [], 0
@@ -159,7 +160,9 @@ class AttentionLayer(nn.Module):
             inputs, fill = self._split_inputs(xm)
         else:
             qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
-            inputs = _split_channels(qkv, [g.channels for g in self.groups])
+            # split, not slices: its backward is one cat, where a slice per group back-propagates
+            # a zero-filled full-size tensor each (11 ms a group for CSWin's stage 1 at batch 8)
+            inputs = [qkv] if len(self.groups) == 1 else qkv.split(self._dims, dim=-1)
             fill = None
             if self.spec.pad == "timm" and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
@@ -177,19 +180,3 @@ class AttentionLayer(nn.Module):
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         out = self.proj_drop(self.proj(out))
         return out.view(x.shape) if x.dim() == 3 else out
-
-
-def _split_channels(t: torch.Tensor, channels: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """The groups' channel ranges of ``t``'s last axis: one ``split`` when they tile it in order
-    (its backward is one cat; a slice per group back-propagates a zero-filled full-size tensor
-    each, which measured 11 ms a group for CSWin's stage-1 qkv at batch 8)."""
-    if len(channels) == 1 and channels[0] == (0, t.shape[-1]):
-        return [t]
-    bounds = [c for pair in channels for c in pair]
-    if (
-        bounds[0] == 0
-        and bounds[-1] == t.shape[-1]
-        and all(a == b for a, b in zip(bounds[1:-1:2], bounds[2::2]))
-    ):
-        return list(t.split([c1 - c0 for c0, c1 in channels], dim=-1))
-    return [t[..., c0:c1] for c0, c1 in channels]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .._cache import size_cache
-from ..masks import mask_value
+from ..masks import additive
 from ..neighborhood import offset_bias_index, offset_plan, tile_bias_index, tile_plan
 from ..partition import Dilated
 
@@ -53,9 +53,7 @@ def slices_inputs(
     plan = offset_plan(partition, H, W)
     if plan.allowed is None:
         return plan.offsets, plan.pad, None
-    allowed = torch.from_numpy(plan.allowed).to(device).permute(2, 0, 1)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, mask_value(dtype))
+    mask = additive(torch.from_numpy(plan.allowed).to(device).permute(2, 0, 1), dtype)
     return plan.offsets, plan.pad, mask[:, None, :, :, None]
 
 
@@ -136,9 +134,7 @@ def tile_inputs(
         ((2, 64), (2, 72), (1, 4, 64, 72), (72,))
     """
     plan = tile_plan(partition, H, W, tile)
-    allowed = torch.from_numpy(plan.allowed).to(device)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, mask_value(dtype))
+    mask = additive(torch.from_numpy(plan.allowed).to(device), dtype)
     nT, Tq, Tk = mask.shape
     mask = mask.expand(heads, nT, Tq, Tk).reshape(1, heads * nT, Tq, Tk)
     query, key, inverse = (
