@@ -98,11 +98,7 @@ def flex_window_kernel(
     """
     from torch.nn.attention.flex_attention import flex_attention
 
-    if dropout_p:
-        raise AttnblocksError(
-            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
-            f"use backend='eager' or attn_drop=0."
-        )
+    _check_dropout(dropout_p)
     B, nW, h, T, d = q.shape
     qf, kf, vf = (t.transpose(1, 2).reshape(B, h, nW * T, d) for t in (q, k, v))
     if torch.compiler.is_compiling() and q.device.type == "cpu" and bias is not None:
@@ -142,8 +138,12 @@ def check_flex_call(group: Any, qkv: torch.Tensor, ctx: Any) -> None:
             f"has no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') "
             f"to train, or call under torch.no_grad()."
         )
-    if ctx.dropout_p:
+    _check_dropout(ctx.dropout_p)
+
+
+def _check_dropout(dropout_p: float) -> None:
+    if dropout_p:
         raise AttnblocksError(
-            f"backend='flex' has no attention dropout: got attn_drop={ctx.dropout_p} in "
-            f"training; use backend='eager' or attn_drop=0."
+            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
+            f"use backend='eager' or attn_drop=0."
         )
