@@ -61,6 +61,11 @@ class EncoderModule(nn.Module):
     def value(self, group: GroupPlan, v: torch.Tensor, layout: RectLayout) -> torch.Tensor | None:
         return None
 
+    @classmethod
+    def acts_per_window(cls) -> bool:
+        """Whether the module overrides :meth:`bias` or :meth:`value` (hooks on windows)."""
+        return cls.bias is not EncoderModule.bias or cls.value is not EncoderModule.value
+
 
 @size_cache(128)
 def relative_position_index(window: tuple[int, int], table: tuple[int, int]) -> torch.Tensor:

@@ -43,7 +43,6 @@ import torch
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .backends.neighborhood import offset_bias, slices_attention, tile_bias, tiles_attention
-from .encoders import EncoderModule
 from .lowering import GroupPlan
 from .neighborhood import check_fits, offset_plan
 from .partition import Dilated
@@ -124,17 +123,13 @@ def choose_tile(partition: Dilated, H: int, W: int) -> int:
     return min(TILES, key=lambda t: (scores(t), -t))
 
 
-def _hooks(e: EncoderModule) -> bool:
-    return type(e).bias is not EncoderModule.bias or type(e).value is not EncoderModule.value
-
-
 def _offset_table(encoders, g: GroupPlan) -> torch.Tensor | None:
     """The summed ``offset_bias`` tables ``(h_g, 2k-1, 2k-1)`` of the encoders, or ``None``;
     raises for encoders with per-window hooks that have no sliding-window form."""
     table = None
     for e in encoders:
         t = e.offset_bias(g)
-        if t is None and _hooks(e):
+        if t is None and e.acts_per_window():
             raise AttnblocksError(
                 f"{type(e).__name__} adds per-window biases or values, which "
                 f"{g.partition!r} (head group {g.index}) does not support; sliding windows "

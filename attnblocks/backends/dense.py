@@ -154,10 +154,7 @@ def _dense_form(module: EncoderModule) -> tuple[DenseBias | None, DenseValue | N
     for t in type(module).__mro__:
         if t in _DENSE_ENCODERS:
             return _DENSE_ENCODERS[t]
-    hooks = type(module).bias is not EncoderModule.bias or type(module).value is not (
-        EncoderModule.value
-    )
-    if hooks:
+    if module.acts_per_window():
         raise AttnblocksError(
             f"backend='dense': the encoder {type(module).__name__} has no dense form "
             f"(register_dense_encoder)."

@@ -38,7 +38,6 @@ import torch
 
 from .._cache import size_cache
 from .._errors import AttnblocksError
-from ..encoders import EncoderModule
 from ..neighborhood import check_fits
 from ..partition import Dilated, Downsample
 from .flex import check_flex_call, fresh_inputs
@@ -120,8 +119,7 @@ def sliding_block_mask(partition: Dilated, H: int, W: int, device: torch.device)
 
 def _check_encoders(g: Any, encoders: Any) -> None:
     for e in encoders:
-        hooks = type(e).bias is not EncoderModule.bias or type(e).value is not EncoderModule.value
-        if hooks:
+        if e.acts_per_window():
             raise AttnblocksError(
                 f"backend='flex': {type(e).__name__} adds per-window biases or values, which "
                 f"{g.partition!r} (head group {g.index}) does not support; sliding windows "
