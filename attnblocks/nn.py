@@ -7,8 +7,10 @@ from torch import nn
 
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
+from .backends.eager import is_identity_order, permute_tokens, window_order
+from .backends.registry import choose_backend
 from .projection import qkv_projection
-from .runners import RunContext, run_group, runner_for
+from .runners import RectRunner, RunContext, run_group, runner_for
 
 __all__ = ["AttentionLayer"]
 
@@ -75,6 +77,15 @@ class AttentionLayer(nn.Module):
             )
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
+        # one group of windows, projected per token: x can be put in window order first
+        self._orderable = (
+            len(self.runners) == 1
+            and isinstance(self.runners[0], RectRunner)
+            and not any(self.own_kv)
+            and self.score is None
+            and not any(getattr(e, "rotates", False) for e in self.pe)
+            and spec.backend in ("eager", "auto")
+        )
 
     def extra_repr(self) -> str:
         return f"{self.spec!r}, dim={self.dim}, num_heads={self.num_heads}"
@@ -155,6 +166,25 @@ class AttentionLayer(nn.Module):
         xm = self._as_map(x, hw)
         for e in self.pe:
             xm = e.prepare(xm)
+        try:
+            out = self._forward_ordered(xm) if self._orderable else None
+            if out is None:
+                out = self._forward_groups(xm)
+        except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
+            form = (
+                "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"
+            )
+            raise AttnblocksError(
+                f"{e}\n  Input: x.shape={fmt_shape(x.shape)} read as {form}."
+            ) from None
+        return out.view(x.shape) if x.dim() == 3 else out
+
+    def _context(self, xm: torch.Tensor, fill: torch.Tensor | None) -> RunContext:
+        dropout = self.spec.attn_drop if self.training else 0.0
+        return RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill, self.spec.backend)
+
+    def _forward_groups(self, xm: torch.Tensor) -> torch.Tensor:
+        """qkv on the map, each group's runner, output projection on the map."""
         B, H, W, C = xm.shape
         if any(self.own_kv):
             inputs, fill = self._split_inputs(xm)
@@ -166,17 +196,37 @@ class AttentionLayer(nn.Module):
             fill = None
             if self.spec.pad == "timm" and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
-        dropout = self.spec.attn_drop if self.training else 0.0
-        ctx = RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill, self.spec.backend)
-        try:
-            outs = [run_group(r, t, ctx) for t, r in zip(inputs, self.runners)]
-        except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
-            form = (
-                "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"
-            )
-            raise AttnblocksError(
-                f"{e}\n  Input: x.shape={fmt_shape(x.shape)} read as {form}."
-            ) from None
+        ctx = self._context(xm, fill)
+        outs = [run_group(r, t, ctx) for t, r in zip(inputs, self.runners)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-        out = self.proj_drop(self.proj(out))
-        return out.view(x.shape) if x.dim() == 3 else out
+        return self.proj_drop(self.proj(out))
+
+    def _forward_ordered(self, xm: torch.Tensor) -> torch.Tensor | None:
+        """One group of unpadded windows: ``x`` is gathered into window order before the qkv
+        projection (C channels, where gathering qkv moves 3C), attended on views
+        (:func:`~attnblocks.backends.eager.ordered_attention`) and projected in window order,
+        then gathered back. ``None`` where it does not apply (padded maps, long masked windows,
+        a non-eager lowering)."""
+        B, H, W, C = xm.shape
+        runner = self.runners[0]
+        grad = torch.is_grad_enabled() and (
+            xm.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        layout = runner.ordered_layout(H, W, self.spec.pad, grad)
+        if layout is None:
+            return None
+        ctx = self._context(xm, None)
+        auto = self.spec.backend == "auto"
+        if auto and choose_backend(runner.group.partition, xm, ctx) != "eager":
+            return None
+        same = is_identity_order(layout)
+        t = xm.reshape(B, H * W, C)
+        if not same:
+            perm, inv = window_order(layout)
+            perm, inv = perm.to(xm.device), inv.to(xm.device)
+            t = permute_tokens(t, 1, perm, inv)
+        o = runner.forward_ordered(self.qkv(t).view(B, H * W, 3, C), layout, ctx)
+        o = self.proj_drop(self.proj(o))
+        if not same:
+            o = permute_tokens(o, 1, inv, perm)
+        return o.view(B, H, W, C)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ._errors import AttnblocksError
-from .backends.eager import rect_attention
+from .backends.eager import loops_per_head, ordered_attention, rect_attention
 from .backends.registry import check_backend, choose_backend
-from .lowering import GroupPlan, rect_layout
+from .lowering import GroupPlan, RectLayout, rect_layout
 from .partition import Global, Grid, Partition, Stripe, Window
 
 __all__ = [
@@ -105,3 +105,20 @@ class RectRunner(GroupRunner):
         layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
         fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
         return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
+
+    def ordered_layout(self, H: int, W: int, pad: str, grad: bool) -> RectLayout | None:
+        """The group's layout on an ``H x W`` map if tokens in window order can be attended as
+        they are (:meth:`forward_ordered`): no padding, and no mask or windows short enough to
+        run head by head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
+        layout = rect_layout(self.group.partition, H, W, pad)
+        if layout.pad != (0, 0):
+            return None
+        if layout.needs_mask and not loops_per_head(layout.tokens, grad):
+            return None
+        return layout
+
+    def forward_ordered(
+        self, qkv: torch.Tensor, layout: RectLayout, ctx: RunContext
+    ) -> torch.Tensor:
+        """``qkv: (B, N, 3, c)`` in the layout's window order -> ``(B, N, c)``, same order."""
+        return ordered_attention(qkv, layout, self.group, ctx.scale, ctx.encoders, ctx.dropout_p)

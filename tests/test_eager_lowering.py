@@ -1,4 +1,5 @@
-"""The eager backend's gathered fast path against its roll + pad + einops twin."""
+"""The eager backend's gathered fast paths against its roll + pad + einops twin, and the layer's
+window-order-first path against the per-group one."""
 
 import pytest
 import torch
@@ -6,7 +7,17 @@ from einops import rearrange
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnblocks import Attention, Grid, LePE, RelPosBias, Split, Stripe, Window, rect_layout
+from attnblocks import (
+    Attention,
+    Global,
+    Grid,
+    LePE,
+    RelPosBias,
+    Split,
+    Stripe,
+    Window,
+    rect_layout,
+)
 from attnblocks.backends import eager
 from helpers import randomize_
 
@@ -99,3 +110,104 @@ def test_matmul_and_fused_attention_agree(T):
     assert eager.use_matmul(q, None) == (T <= eager.MATMUL_MAX_TOKENS)
     with torch.no_grad():
         assert not eager.use_matmul(q, mask)
+
+
+def _check_grads(fast, slow, params):
+    gy = torch.randn_like(fast)
+    gf = torch.autograd.grad(fast, params, gy, allow_unused=True)
+    gs = torch.autograd.grad(slow, params, gy, allow_unused=True, retain_graph=True)
+    for a, b in zip(gf, gs):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("pe", [None, RelPosBias(size=(12, 12))])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize(
+    "part, hw",
+    [
+        (Window((9, 8)), (18, 16)),  # 72 tokens: head loop in inference, SDPA on views in training
+        (Window((9, 8), shift=(4, 3)), (18, 16)),  # masked: head loop / folded heads
+        (Window(12, shift=6), (24, 12)),  # 144 tokens, masked: folded heads, SDPA
+        (Grid((12, 11)), (24, 11)),  # 132 tokens, unmasked: SDPA on views
+    ],
+)
+def test_long_windows_equal_padded_path(part, hw, grad, pe):
+    """Windows past the head-loop thresholds == roll + einops, outputs and gradients (float64
+    1e-12): through the gathered path (SDPA on strided views; long masked windows folded into
+    the head axis) and through :func:`ordered_attention` itself (masks per window on views)."""
+    layer = randomize_(Attention(partition=part, pe=pe).build(4, 2).double())
+    qkv = torch.randn(2, *hw, 3, 4, dtype=torch.float64, requires_grad=True)
+    (g,) = layer.groups
+    lay = rect_layout(g.partition, *hw, "mask")
+    perm, inv = eager.window_order(lay)
+    with torch.set_grad_enabled(grad):
+        slow = eager._rect_attention_padded(qkv, lay, g, layer.scale, layer.pe, 0.0)
+        fast = eager._rect_attention_gathered(qkv, lay, g, layer.scale, layer.pe, 0.0)
+        tokens = qkv.reshape(2, -1, 3, 4)[:, perm]
+        views = eager.ordered_attention(tokens, lay, g, layer.scale, layer.pe)[:, inv]
+    for out in (fast, views.view(slow.shape)):
+        torch.testing.assert_close(out, slow, atol=1e-12, rtol=1e-10)
+        if grad:
+            _check_grads(out, slow, [qkv, *layer.pe.parameters()])
+
+
+@given(
+    kind=st.sampled_from(["window", "grid", "stripe", "global"]),
+    size=st.integers(1, 5),
+    n=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    shift=st.integers(0, 4),
+    pe=st.sampled_from(["none", "bias", "lepe"]),
+    B=st.integers(1, 2),
+    grad=st.booleans(),
+)
+def test_window_order_first_equals_per_group_path(kind, size, n, shift, pe, B, grad):
+    """One group of windows: x gathered into window order before the qkv projection (and the
+    output projected there) == qkv projected on the map and gathered per group; outputs and
+    the gradients of x and of every parameter (float64 1e-12)."""
+    H, W = n[0] * size, n[1] * size
+    part = {
+        "window": Window(size, shift=shift % size),
+        "grid": Grid(size),
+        "stripe": Stripe(size, axis="v" if shift % 2 else "h"),
+        "global": Global(),
+    }[kind]
+    enc = {"none": None, "bias": RelPosBias(size=(12, 12)), "lepe": LePE()}[pe]
+    if kind == "global" and pe == "bias":
+        enc = None  # the table is for windows up to 12x12
+    layer = randomize_(Attention(partition=part, pe=enc).build(6, 3).double())
+    assert layer._orderable
+    x = torch.randn(B, H, W, 6, dtype=torch.float64, requires_grad=True)
+    with torch.set_grad_enabled(grad):
+        fast = layer._forward_ordered(layer._as_map(x, None))
+        slow = layer._forward_groups(layer._as_map(x, None))
+    assert fast is not None
+    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(layer(x), slow, atol=1e-12, rtol=1e-10)
+    if grad:
+        _check_grads(fast, slow, [x, *layer.parameters()])
+
+
+def test_window_order_first_where_it_applies():
+    """Single groups of unpadded windows take it; padded maps, split heads and rotary encoders
+    do not (they keep the per-group path)."""
+    x = torch.randn(1, 8, 8, 8)
+    layer = Attention(partition=Window(4, shift=2)).build(8, 2)
+    assert layer._forward_ordered(x) is not None
+    assert layer._forward_ordered(torch.randn(1, 9, 8, 8)) is None  # needs padding
+    assert not Attention(partition=Stripe(2), heads=Split(2)).build(8, 2)._orderable
+
+
+@given(
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    wh=st.integers(1, 4),
+    ww=st.integers(1, 4),
+    grid=st.booleans(),
+)
+def test_identity_order_is_detected_exactly(H, W, wh, ww, grid):
+    """``is_identity_order`` (a rule on the geometry) == the permutation being the identity."""
+    H, W = H * wh, W * ww
+    lay = rect_layout(Grid((wh, ww)) if grid else Window((wh, ww)), H, W, "mask")
+    perm, _ = eager.window_order(lay)
+    assert eager.is_identity_order(lay) == torch.equal(perm, torch.arange(H * W))
