@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ._cache import size_cache
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
 from .backends.eager import is_identity_order, permute_tokens, window_order
@@ -12,7 +14,21 @@ from .backends.registry import choose_backend
 from .projection import qkv_projection
 from .runners import RectRunner, RunContext, run_group, runner_for
 
-__all__ = ["AttentionLayer"]
+__all__ = ["AttentionLayer", "grouped_rows"]
+
+
+@size_cache(64)
+def grouped_rows(
+    channels: tuple[tuple[int, int], ...], dim: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """Rows of a ``[q | k | v]`` projection reordered group by group, ``[q_g | k_g | v_g]``.
+
+    Example:
+        >>> grouped_rows(((0, 2), (2, 4)), 4).tolist()
+        [0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10, 11]
+    """
+    rows = [i * dim + c for c0, c1 in channels for i in range(3) for c in range(c0, c1)]
+    return torch.tensor(rows, device=device)
 
 
 class AttentionLayer(nn.Module):
@@ -82,8 +98,7 @@ class AttentionLayer(nn.Module):
             len(self.runners) == 1
             and isinstance(self.runners[0], RectRunner)
             and not any(self.own_kv)
-            and self.score is None
-            and not any(getattr(e, "rotates", False) for e in self.pe)
+            and self._prepares_nothing()
             and spec.backend in ("eager", "auto")
         )
 
@@ -140,6 +155,32 @@ class AttentionLayer(nn.Module):
             q, k = self.score.prepare_qk(q, k)
         return torch.stack((q, k, v), dim=3).view(qkv.shape)
 
+    def _prepares_nothing(self) -> bool:
+        """No per-token q/k transform (rotary encoders, a score's ``prepare_qk``) before the
+        partitioning."""
+        return self.score is None and not any(getattr(e, "rotates", False) for e in self.pe)
+
+    def _project_grouped(self, xm: torch.Tensor) -> list[torch.Tensor]:
+        """The qkv projection with its rows ordered group by group, so each group's
+        ``(B, H, W, 3, c)`` is one contiguous block (its heads are views of one unbind, whose
+        backward is one stack: a copy of the group's q/k/v gradient fewer than unbinding
+        q, k, v and then each one's heads).
+
+        ``xm: (B, H, W, C)`` -> per group ``(B, H, W, 3, c)``.
+        """
+        B, H, W, _ = xm.shape
+        rows = grouped_rows(tuple(g.channels for g in self.groups), self.dim, xm.device)
+        bias = self.qkv.bias
+        out = F.linear(
+            xm,
+            self.qkv.weight.index_select(0, rows),
+            None if bias is None else bias.index_select(0, rows),
+        )
+        return [
+            t.view(B, H, W, 3, c)
+            for t, c in zip(out.split([3 * c for c in self._dims], -1), self._dims)
+        ]
+
     def _split_inputs(self, xm: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Per group: its queries ``(B, H, W, 1, c)`` if it makes its own keys, else
         ``(B, H, W, 3, c)`` from ``q`` and the fused ``kv`` (whose ``[k | v]`` halves hold the
@@ -189,10 +230,14 @@ class AttentionLayer(nn.Module):
         if any(self.own_kv):
             inputs, fill = self._split_inputs(xm)
         else:
-            qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
-            # split, not slices: its backward is one cat, where a slice per group back-propagates
-            # a zero-filled full-size tensor each (11 ms a group for CSWin's stage 1 at batch 8)
-            inputs = [qkv] if len(self.groups) == 1 else qkv.split(self._dims, dim=-1)
+            if len(self.groups) > 1 and self._prepares_nothing():
+                inputs = self._project_grouped(xm)
+            else:
+                qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
+                # split, not slices: its backward is one cat, where a slice per group
+                # back-propagates a zero-filled full-size tensor each (11 ms a group for CSWin's
+                # stage 1 at batch 8)
+                inputs = [qkv] if len(self.groups) == 1 else qkv.split(self._dims, dim=-1)
             fill = None
             if self.spec.pad == "timm" and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]

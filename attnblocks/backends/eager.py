@@ -404,10 +404,14 @@ def _attend_per_head(
     ``t: (B*nW, T, 3, h, d)``, ``bias: (h, T, T)``, ``mask: (nW, 1, T, T)``; returns
     ``(B*nW, T, h, d)``.
     """
-    Bn, T, _, h, _ = t.shape
-    # unbind, not indexing: their backward is one stack, where each index would back-propagate
-    # a zero-filled copy of the whole qkv
-    qs, ks, vs = (x.unbind(2) for x in t.unbind(2))
+    Bn, T, _, h, d = t.shape
+    # unbind, not indexing: its backward is one stack, where each index would back-propagate
+    # a zero-filled copy of the whole qkv; one unbind over (3 h) where the strides allow
+    if t.stride(2) == h * t.stride(3) and t.stride(3) == d * t.stride(4):
+        heads = t.view(Bn, T, 3 * h, d).unbind(2)
+        qs, ks, vs = heads[:h], heads[h : 2 * h], heads[2 * h :]
+    else:
+        qs, ks, vs = (x.unbind(2) for x in t.unbind(2))
     outs = []
     for j in range(h):
         if bias is None:
