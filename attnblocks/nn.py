@@ -254,10 +254,7 @@ class AttentionLayer(nn.Module):
         a non-eager lowering)."""
         B, H, W, C = xm.shape
         runner = self.runners[0]
-        grad = torch.is_grad_enabled() and (
-            xm.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
-        layout = runner.ordered_layout(H, W, self.spec.pad, grad)
+        layout = runner.ordered_layout(H, W, self.spec.pad)
         if layout is None:
             return None
         ctx = self._context(xm, None)

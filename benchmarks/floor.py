@@ -1,9 +1,10 @@
 """Distance to the floor: the attention core against one fused SDPA call on pre-laid-out tokens.
 
-The *core* is what a layer does between its qkv projection and its output projection (cut
-into groups, bias/mask, attention, encoders' value terms, back to the map); the *floor* is one
+The *core* is what a layer does besides its qkv and output projections (cut into groups,
+bias/mask, attention, encoders' value terms, back to the map); the *floor* is one
 ``scaled_dot_product_attention`` call on q, k, v already laid out as ``(groups * B * nW, h,
-T, d)``, no mask: what no lowering of the same token sets can beat.
+T, d)``, no mask: the fused kernel on the same token sets with nothing to lay out or mask (the
+per-head matmuls the eager backend runs on short windows can come in under it).
 """
 
 from __future__ import annotations
@@ -14,18 +15,41 @@ import torch
 import torch.nn.functional as F
 
 from attnblocks import AttentionLayer, rect_layout
+from attnblocks.backends.eager import window_order
 from attnblocks.runners import RunContext
 
 __all__ = ["core_step", "floor_step"]
 
 
 def core_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
-    """The layer's group runners on its precomputed qkv, ``x: (B, H, W, C)``, no grad."""
+    """What the layer does besides its two projections, ``x: (B, H, W, C)``, no grad.
+
+    Layers that put ``x`` in window order before the qkv projection (one group of unpadded
+    windows, ``AttentionLayer._forward_ordered``): the gather of ``x`` into window order, the
+    attention on the projected tokens (precomputed) and the gather of the output back. Others:
+    the group runners on the qkv projected on the map (precomputed).
+    """
     layer.eval()
     B, H, W, C = x.shape
+    ordered = None
+    if layer._orderable:
+        ordered = layer.runners[0].ordered_layout(H, W, layer.spec.pad)
+    ctx = RunContext(x, layer.scale, layer.pe, 0.0, layer.spec.pad, None)
+    if ordered is not None:
+        perm, inv = window_order(ordered)
+        tokens = x.reshape(B, H * W, C)
+        with torch.no_grad():
+            qkv = layer.qkv(tokens.index_select(1, perm)).view(B, H * W, 3, C)
+
+        def run_ordered() -> None:
+            with torch.no_grad():
+                tokens.index_select(1, perm)
+                o = layer.runners[0].forward_ordered(qkv, ordered, ctx)
+                o.index_select(1, inv)
+
+        return run_ordered
     with torch.no_grad():
         qkv = layer.qkv(x).view(B, H, W, 3, C)
-    ctx = RunContext(x, layer.scale, layer.pe, 0.0, layer.spec.pad, None)
 
     def run() -> None:
         with torch.no_grad():

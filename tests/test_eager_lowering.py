@@ -126,10 +126,10 @@ def _check_grads(fast, slow, params):
 @pytest.mark.parametrize(
     "part, hw",
     [
-        (Window((9, 8)), (18, 16)),  # 72 tokens: head loop in inference, SDPA on views in training
-        (Window((9, 8), shift=(4, 3)), (18, 16)),  # masked: head loop / folded heads
-        (Window(12, shift=6), (24, 12)),  # 144 tokens, masked: folded heads, SDPA
-        (Grid((12, 11)), (24, 11)),  # 132 tokens, unmasked: SDPA on views
+        (Window((9, 8)), (18, 16)),  # 72 tokens: head loop
+        (Window((9, 8), shift=(4, 3)), (18, 16)),  # masked: head loop, mask per window
+        (Window(12, shift=6), (24, 12)),  # 144 tokens, masked: folded heads
+        (Grid((12, 11)), (24, 11)),  # 132 tokens, unmasked: SDPA on views (loop: learned bias)
     ],
 )
 def test_long_windows_equal_padded_path(part, hw, grad, pe):

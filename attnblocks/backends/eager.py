@@ -11,13 +11,14 @@ models, implementations interleaved in one process):
   does (``AttentionLayer._forward_ordered``).
 - In window order, windows join the batch axis and q, k, v are strided views of the projected
   tokens (:func:`ordered_attention`): no copy. Windows of up to :data:`LOOP_MAX_TOKENS` tokens
-  in inference (:data:`MATMUL_MAX_TOKENS` in training, or any size with a learned bias in
-  training) run one ``baddbmm`` (bias folded in) + softmax + ``bmm`` per head on those views:
-  MaxViT-T stage 1 windows (512 x 2 heads x 49 tokens) 13 ms against 18.5 ms for SDPA on the
-  same views and 21 ms after a copy to contiguous; 98 tokens 1.15x faster; from 196 tokens SDPA
-  wins (1.1-1.3x), and CPU SDPA reads strided q/k/v, its output token-major. In training the
-  loop, explicit 4-d matmuls and SDPA after a copy are within 3 % (Swin / MaxViT / CSWin
-  stage-1 shapes); SDPA falls back to its unfused path for a bias that needs a gradient.
+  (or any size with a learned bias in training) run one ``baddbmm`` (bias folded in) + softmax
+  + ``bmm`` per head on those views. Inference: MaxViT-T stage 1 windows (512 x 2 heads x 49
+  tokens) 13 ms against 18.5 ms for SDPA on the same views and 21 ms after a copy to
+  contiguous; 98 tokens 1.15x faster; from 196 tokens SDPA wins (1.1-1.3x); CPU SDPA reads
+  strided q/k/v and its output is token-major. Training (fwd+bwd): 56 tokens 10.4 vs 15.3 ms
+  for SDPA, 98 tokens 3.7 vs 5.0 ms, 196 tokens 13.0 vs 14.3 ms; beyond that SDPA keeps
+  memory down (it never stores the scores). SDPA falls back to its unfused path for a bias
+  that needs a gradient.
 - Shift masks are added per window (``(nW, T, T)`` over the batch of windows); long masked
   windows instead fold windows into the head axis, ``(B, h*nW, T, d)``, so bias and mask are
   one ``(1, h*nW, T, T)`` tensor, never a per-batch ``(B*nW, h, T, T)`` copy.
@@ -38,7 +39,7 @@ from einops import rearrange
 from .._cache import size_cache
 from ..encoders import EncoderModule
 from ..lowering import GroupPlan, RectLayout
-from ..masks import additive_mask
+from ..masks import additive_mask, window_mask
 
 __all__ = [
     "WindowKernel",
@@ -346,8 +347,8 @@ def ordered_attention(
     """Attention within the windows of tokens that are already in window order.
 
     Nothing is copied on the way in: windows join the batch axis and q, k, v are strided
-    views of ``qkv``. Short windows (:data:`LOOP_MAX_TOKENS`, or the training rule of
-    :func:`use_matmul`) run one ``baddbmm`` (bias folded in), softmax and ``bmm`` per head on
+    views of ``qkv``. Short windows (:func:`loops_per_head`, or any with a learned bias in
+    training) run one ``baddbmm`` (bias folded in), softmax and ``bmm`` per head on
     those views: no q/k/v copy, the output written token-major. Longer ones run one SDPA call
     on the views (it reads strides, and its output is token-major too). Masks (shift regions)
     are added per window.
@@ -365,8 +366,8 @@ def ordered_attention(
     v = t[:, :, 2]
     learned = bias is not None and bias.requires_grad
     grad = torch.is_grad_enabled() and (qkv.requires_grad or learned)
-    if loops_per_head(T, grad) or (grad and learned):
-        o = _attend_per_head(t, bias, mask, B, scale, dropout_p)
+    if loops_per_head(T) or (grad and learned):
+        o = _attend_per_head(t, bias, mask, layout, B, scale, dropout_p)
     else:
         q, k, v4 = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, h, T, d) views
         m = None if bias is None else bias[None]
@@ -381,20 +382,49 @@ def ordered_attention(
     return o.reshape(B, N, c)
 
 
-LOOP_MAX_TOKENS = 128  # inference: per-head bmm up to this many tokens a window, SDPA beyond
+def _add_mask(a: torch.Tensor, mask: torch.Tensor, B: int, layout: RectLayout) -> torch.Tensor:
+    """``a: (B*nW, T, T)`` logits plus ``mask: (nW, 1, T, T)``.
+
+    In inference, shifted windows get the mask in place on the last row and column of windows
+    only: the others wrap nothing and their mask is zero (Swin-T stage 1: 15 of 64 windows).
+    With a graph recorded, one out-of-place add (an in-place add on views would make autograd
+    clone the whole gradient).
+    """
+    nW, T = mask.shape[0], mask.shape[-1]
+    if (torch.is_grad_enabled() and a.requires_grad) or not _edge_masked(layout):
+        return (a.view(B, nW, T, T) + mask[:, 0]).view(a.shape)
+    nh, nw = layout.counts
+    a5, m4 = a.view(B, nh, nw, T, T), mask.view(nh, nw, T, T)
+    a5[:, :, -1] += m4[:, -1]
+    a5[:, -1, :-1] += m4[-1, :-1]
+    return a
 
 
-def loops_per_head(tokens: int, grad: bool) -> bool:
-    """The measured rule: windows of ``tokens`` run head by head (bmm) rather than in one SDPA
-    call: up to :data:`LOOP_MAX_TOKENS` in inference, :data:`MATMUL_MAX_TOKENS` when a graph is
-    recorded (``grad``)."""
-    return tokens <= (MATMUL_MAX_TOKENS if grad else LOOP_MAX_TOKENS)
+@size_cache(256, constant=True)
+def _edge_masked(layout: RectLayout) -> bool:
+    """Whether only the last row and column of windows have a mask (unpadded shifted windows)."""
+    allowed = window_mask(layout)
+    if allowed is None:
+        return False
+    nh, nw = layout.counts
+    inner = allowed.view(nh, nw, *allowed.shape[1:])[:-1, :-1]
+    return bool(inner.all())
+
+
+LOOP_MAX_TOKENS = 128  # per-head bmm up to this many tokens a window, SDPA beyond (measured)
+
+
+def loops_per_head(tokens: int) -> bool:
+    """The measured rule: windows of at most :data:`LOOP_MAX_TOKENS` tokens run head by head
+    (bmm) rather than in one SDPA call, in inference and in training."""
+    return tokens <= LOOP_MAX_TOKENS
 
 
 def _attend_per_head(
     t: torch.Tensor,
     bias: torch.Tensor | None,
     mask: torch.Tensor | None,
+    layout: RectLayout,
     B: int,
     scale: float,
     dropout_p: float,
@@ -419,7 +449,7 @@ def _attend_per_head(
         else:
             a = torch.baddbmm(bias[j].expand(Bn, T, T), qs[j], ks[j].transpose(1, 2), alpha=scale)
         if mask is not None:
-            a = (a.view(B, -1, T, T) + mask[:, 0]).view(Bn, T, T)
+            a = _add_mask(a, mask, B, layout)
         a = a.softmax(-1)
         if dropout_p:
             a = F.dropout(a, dropout_p)
@@ -467,8 +497,7 @@ def _rect_attention_gathered(
     perm, inv = window_order(layout)
     if perm.device != qkv.device:
         perm, inv = perm.to(qkv.device), inv.to(qkv.device)
-    grad = torch.is_grad_enabled() and qkv.requires_grad
-    if not layout.needs_mask or loops_per_head(T, grad):
+    if not layout.needs_mask or loops_per_head(T):
         # gather whole tokens (3c contiguous values) into window order and attend on views
         same = is_identity_order(layout)
         t = qkv.reshape(B, H * W, 3, c)
