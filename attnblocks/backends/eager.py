@@ -363,11 +363,15 @@ def ordered_attention(
     t = qkv.view(B * nW, T, 3, h, d)
     bias = _head_bias(encoders, group, layout, qkv.dtype, qkv.device)  # (h, T, T)
     mask = additive_mask(layout, qkv.dtype, qkv.device)  # (nW, 1, T, T)
-    v = t[:, :, 2]
     learned = bias is not None and bias.requires_grad
     grad = torch.is_grad_enabled() and (qkv.requires_grad or learned)
+    hooks = [e for e in encoders if type(e).value is not EncoderModule.value]
+    values = None  # V for the value hooks, (B*nW, T, h, d)
     if loops_per_head(T) or (grad and learned):
-        o = _attend_per_head(t, bias, mask, layout, B, scale, dropout_p)
+        q, k, v = _split_heads(t)
+        o = _attend_per_head(q, k, v, bias, mask, layout, B, scale, dropout_p)
+        if hooks:  # from the same views: indexing qkv would back-propagate a zero-filled copy
+            values = v[0][:, :, None] if h == 1 else torch.stack(v, 2)
     else:
         q, k, v4 = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, h, T, d) views
         m = None if bias is None else bias[None]
@@ -375,11 +379,28 @@ def ordered_attention(
             m = mask.expand(nW, h, T, T) if m is None else mask + m
             m = m.expand(B, nW, h, T, T).reshape(B * nW, h, T, T)
         o = attend(q, k, v4, m, scale, dropout_p).transpose(1, 2)  # (B*nW, T, h, d)
-    for e in encoders:
-        extra = e.value(group, v.view(B, nW, T, h, d).transpose(2, 3), layout)
+        values = v4.transpose(1, 2)
+    for e in hooks:
+        extra = e.value(group, values.reshape(B, nW, T, h, d).transpose(2, 3), layout)
         if extra is not None:
             o = o + extra.transpose(2, 3).reshape(o.shape)
     return o.reshape(B, N, c)
+
+
+def _split_heads(
+    t: torch.Tensor,
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """``t: (B*nW, T, 3, h, d)`` -> per-head q, k, v views ``(B*nW, T, d)``.
+
+    Unbind, not indexing: its backward is one stack, where each index would back-propagate a
+    zero-filled copy of the whole qkv; one unbind over ``(3 h)`` where the strides allow.
+    """
+    Bn, T, _, h, d = t.shape
+    if t.stride(2) == h * t.stride(3) and t.stride(3) == d * t.stride(4):
+        heads = t.view(Bn, T, 3 * h, d).unbind(2)
+        return heads[:h], heads[h : 2 * h], heads[2 * h :]
+    q, k, v = (x.unbind(2) for x in t.unbind(2))
+    return q, k, v
 
 
 def _add_mask(a: torch.Tensor, mask: torch.Tensor, B: int, layout: RectLayout) -> torch.Tensor:
@@ -421,7 +442,9 @@ def loops_per_head(tokens: int) -> bool:
 
 
 def _attend_per_head(
-    t: torch.Tensor,
+    qs: Sequence[torch.Tensor],
+    ks: Sequence[torch.Tensor],
+    vs: Sequence[torch.Tensor],
     bias: torch.Tensor | None,
     mask: torch.Tensor | None,
     layout: RectLayout,
@@ -431,17 +454,10 @@ def _attend_per_head(
 ) -> torch.Tensor:
     """``softmax(q k^T * scale + bias + mask) v`` head by head on strided views.
 
-    ``t: (B*nW, T, 3, h, d)``, ``bias: (h, T, T)``, ``mask: (nW, 1, T, T)``; returns
-    ``(B*nW, T, h, d)``.
+    ``qs, ks, vs``: per head ``(B*nW, T, d)``; ``bias: (h, T, T)``, ``mask: (nW, 1, T, T)``;
+    returns ``(B*nW, T, h, d)``.
     """
-    Bn, T, _, h, d = t.shape
-    # unbind, not indexing: its backward is one stack, where each index would back-propagate
-    # a zero-filled copy of the whole qkv; one unbind over (3 h) where the strides allow
-    if t.stride(2) == h * t.stride(3) and t.stride(3) == d * t.stride(4):
-        heads = t.view(Bn, T, 3 * h, d).unbind(2)
-        qs, ks, vs = heads[:h], heads[h : 2 * h], heads[2 * h :]
-    else:
-        qs, ks, vs = (x.unbind(2) for x in t.unbind(2))
+    h, (Bn, T, _) = len(qs), qs[0].shape
     outs = []
     for j in range(h):
         if bias is None:
