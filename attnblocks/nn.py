@@ -253,7 +253,7 @@ class AttentionLayer(nn.Module):
         a non-eager lowering)."""
         B, H, W, C = xm.shape
         runner = self.runners[0]
-        layout = runner.ordered_layout(H, W, self.spec.pad)
+        layout = runner.ordered_layout(H, W, self.spec.pad, xm.device)
         if layout is None:
             return None
         ctx = self._context(xm, None)

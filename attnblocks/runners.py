@@ -106,14 +106,16 @@ class RectRunner(GroupRunner):
         fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
         return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
 
-    def ordered_layout(self, H: int, W: int, pad: str) -> RectLayout | None:
+    def ordered_layout(
+        self, H: int, W: int, pad: str, device: torch.device | str = "cpu"
+    ) -> RectLayout | None:
         """The group's layout on an ``H x W`` map if tokens in window order can be attended as
         they are (:meth:`forward_ordered`): no padding, and no mask or windows short enough to
         run head by head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
         layout = rect_layout(self.group.partition, H, W, pad)
         if layout.pad != (0, 0):
             return None
-        if layout.needs_mask and not loops_per_head(layout.tokens):
+        if layout.needs_mask and not loops_per_head(layout.tokens, device):
             return None
         return layout
 

@@ -211,3 +211,11 @@ def test_identity_order_is_detected_exactly(H, W, wh, ww, grid):
     lay = rect_layout(Grid((wh, ww)) if grid else Window((wh, ww)), H, W, "mask")
     perm, _ = eager.window_order(lay)
     assert eager.is_identity_order(lay) == torch.equal(perm, torch.arange(H * W))
+
+
+def test_head_loop_rule_is_cpu_and_short_windows():
+    """The measured rule: CPU windows up to LOOP_MAX_TOKENS loop over heads; longer ones and
+    other devices take one SDPA call."""
+    n = eager.LOOP_MAX_TOKENS
+    assert eager.loops_per_head(n) and not eager.loops_per_head(n + 1)
+    assert not eager.loops_per_head(49, "meta")

@@ -367,7 +367,7 @@ def ordered_attention(
     grad = torch.is_grad_enabled() and (qkv.requires_grad or learned)
     hooks = [e for e in encoders if type(e).value is not EncoderModule.value]
     values = None  # V for the value hooks, (B*nW, T, h, d)
-    if loops_per_head(T) or (grad and learned):
+    if loops_per_head(T, qkv.device) or (grad and learned):
         q, k, v = _split_heads(t)
         o = _attend_per_head(q, k, v, bias, mask, layout, B, scale, dropout_p)
         if hooks:  # from the same views: indexing qkv would back-propagate a zero-filled copy
@@ -435,10 +435,11 @@ def _edge_masked(layout: RectLayout) -> bool:
 LOOP_MAX_TOKENS = 128  # per-head bmm up to this many tokens a window, SDPA beyond (measured)
 
 
-def loops_per_head(tokens: int) -> bool:
-    """The measured rule: windows of at most :data:`LOOP_MAX_TOKENS` tokens run head by head
-    (bmm) rather than in one SDPA call, in inference and in training."""
-    return tokens <= LOOP_MAX_TOKENS
+def loops_per_head(tokens: int, device: torch.device | str = "cpu") -> bool:
+    """The measured rule: on CPU, windows of at most :data:`LOOP_MAX_TOKENS` tokens run head by
+    head (bmm) rather than in one SDPA call, in inference and in training. Elsewhere (CUDA: the
+    fused kernels; not measured here) one SDPA call."""
+    return tokens <= LOOP_MAX_TOKENS and torch.device(device).type == "cpu"
 
 
 def _attend_per_head(
@@ -513,7 +514,7 @@ def _rect_attention_gathered(
     perm, inv = window_order(layout)
     if perm.device != qkv.device:
         perm, inv = perm.to(qkv.device), inv.to(qkv.device)
-    if not layout.needs_mask or loops_per_head(T):
+    if not layout.needs_mask or loops_per_head(T, qkv.device):
         # gather whole tokens (3c contiguous values) into window order and attend on views
         same = is_identity_order(layout)
         t = qkv.reshape(B, H * W, 3, c)
