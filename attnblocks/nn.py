@@ -11,6 +11,7 @@ from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
 from .backends.eager import is_identity_order, permute_tokens, window_order
 from .backends.registry import choose_backend
+from .lowering import GroupPlan, RectLayout
 from .projection import qkv_projection
 from .runners import RectRunner, RunContext, run_group, runner_for
 
@@ -95,8 +96,7 @@ class AttentionLayer(nn.Module):
         self.proj_drop = nn.Dropout(spec.proj_drop)
         # one group of windows, projected per token: x can be put in window order first
         self._orderable = (
-            len(self.runners) == 1
-            and isinstance(self.runners[0], RectRunner)
+            all(isinstance(r, RectRunner) for r in self.runners)
             and not any(self.own_kv)
             and self._prepares_nothing()
             and spec.backend in ("eager", "auto")
@@ -170,14 +170,18 @@ class AttentionLayer(nn.Module):
         ``xm: (B, H, W, C)`` -> per group ``(B, H, W, 3, c)``.
         """
         B, H, W, _ = xm.shape
-        rows = grouped_rows(tuple(g.channels for g in self.groups), self.dim, xm.device)
-        weight, bias = self.qkv.weight, self.qkv.bias
-        out = []
-        for g in self.groups:
-            r = rows[3 * g.channels[0] : 3 * g.channels[1]]
-            b = None if bias is None else bias.index_select(0, r)
-            out.append(F.linear(xm, weight.index_select(0, r), b).view(B, H, W, 3, g.dim))
-        return out
+        rows = self._grouped_rows(xm.device)
+        return [self._group_qkv(xm, g, rows).view(B, H, W, 3, g.dim) for g in self.groups]
+
+    def _group_qkv(self, t: torch.Tensor, g: GroupPlan, rows: torch.Tensor) -> torch.Tensor:
+        """Group ``g``'s ``[q | k | v]`` from its rows of the projection (``rows``: all groups'
+        rows, :func:`grouped_rows`): ``(..., C) -> (..., 3c)``."""
+        r = rows[3 * g.channels[0] : 3 * g.channels[1]]
+        bias = None if self.qkv.bias is None else self.qkv.bias.index_select(0, r)
+        return F.linear(t, self.qkv.weight.index_select(0, r), bias)
+
+    def _grouped_rows(self, device: torch.device) -> torch.Tensor:
+        return grouped_rows(tuple(g.channels for g in self.groups), self.dim, device)
 
     def _split_inputs(self, xm: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Per group: its queries ``(B, H, W, 1, c)`` if it makes its own keys, else
@@ -246,28 +250,44 @@ class AttentionLayer(nn.Module):
         return self.proj_drop(self.proj(out))
 
     def _forward_ordered(self, xm: torch.Tensor) -> torch.Tensor | None:
-        """One group of unpadded windows: ``x`` is gathered into window order before the qkv
-        projection (C channels, where gathering qkv moves 3C), attended on views
-        (:func:`~attnblocks.backends.eager.ordered_attention`) and projected in window order,
-        then gathered back. ``None`` where it does not apply (padded maps, long masked windows,
-        a non-eager lowering)."""
+        """Groups of unpadded windows: each group's ``x`` is gathered into its window order
+        before its qkv projection (C channels, where gathering its qkv moves 3c), attended on
+        views (:func:`~attnblocks.backends.eager.ordered_attention`) and gathered back; one
+        group is projected in window order and gathered back once, as timm does. ``None``
+        where it does not apply (padded maps, long masked windows, a non-eager lowering)."""
         B, H, W, C = xm.shape
-        runner = self.runners[0]
-        layout = runner.ordered_layout(H, W, self.spec.pad, xm.device)
-        if layout is None:
+        layouts = [r.ordered_layout(H, W, self.spec.pad, xm.device) for r in self.runners]
+        if any(lay is None for lay in layouts):
             return None
         ctx = self._context(xm, None)
-        auto = self.spec.backend == "auto"
-        if auto and choose_backend(runner.group.partition, xm, ctx) != "eager":
+        if self.spec.backend == "auto" and any(
+            choose_backend(r.group.partition, xm, ctx) != "eager" for r in self.runners
+        ):
             return None
-        same = is_identity_order(layout)
-        t = xm.reshape(B, H * W, C)
-        if not same:
-            perm, inv = window_order(layout)
-            perm, inv = perm.to(xm.device), inv.to(xm.device)
-            t = permute_tokens(t, 1, perm, inv)
-        o = runner.forward_ordered(self.qkv(t).view(B, H * W, 3, C), layout, ctx)
-        o = self.proj_drop(self.proj(o))
-        if not same:
-            o = permute_tokens(o, 1, inv, perm)
-        return o.view(B, H, W, C)
+        tokens = xm.reshape(B, H * W, C)
+        single = len(self.runners) == 1
+        rows = None if single else self._grouped_rows(xm.device)
+        gathered: dict = {}  # groups with one layout (a Split of one partition) share x
+        outs = []
+        for g, runner, layout in zip(self.groups, self.runners, layouts):
+            order = None if is_identity_order(layout) else _orders(layout, xm.device)
+            t = tokens
+            if order is not None:
+                if layout not in gathered:
+                    gathered[layout] = permute_tokens(tokens, 1, *order)
+                t = gathered[layout]
+            qkv = self.qkv(t) if single else self._group_qkv(t, g, rows)
+            o = runner.forward_ordered(qkv.view(B, H * W, 3, g.dim), layout, ctx)
+            if single:
+                o = self.proj_drop(self.proj(o))
+            if order is not None:
+                o = permute_tokens(o, 1, order[1], order[0])
+            outs.append(o)
+        out = outs[0] if single else self.proj_drop(self.proj(torch.cat(outs, dim=-1)))
+        return out.view(B, H, W, C)
+
+
+def _orders(layout: RectLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~attnblocks.backends.eager.window_order` of ``layout`` on ``device``."""
+    perm, inv = window_order(layout)
+    return perm.to(device), inv.to(device)

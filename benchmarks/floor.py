@@ -15,37 +15,48 @@ import torch
 import torch.nn.functional as F
 
 from attnblocks import AttentionLayer, rect_layout
-from attnblocks.backends.eager import window_order
+from attnblocks.backends.eager import is_identity_order, window_order
 from attnblocks.runners import RunContext
 
 __all__ = ["core_step", "floor_step"]
 
 
 def core_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
-    """What the layer does besides its two projections, ``x: (B, H, W, C)``, no grad.
+    """What the layer does besides its projections, ``x: (B, H, W, C)``, no grad.
 
-    Layers that put ``x`` in window order before the qkv projection (one group of unpadded
-    windows, ``AttentionLayer._forward_ordered``): the gather of ``x`` into window order, the
-    attention on the projected tokens (precomputed) and the gather of the output back. Others:
-    the group runners on the qkv projected on the map (precomputed).
+    Layers that put ``x`` in each group's window order before the qkv projection (groups of
+    unpadded windows, ``AttentionLayer._forward_ordered``): per group the gather of ``x`` into
+    window order, the attention on its projected tokens (precomputed) and the gather of the
+    output back, and the concatenation of the groups. Others: the group runners on the qkv
+    projected on the map (precomputed).
     """
     layer.eval()
     B, H, W, C = x.shape
-    ordered = None
-    if layer._orderable:
-        ordered = layer.runners[0].ordered_layout(H, W, layer.spec.pad)
+    N = H * W
+    layouts = [r.ordered_layout(H, W, layer.spec.pad) for r in layer.runners]
     ctx = RunContext(x, layer.scale, layer.pe, 0.0, layer.spec.pad, None)
-    if ordered is not None:
-        perm, inv = window_order(ordered)
-        tokens = x.reshape(B, H * W, C)
+    if layer._orderable and all(lay is not None for lay in layouts):
+        tokens = x.reshape(B, N, C)
+        single = len(layer.groups) == 1
+        rows = layer._grouped_rows(x.device)
+        plans = []
         with torch.no_grad():
-            qkv = layer.qkv(tokens.index_select(1, perm)).view(B, H * W, 3, C)
+            for g, lay in zip(layer.groups, layouts):
+                order = None if is_identity_order(lay) else window_order(lay)
+                t = tokens if order is None else tokens.index_select(1, order[0])
+                qkv = layer.qkv(t) if single else layer._group_qkv(t, g, rows)
+                plans.append((lay, order, qkv.view(B, N, 3, g.dim)))
 
         def run_ordered() -> None:
             with torch.no_grad():
-                tokens.index_select(1, perm)
-                o = layer.runners[0].forward_ordered(qkv, ordered, ctx)
-                o.index_select(1, inv)
+                outs = []
+                for (lay, order, qkv), runner in zip(plans, layer.runners):
+                    if order is not None:
+                        tokens.index_select(1, order[0])
+                    o = runner.forward_ordered(qkv, lay, ctx)
+                    outs.append(o if order is None else o.index_select(1, order[1]))
+                if not single:
+                    torch.cat(outs, dim=-1)
 
         return run_ordered
     with torch.no_grad():

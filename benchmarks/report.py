@@ -69,7 +69,8 @@ def markdown(run: dict, setting: str) -> str:
 def _floor_table(floors: dict) -> list[str]:
     out = ["### Distance to the floor (forward, no grad)", ""]
     out += [
-        "`core`: the layer's group runners after qkv and before proj, partition only; "
+        "`core`: what the layer does besides its qkv and output projections (token gathers, "
+        "masks, attention; `benchmarks/floor.py`), partition only; "
         "`core+pe`: with its positional encoder; `floor`: one SDPA call on q, k, v already laid "
         "out in groups. Values are `t / t(floor)`.",
         "",

@@ -153,7 +153,7 @@ def test_long_windows_equal_padded_path(part, hw, grad, pe):
 
 
 @given(
-    kind=st.sampled_from(["window", "grid", "stripe", "global"]),
+    kind=st.sampled_from(["window", "grid", "stripe", "global", "split", "hybrid"]),
     size=st.integers(1, 5),
     n=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     shift=st.integers(0, 4),
@@ -162,22 +162,29 @@ def test_long_windows_equal_padded_path(part, hw, grad, pe):
     grad=st.booleans(),
 )
 def test_window_order_first_equals_per_group_path(kind, size, n, shift, pe, B, grad):
-    """One group of windows: x gathered into window order before the qkv projection (and the
-    output projected there) == qkv projected on the map and gathered per group; outputs and
-    the gradients of x and of every parameter (float64 1e-12)."""
+    """Groups of windows: x gathered into each group's window order before its qkv projection
+    (one group: the output projected there too) == qkv projected on the map and gathered per
+    group; outputs and the gradients of x and of every parameter (float64 1e-12)."""
     H, W = n[0] * size, n[1] * size
+    heads = None
     part = {
         "window": Window(size, shift=shift % size),
         "grid": Grid(size),
         "stripe": Stripe(size, axis="v" if shift % 2 else "h"),
         "global": Global(),
+        "split": Stripe(size),  # CSWin: a horizontal and a vertical group
+        "hybrid": None,
     }[kind]
+    if kind == "split":
+        heads = Split(2)
+    if kind == "hybrid":  # two groups of one layout share the gathered x, a third its own
+        heads = Split(Window(size, shift=shift % size), Window(size, shift=shift % size), Grid(size))
     enc = {"none": None, "bias": RelPosBias(size=(12, 12)), "lepe": LePE()}[pe]
     if kind == "global" and pe == "bias":
         enc = None  # the table is for windows up to 12x12
-    layer = randomize_(Attention(partition=part, pe=enc).build(6, 3).double())
+    layer = randomize_(Attention(partition=part, heads=heads, pe=enc).build(12, 6).double())
     assert layer._orderable
-    x = torch.randn(B, H, W, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(B, H, W, 12, dtype=torch.float64, requires_grad=True)
     with torch.set_grad_enabled(grad):
         fast = layer._forward_ordered(layer._as_map(x, None))
         slow = layer._forward_groups(layer._as_map(x, None))
@@ -189,13 +196,24 @@ def test_window_order_first_equals_per_group_path(kind, size, n, shift, pe, B, g
 
 
 def test_window_order_first_where_it_applies():
-    """Single groups of unpadded windows take it; padded maps, split heads and rotary encoders
-    do not (they keep the per-group path)."""
+    """Groups of unpadded windows take it; padded maps, groups with their own keys, rotary
+    encoders and scores that transform q and k on the map keep the per-group path."""
+    from attnblocks import AxialRoPE, Cosine, Downsample
+
     x = torch.randn(1, 8, 8, 8)
-    layer = Attention(partition=Window(4, shift=2)).build(8, 2)
-    assert layer._forward_ordered(x) is not None
-    assert layer._forward_ordered(torch.randn(1, 9, 8, 8)) is None  # needs padding
-    assert not Attention(partition=Stripe(2), heads=Split(2)).build(8, 2)._orderable
+    for spec in (
+        Attention(partition=Window(4, shift=2)),
+        Attention(partition=Stripe(2), heads=Split(2)),
+    ):
+        layer = spec.build(8, 2)
+        assert layer._orderable and layer._forward_ordered(x) is not None
+        assert layer._forward_ordered(torch.randn(1, 9, 8, 8)) is None  # needs padding
+    for spec in (
+        Attention(heads=Split(Window(4), Downsample(2))),
+        Attention(partition=Window(4), pe=AxialRoPE()),
+        Attention(partition=Window(4), score=Cosine()),
+    ):
+        assert not spec.build(8, 2)._orderable
 
 
 @given(
