@@ -6,9 +6,9 @@ models, implementations interleaved in one process):
 - Roll + window partition (and their inverses) are one ``index_select`` each with a cached
   token permutation (:func:`window_order`), none where the order is already row-major
   (:func:`is_identity_order`: horizontal stripes, a global window). Whole tokens are gathered
-  (``3c`` contiguous values each); for one group of windows the layer gathers ``x`` (``C``
-  values) before the qkv projection instead and projects the output in window order, as timm
-  does (``AttentionLayer._forward_ordered``).
+  (``3c`` contiguous values each); on unpadded maps the layer gathers ``x`` (``C`` values)
+  into each group's window order before that group's qkv projection instead, and one group
+  is projected back in window order, as timm does (``AttentionLayer._forward_ordered``).
 - In window order, windows join the batch axis and q, k, v are strided views of the projected
   tokens (:func:`ordered_attention`): no copy. Windows of up to :data:`LOOP_MAX_TOKENS` tokens
   (or any size with a learned bias in training) run one ``baddbmm`` (bias folded in) + softmax
