@@ -107,15 +107,16 @@ class RectRunner(GroupRunner):
         return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
 
     def ordered_layout(
-        self, H: int, W: int, pad: str, device: torch.device | str = "cpu"
+        self, H: int, W: int, pad: str, batch: int = 1, device: torch.device | str = "cpu"
     ) -> RectLayout | None:
         """The group's layout on an ``H x W`` map if tokens in window order can be attended as
-        they are (:meth:`forward_ordered`): no padding, and no mask or windows short enough to
-        run head by head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
+        they are (:meth:`forward_ordered`): no padding, and no mask or windows that run head by
+        head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
         layout = rect_layout(self.group.partition, H, W, pad)
         if layout.pad != (0, 0):
             return None
-        if layout.needs_mask and not loops_per_head(layout.tokens, device):
+        windows = batch * layout.num_windows
+        if layout.needs_mask and not loops_per_head(layout.tokens, windows, device):
             return None
         return layout
 

@@ -33,18 +33,17 @@ def core_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
     layer.eval()
     B, H, W, C = x.shape
     N = H * W
-    layouts = [r.ordered_layout(H, W, layer.spec.pad) for r in layer.runners]
+    layouts = [r.ordered_layout(H, W, layer.spec.pad, B) for r in layer.runners]
     ctx = RunContext(x, layer.scale, layer.pe, 0.0, layer.spec.pad, None)
     if layer._orderable and all(lay is not None for lay in layouts):
         tokens = x.reshape(B, N, C)
         single = len(layer.groups) == 1
-        rows = layer._grouped_rows(x.device)
         plans = []
         with torch.no_grad():
             for g, lay in zip(layer.groups, layouts):
                 order = None if is_identity_order(lay) else window_order(lay)
                 t = tokens if order is None else tokens.index_select(1, order[0])
-                qkv = layer.qkv(t) if single else layer._group_qkv(t, g, rows)
+                qkv = layer.qkv(t) if single else F.linear(t, *layer._group_params()[g.index])
                 plans.append((lay, order, qkv.view(B, N, 3, g.dim)))
 
         def run_ordered() -> None:

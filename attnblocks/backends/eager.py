@@ -10,15 +10,16 @@ models, implementations interleaved in one process):
   into each group's window order before that group's qkv projection instead, and one group
   is projected back in window order, as timm does (``AttentionLayer._forward_ordered``).
 - In window order, windows join the batch axis and q, k, v are strided views of the projected
-  tokens (:func:`ordered_attention`): no copy. Windows of up to :data:`LOOP_MAX_TOKENS` tokens
-  (or any size with a learned bias in training) run one ``baddbmm`` (bias folded in) + softmax
-  + ``bmm`` per head on those views. Inference: MaxViT-T stage 1 windows (512 x 2 heads x 49
-  tokens) 13 ms against 18.5 ms for SDPA on the same views and 21 ms after a copy to
-  contiguous; 98 tokens 1.15x faster; from 196 tokens SDPA wins (1.1-1.3x); CPU SDPA reads
-  strided q/k/v and its output is token-major. Training (fwd+bwd): 56 tokens 10.4 vs 15.3 ms
-  for SDPA, 98 tokens 3.7 vs 5.0 ms, 196 tokens 13.0 vs 14.3 ms; beyond that SDPA keeps
-  memory down (it never stores the scores). SDPA falls back to its unfused path for a bias
-  that needs a gradient.
+  tokens (:func:`ordered_attention`): no copy. Windows of up to :data:`LOOP_MAX_TOKENS` tokens,
+  at least :data:`LOOP_MIN_WINDOWS` of them (or any with a learned bias in training), run one
+  ``baddbmm`` (bias folded in) + softmax + ``bmm`` per head on those views. Inference:
+  MaxViT-T stage 1 windows (512 x 2 heads x 49 tokens) 13 ms against 18.5 ms for SDPA on the
+  same views and 21 ms after a copy to contiguous; 98 tokens 1.15x faster; from 196 tokens
+  SDPA wins (1.1-1.3x), and below 16 windows too (per-call overhead); CPU SDPA reads strided
+  q/k/v and its output is token-major. Training (fwd+bwd): 56 tokens 10.4 vs 15.3 ms for SDPA,
+  98 tokens 3.7 vs 5.0 ms, 196 tokens 13.0 vs 14.3 ms; beyond that SDPA keeps memory down (it
+  never stores the scores). SDPA falls back to its unfused path for a bias that needs a
+  gradient.
 - Shift masks are added per window (``(nW, T, T)`` over the batch of windows); long masked
   windows instead fold windows into the head axis, ``(B, h*nW, T, d)``, so bias and mask are
   one ``(1, h*nW, T, T)`` tensor, never a per-batch ``(B*nW, h, T, T)`` copy.
@@ -367,7 +368,7 @@ def ordered_attention(
     grad = torch.is_grad_enabled() and (qkv.requires_grad or learned)
     hooks = [e for e in encoders if type(e).value is not EncoderModule.value]
     values = None  # V for the value hooks, (B*nW, T, h, d)
-    if loops_per_head(T, qkv.device) or (grad and learned):
+    if loops_per_head(T, B * nW, qkv.device) or (grad and learned):
         q, k, v = _split_heads(t)
         o = _attend_per_head(q, k, v, bias, mask, layout, B, scale, dropout_p)
         if hooks:  # from the same views: indexing qkv would back-propagate a zero-filled copy
@@ -433,13 +434,20 @@ def _edge_masked(layout: RectLayout) -> bool:
 
 
 LOOP_MAX_TOKENS = 128  # per-head bmm up to this many tokens a window, SDPA beyond (measured)
+LOOP_MIN_WINDOWS = 16  # ... and from this many windows in the batch (fewer: per-op overhead)
 
 
-def loops_per_head(tokens: int, device: torch.device | str = "cpu") -> bool:
-    """The measured rule: on CPU, windows of at most :data:`LOOP_MAX_TOKENS` tokens run head by
-    head (bmm) rather than in one SDPA call, in inference and in training. Elsewhere (CUDA: the
-    fused kernels; not measured here) one SDPA call."""
-    return tokens <= LOOP_MAX_TOKENS and torch.device(device).type == "cpu"
+def loops_per_head(tokens: int, windows: int, device: torch.device | str = "cpu") -> bool:
+    """The measured rule: on CPU, windows of at most :data:`LOOP_MAX_TOKENS` tokens, at least
+    :data:`LOOP_MIN_WINDOWS` of them (batch x windows), run head by head (bmm) rather than in
+    one SDPA call, in inference and in training. With fewer windows the loop's small calls
+    cost more than they save (2 windows x 4 heads x 98 tokens: 0.60 vs 0.46 ms; 16 windows:
+    3.6 vs 4.5 ms). Elsewhere (CUDA: the fused kernels; not measured here) one SDPA call."""
+    return (
+        tokens <= LOOP_MAX_TOKENS
+        and windows >= LOOP_MIN_WINDOWS
+        and torch.device(device).type == "cpu"
+    )
 
 
 def _attend_per_head(
@@ -514,7 +522,7 @@ def _rect_attention_gathered(
     perm, inv = window_order(layout)
     if perm.device != qkv.device:
         perm, inv = perm.to(qkv.device), inv.to(qkv.device)
-    if not layout.needs_mask or loops_per_head(T, qkv.device):
+    if not layout.needs_mask or loops_per_head(T, B * nW, qkv.device):
         # gather whole tokens (3c contiguous values) into window order and attend on views
         same = is_identity_order(layout)
         t = qkv.reshape(B, H * W, 3, c)
