@@ -348,11 +348,11 @@ def ordered_attention(
     """Attention within the windows of tokens that are already in window order.
 
     Nothing is copied on the way in: windows join the batch axis and q, k, v are strided
-    views of ``qkv``. Short windows (:func:`loops_per_head`, or any with a learned bias in
-    training) run one ``baddbmm`` (bias folded in), softmax and ``bmm`` per head on
-    those views: no q/k/v copy, the output written token-major. Longer ones run one SDPA call
-    on the views (it reads strides, and its output is token-major too). Masks (shift regions)
-    are added per window.
+    views of ``qkv``. Short windows, enough of them (:func:`loops_per_head`, or any with a
+    learned bias in training), run one ``baddbmm`` (bias folded in), softmax and ``bmm`` per
+    head on those views: no q/k/v copy, the output written token-major. Others run one SDPA
+    call on the views (it reads strides, and its output is token-major too). Masks (shift
+    regions) are added per window.
 
     Shapes: ``qkv: (B, nW*T, 3, c)``, windows one after another, tokens row-major inside a
     window (:func:`window_order` of an unpadded layout); returns ``(B, nW*T, c)`` in the same
@@ -376,7 +376,8 @@ def ordered_attention(
     else:
         q, k, v4 = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, h, T, d) views
         m = None if bias is None else bias[None]
-        if mask is not None:  # windows differ: (B, nW, h, T, T) over the batch, as a view
+        if mask is not None:  # windows differ: a (B*nW, h, T, T) copy (the layer and
+            # _rect_attention_gathered fold long masked windows into the heads instead)
             m = mask.expand(nW, h, T, T) if m is None else mask + m
             m = m.expand(B, nW, h, T, T).reshape(B * nW, h, T, T)
         o = attend(q, k, v4, m, scale, dropout_p).transpose(1, 2)  # (B*nW, T, h, d)
@@ -513,8 +514,9 @@ def _rect_attention_gathered(
 ) -> torch.Tensor:
     """:func:`rect_attention` on an unpadded map: one gather in, attention, one gather out.
 
-    Windows without a mask, and short ones, take :func:`ordered_attention`; long masked windows
-    fold into the head axis, so the mask is one ``(1, h*nW, T, T)`` tensor.
+    Windows without a mask, and masked ones that loop over heads (:func:`loops_per_head`), take
+    :func:`ordered_attention`; the other masked ones fold into the head axis, so the mask is
+    one ``(1, h*nW, T, T)`` tensor.
     """
     B, H, W, _, c = qkv.shape
     h, nW, T = group.num_heads, layout.num_windows, layout.tokens
