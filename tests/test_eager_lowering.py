@@ -33,6 +33,15 @@ def _spec(kind: str, size: int, shift: int, pe: str):
     return Attention(partition=part, heads=heads, pe=enc)
 
 
+def _check_grads(fast, slow, params):
+    gy = torch.randn_like(fast)
+    gf = torch.autograd.grad(fast, params, gy, allow_unused=True)
+    gs = torch.autograd.grad(slow, params, gy, allow_unused=True, retain_graph=True)
+    for a, b in zip(gf, gs):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
 @given(
     kind=st.sampled_from(["window", "grid", "stripe"]),
     size=st.integers(1, 4),
@@ -43,7 +52,8 @@ def _spec(kind: str, size: int, shift: int, pe: str):
     grad=st.booleans(),
 )
 def test_gathered_equals_padded_path(kind, size, n, shift, pe, B, grad):
-    """Unpadded maps: one gather + folded heads == roll + einops, outputs and gradients."""
+    """Unpadded maps: one gather + attention in window order == roll + einops, outputs and
+    gradients (float64 1e-12)."""
     H, W = n[0] * size, n[1] * size
     layer = randomize_(_spec(kind, size, shift, pe).build(4, 2).double())
     qkv = torch.randn(B, H, W, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -56,13 +66,7 @@ def test_gathered_equals_padded_path(kind, size, n, shift, pe, B, grad):
             slow = eager._rect_attention_padded(part, lay, g, layer.scale, layer.pe, 0.0)
         torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-10)
         if grad:
-            gy = torch.randn_like(fast)
-            params = [qkv, *layer.pe.parameters()]
-            gf = torch.autograd.grad(fast, params, gy, allow_unused=True)
-            gs = torch.autograd.grad(slow, params, gy, allow_unused=True)
-            for a, b in zip(gf, gs):
-                if a is not None or b is not None:
-                    torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+            _check_grads(fast, slow, [qkv, *layer.pe.parameters()])
 
 
 @given(
@@ -125,15 +129,6 @@ def test_matmul_and_fused_attention_agree(T):
     assert eager.use_matmul(q, None) == (T <= eager.MATMUL_MAX_TOKENS)
     with torch.no_grad():
         assert not eager.use_matmul(q, mask)
-
-
-def _check_grads(fast, slow, params):
-    gy = torch.randn_like(fast)
-    gf = torch.autograd.grad(fast, params, gy, allow_unused=True)
-    gs = torch.autograd.grad(slow, params, gy, allow_unused=True, retain_graph=True)
-    for a, b in zip(gf, gs):
-        if a is not None or b is not None:
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
 @pytest.mark.parametrize("pe", [None, RelPosBias(size=(12, 12))])
