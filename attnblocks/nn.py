@@ -24,6 +24,9 @@ def grouped_rows(
 ) -> torch.Tensor:
     """Rows of a ``[q | k | v]`` projection reordered group by group, ``[q_g | k_g | v_g]``.
 
+    Shapes: ``channels`` the groups' ``(c0, c1)`` in order; returns ``(3 * sum(c1 - c0),)``
+    int64 row indices into the ``(3 * dim, dim)`` weight.
+
     Example:
         >>> grouped_rows(((0, 2), (2, 4)), 4).tolist()
         [0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10, 11]
