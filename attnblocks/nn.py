@@ -198,15 +198,22 @@ class AttentionLayer(nn.Module):
             self._group_params_cache = (key, params)
         return params
 
+    def _split_groups(self, t: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:
+        """``t: (..., C)`` cut into the groups' channels ``(..., c)``, in group order.
+
+        ``split``, not slices: its backward is one cat, where a slice per group back-propagates
+        a zero-filled full-size tensor each (11 ms a group for CSWin's stage 1 at batch 8); and
+        no split at all for one group (its backward would still copy).
+        """
+        return [t] if len(self.groups) == 1 else t.split(self._dims, dim=-1)
+
     def _split_inputs(self, xm: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Per group: its queries ``(B, H, W, 1, c)`` if it makes its own keys, else
         ``(B, H, W, 3, c)`` from ``q`` and the fused ``kv`` (whose ``[k | v]`` halves hold the
         token-reading groups' channels in group order); and the ``pad="timm"`` fill ``(3, C)``.
         """
         B, H, W, C = xm.shape
-        # split, not slices: its backward is one cat instead of a zero-filled q per group
-        qs = self.q(xm).view(B, H, W, 1, C)
-        qs = [qs] if len(self.groups) == 1 else qs.split(self._dims, dim=-1)
+        qs = self._split_groups(self.q(xm).view(B, H, W, 1, C))
         kv = None if self.kv is None else self.kv(xm).view(B, H, W, 2, -1)
         kvb = None if self.kv is None or self.kv.bias is None else self.kv.bias.view(2, -1)
         inputs, fills, r0 = [], [], 0
@@ -252,10 +259,7 @@ class AttentionLayer(nn.Module):
                 inputs = self._project_grouped(xm)
             else:
                 qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
-                # split, not slices: its backward is one cat, where a slice per group
-                # back-propagates a zero-filled full-size tensor each (11 ms a group for CSWin's
-                # stage 1 at batch 8)
-                inputs = [qkv] if len(self.groups) == 1 else qkv.split(self._dims, dim=-1)
+                inputs = self._split_groups(qkv)
             fill = None
             if self.spec.pad == "timm" and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
