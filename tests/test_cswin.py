@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from attnblocks import zoo
 from attnblocks.convert import load_cswin
 from helpers import randomize_
-from references.golden import golden_cases, load_golden, requires_golden
+from references.golden import golden_cases, load_golden
 from references.plain import cswin_attention
 
 
@@ -32,7 +32,6 @@ def _authors_params(layer, last: bool) -> dict[str, torch.Tensor]:
     return params
 
 
-@requires_golden
 @pytest.mark.parametrize("case", golden_cases("cswin"), ids=lambda c: c["name"])
 def test_equals_authors_golden(case):
     g = load_golden(case)

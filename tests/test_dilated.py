@@ -30,14 +30,10 @@ from helpers import randomize_
 
 try:
     from tests.references import plain
-    from tests.references.golden import golden_cases, load_golden, requires_golden
+    from tests.references.golden import golden_cases, load_golden
 except ImportError:  # pytest's rootdir insertion of tests/
     from references import plain  # type: ignore[no-redef]
-    from references.golden import (  # type: ignore[no-redef]
-        golden_cases,
-        load_golden,
-        requires_golden,
-    )
+    from references.golden import golden_cases, load_golden  # type: ignore[no-redef]
 
 TOL = {"atol": 1e-10, "rtol": 1e-9}
 LOWERINGS = ("slices", "tiles")
@@ -136,7 +132,6 @@ def test_generic_dilations_resolve_per_group():
 DILATEFORMER = golden_cases("dilateformer")
 
 
-@requires_golden
 @pytest.mark.parametrize("lowering", LOWERINGS)
 @pytest.mark.parametrize("case", DILATEFORMER, ids=[c["name"] for c in DILATEFORMER])
 def test_dilateformer_golden(case: dict[str, Any], lowering: str):

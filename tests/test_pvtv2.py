@@ -10,7 +10,7 @@ from timm.models.pvt_v2 import Attention as TimmPvtAttention
 from attnblocks import AttnblocksError, zoo
 from attnblocks.convert import load_pvtv2, load_timm_pvtv2
 from helpers import randomize_
-from references.golden import golden_cases, load_golden, requires_golden
+from references.golden import golden_cases, load_golden
 from references.plain import pvtv2_attention
 
 TOL = {"atol": 1e-10, "rtol": 1e-9}
@@ -55,7 +55,6 @@ def test_equals_plain_reference(case):
         torch.testing.assert_close(layer(x), ref, **TOL)
 
 
-@requires_golden
 @pytest.mark.parametrize("case", golden_cases("pvtv2"), ids=lambda c: c["name"])
 def test_equals_authors_golden(case):
     g = load_golden(case)

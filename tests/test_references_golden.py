@@ -12,14 +12,10 @@ import torch
 
 try:  # repo root on sys.path (python -m pytest, or tests/ made a package)
     from tests.references import plain
-    from tests.references.golden import golden_cases, load_golden, requires_golden
+    from tests.references.golden import golden_cases, load_golden
 except ImportError:  # pytest's default rootdir insertion of tests/
     from references import plain  # type: ignore[no-redef]
-    from references.golden import (  # type: ignore[no-redef]
-        golden_cases,
-        load_golden,
-        requires_golden,
-    )
+    from references.golden import golden_cases, load_golden  # type: ignore[no-redef]
 
 # float64 throughout; the authors' outputs were computed in float64 too, so only summation-order
 # rounding separates the two (observed max |diff| ~1e-15).
@@ -57,7 +53,6 @@ RUNNERS: dict[str, Callable[[dict, torch.Tensor, dict[str, Any]], torch.Tensor]]
 CASES = [c for fam in RUNNERS for c in golden_cases(fam)]
 
 
-@requires_golden
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_plain_reference_matches_authors(case: dict[str, Any]) -> None:
     g = load_golden(case)

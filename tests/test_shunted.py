@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from attnblocks import Attention, AttnblocksError, Downsample, RelPosBias, Split, zoo
 from attnblocks.convert import load_shunted
 from helpers import randomize_
-from references.golden import golden_cases, load_golden, requires_golden
+from references.golden import golden_cases, load_golden
 from references.plain import shunted_attention
 
 TOL = {"atol": 1e-10, "rtol": 1e-9}
@@ -33,7 +33,6 @@ def _authors_params(layer, sr: int) -> dict[str, torch.Tensor]:
     return params
 
 
-@requires_golden
 @pytest.mark.parametrize("case", golden_cases("shunted"), ids=lambda c: c["name"])
 def test_equals_authors_golden(case):
     g = load_golden(case)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from attnblocks import zoo
 from attnblocks.convert import load_swin, load_timm_swin
 from helpers import randomize_
-from references.golden import golden_cases, load_golden, requires_golden
+from references.golden import golden_cases, load_golden
 from references.plain import swin_attention
 
 timm_swin = pytest.importorskip("timm.models.swin_transformer")
@@ -39,7 +39,6 @@ def test_equals_timm_block_attention(H, W, M, shift, heads, d, B, fused):
         torch.testing.assert_close(layer(x), block._attn(x), atol=1e-10, rtol=1e-9)
 
 
-@requires_golden
 @pytest.mark.parametrize("case", golden_cases("swin"), ids=lambda c: c["name"])
 def test_equals_authors_golden(case):
     g = load_golden(case)

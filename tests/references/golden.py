@@ -1,8 +1,10 @@
 """Loaders for the golden outputs of the authors' own attention code.
 
-The golden cases live in ``../shared/golden`` relative to the repository root (one ``.npz`` per
-case plus ``index.json``). Every array is float64; parameters are stored under the authors' key
-names as ``param/<key>``. Loading never unpickles.
+The golden cases are copied into the repository, ``tests/data/golden`` (one ``.npz`` per case
+plus ``index.json``), from the project's shared ``../shared/golden``;
+``tests/test_golden_data.py`` checks the copies against it where it is present. Every array is
+float64; parameters are stored under the authors' key names as ``param/<key>``. Loading never
+unpickles.
 """
 
 from __future__ import annotations
@@ -12,22 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
-GOLDEN_DIR = Path(__file__).resolve().parents[3] / "shared" / "golden"
-
-requires_golden = pytest.mark.skipif(
-    not GOLDEN_DIR.exists(), reason=f"golden outputs not found at {GOLDEN_DIR}"
-)
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "data" / "golden"
+SHARED_GOLDEN_DIR = Path(__file__).resolve().parents[3] / "shared" / "golden"
 
 
 def golden_cases(family: str | None = None) -> list[dict[str, Any]]:
-    """Entries of ``index.json`` (optionally of one family); ``[]`` if the golden dir is absent."""
-    index = GOLDEN_DIR / "index.json"
-    if not index.exists():
-        return []
-    cases: list[dict[str, Any]] = json.loads(index.read_text())
+    """Entries of ``index.json`` (optionally of one family)."""
+    cases: list[dict[str, Any]] = json.loads((GOLDEN_DIR / "index.json").read_text())
     if family is not None:
         cases = [c for c in cases if c["family"] == family]
     return cases
