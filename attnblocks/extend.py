@@ -325,7 +325,7 @@ def _relpos_index(
             f"RelPosBias: head group {group} has a table for {size[0]}x{size[1]} windows, but "
             f"{partition!r} lets query {tuple(divmod(int(i), W))} attend to key "
             f"{tuple(divmod(int(j), W))} on a {H}x{W} map, "
-            + ("outside its frame" if bad[i, j] else f"{tuple(off[i, j])} away")
+            + ("outside its frame" if bad[i, j] else f"{tuple(int(o) for o in off[i, j])} away")
             + ".\n  Hint: declare a larger window_size, or RelPosBias(size=...)."
         )
     off = np.where(allowed[..., None], off, 0)
