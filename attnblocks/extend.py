@@ -77,6 +77,7 @@ __all__ = [
     "KeyUnion",
     "RulePartition",
     "RuleRunner",
+    "declared_layout",
     "rule_dense_lowering",
     "rule_flex_lowering",
     "token_coords",
