@@ -50,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -251,6 +252,20 @@ class RulePartition(Partition):
             ) from None
 
 
+def _normal_tensors(fn: Callable) -> Callable:
+    """Run a cached builder outside inference mode: its tensors outlive the call and may be
+    saved for backward by a later call in grad mode (inference tensors cannot be)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False):
+                return fn(*args)
+        return fn(*args)
+
+    return wrapper
+
+
 def _defines(cls: type, name: str) -> bool:
     """Whether ``cls`` overrides ``RulePartition``'s ``name``."""
     return getattr(cls, name, None) is not getattr(RulePartition, name, None)
@@ -276,6 +291,7 @@ def _layout_oracle(lay: RectLayout) -> np.ndarray:
 
 
 @size_cache(256, constant=True)
+@_normal_tensors
 def _allowed(partition: Partition, H: int, W: int, device: torch.device) -> torch.Tensor:
     """The oracle as a bool tensor on ``device`` (a graph constant under compile)."""
     return torch.from_numpy(partition_oracle(partition, H, W)).to(device)
@@ -312,6 +328,7 @@ register_coords(RulePartition)(lambda p, H, W, pad: p.frames(H, W, pad))
 
 
 @size_cache(128, constant=True)
+@_normal_tensors
 def _relpos_index(
     partition: RulePartition, H: int, W: int, pad: str, size: tuple[int, int], group: int
 ) -> torch.Tensor:
@@ -336,6 +353,7 @@ def _relpos_index(
 
 
 @size_cache(128, constant=True)
+@_normal_tensors
 def _lepe_shifts(partition: RulePartition, H: int, W: int, pad: str, k: int) -> torch.Tensor:
     """``(k*k, N, N)`` bool: key ``j`` sits at kernel offset ``o`` from query ``i`` in its frame."""
     fr, p = partition.frames(H, W, pad), k // 2
@@ -413,6 +431,7 @@ def _score_mod(bias: torch.Tensor, score, b, h, q_idx, kv_idx):
 
 
 @size_cache(64)
+@_normal_tensors
 def _block_mask(partition: RulePartition, H: int, W: int, device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
 
