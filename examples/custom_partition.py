@@ -54,6 +54,7 @@ class Tiles(RulePartition):
     (batched windows, fused SDPA) runs it, and ``window_size`` sizes RelPosBias's table."""
 
     size: int = 4
+    _positional = ("size",)  # repr Tiles(4) rather than Tiles(size=4)
 
     def allows(self, q, k):
         s = self.size

@@ -383,3 +383,15 @@ def test_a_rule_compiles():
     x = torch.randn(1, 6, 6, 8)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), layer(x))
+
+
+@pytest.mark.parametrize("backend", ["auto", "dense"])
+def test_a_rule_behaves_the_same_after_inference_mode(backend):
+    spec = Attention(partition=Checkerboard(1), pe=(RelPosBias(), LePE()), backend=backend)
+    layer = spec.build(8, 2)
+    x = torch.randn(1, 5, 6, 8)
+    with torch.inference_mode():
+        before = layer(x)
+    after = layer(x)
+    after.sum().backward()  # the cached mask and indices are not inference tensors
+    torch.testing.assert_close(before, after)
