@@ -7,22 +7,21 @@ hook below has a default derived from the rule; the only required one is the rul
 (``allows``, or ``oracle`` for a set that is easier to state as a mask), and a class that has
 neither fails when it is *defined*, not on first use.
 
-=====================  ==========================================  ===============================
-hook                   what it says                                derived when absent
-=====================  ==========================================  ===============================
-``allows(q, k)``       the rule: may query ``q`` attend to key     (required, or ``oracle``)
-                       ``k``; coordinate tuples of any length
-``oracle(H, W)``       the ``(N, N)`` bool mask                    from ``allows``
-``mask_mod(H, W)``     FlexAttention's ``mask_mod``                from ``allows`` (or a lookup
-                                                                   in ``oracle``)
-``layout(H, W, pad)``  the windows it cuts the map into            ``None``: no eager kernel, the
-                       (a :class:`~attnblocks.RectLayout`)         dense lowering runs instead
-``window_size``        the table size of ``RelPosBias``            ``None``: RelPosBias refuses
-``frames(H, W, pad)``  window id and in-window position of every   the layout's windows, else the
-                       token (what LePE / RelPosBias read)         whole map as one frame
-``describe(H, W)``     the lines of :func:`~attnblocks.explain`    keys per query from the mask
-``examples()``         instances for the contract test             ``cls()``
-=====================  ==========================================  ===============================
+The hooks, each with what is derived when it is absent:
+
+- ``allows(q, k)``: the rule, may query ``q`` attend to key ``k`` (coordinate tuples of any
+  length). Required, or ``oracle``.
+- ``oracle(H, W)``: the ``(N, N)`` bool mask. From ``allows``.
+- ``mask_mod(H, W, device)``: FlexAttention's ``mask_mod``. From ``allows``, or a lookup in
+  ``oracle``.
+- ``layout(H, W, pad)``: the windows it cuts the map into (a :class:`~attnblocks.RectLayout`).
+  ``None``: no eager kernel, the dense lowering runs.
+- ``window_size``: the table size of ``RelPosBias``. ``None``: RelPosBias needs ``size=``.
+- ``frames(H, W, pad)``: every token's window id and in-window position (LePE, RelPosBias).
+  The layout's windows, else the whole map as one frame.
+- ``describe(H, W, pad)``: the lines of :func:`~attnblocks.explain`. Keys per query and the
+  lowering per backend.
+- ``examples()``: instances for the contract test. ``cls()``.
 
 What each backend runs: ``"dense"`` the rule's mask over all ``N`` tokens; ``"flex"`` one
 FlexAttention call over the row-major tokens with the rule as ``mask_mod`` (no CPU backward);
