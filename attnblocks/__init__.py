@@ -17,6 +17,7 @@ from ._errors import AttnblocksError
 from .attention import Attention
 from .config import from_config, to_config
 from .cost import Cost, cost
+from .extend import KeyIntersection, KeyUnion, RulePartition
 from .heads import Split
 from .lowering import GroupPlan, RectLayout, explain, rect_layout
 from .masks import dense_mask, region_ids, window_mask
@@ -42,6 +43,8 @@ __all__ = [
     "Global",
     "Grid",
     "GroupPlan",
+    "KeyIntersection",
+    "KeyUnion",
     "LePE",
     "LocalConv",
     "Neighborhood",
@@ -49,6 +52,7 @@ __all__ = [
     "PositionalEncoder",
     "RectLayout",
     "RelPosBias",
+    "RulePartition",
     "Score",
     "Split",
     "Stripe",

@@ -25,7 +25,7 @@ from einops import rearrange
 
 from ._errors import AttnblocksError
 from .attention import Attention
-from .lowering import GroupPlan, rect_layout
+from .lowering import GroupPlan, RectLayout, rect_layout
 from .masks import partition_oracle, window_mask
 from .partition import Global, Grid, Partition, Stripe, Window
 from .pe import LePE, PositionalEncoder, RelPosBias
@@ -140,7 +140,13 @@ def _lookup(table: dict, key_prefix: Any, obj: Any, what: str, hook: str):
 @register_cost("eager", Window, Stripe, Global, Grid)
 @register_cost("flex", Window, Stripe, Global, Grid)
 def _rect_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
-    lay = rect_layout(g.partition, H, W, pad)
+    return _layout_cost(rect_layout(g.partition, H, W, pad), g, H, W, batch, itemsize, bias)
+
+
+def _layout_cost(
+    lay: RectLayout, g: GroupPlan, H: int, W: int, batch: int, itemsize: int, bias: bool
+) -> GroupCost:
+    """The cost of one head group run by the eager (or flex) window lowering on ``lay``."""
     nW, T, h, d = lay.num_windows, lay.tokens, g.num_heads, g.dim // g.num_heads
     real = torch.zeros(1, lay.Hp, lay.Wp, 1)
     real[:, :H, :W] = 1

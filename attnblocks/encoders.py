@@ -25,6 +25,7 @@ from torch import nn
 
 from ._cache import size_cache
 from ._errors import AttnblocksError
+from ._spec import pair
 from .lowering import GroupPlan, RectLayout
 from .partition import Dilated, Grid, Window
 
@@ -122,6 +123,15 @@ class RelPosBiasModule(EncoderModule):
                 size = spec.size
             elif isinstance(g.partition, (Window, Grid)):
                 size = g.partition.size
+            elif getattr(g.partition, "window_size", None) is not None:  # attnblocks.extend
+                size = pair(repr(g.partition), "window_size", g.partition.window_size)
+            elif hasattr(g.partition, "window_size"):
+                raise AttnblocksError(
+                    f"{spec!r} needs a window size, but head group {g.index} uses "
+                    f"{g.partition!r}, which declares none (window_size = None).\n  Hint: "
+                    f"declare window_size on the partition, or give RelPosBias(size=(h, w)), the "
+                    f"largest key offset + 1 it must cover."
+                )
             else:
                 raise AttnblocksError(
                     f"{spec!r} needs a fixed window, but head group {g.index} uses "

@@ -7,6 +7,7 @@ arithmetic for a concrete map size happens in :mod:`attnblocks.lowering`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ __all__ = [
     "ACTIVATIONS",
     "BORDERS",
     "CLAMP_RULES",
+    "SET_OPERATIONS",
     "Dilated",
     "Downsample",
     "Global",
@@ -30,6 +32,9 @@ __all__ = [
 CLAMP_RULES = (None, "swin", "timm")
 ACTIVATIONS = (None, "gelu")
 _AXES = {"v": "v", "vertical": "v", "h": "h", "horizontal": "h"}
+# "|" and "&" on partitions: filled by attnblocks.extend (KeyUnion, KeyIntersection), which
+# imports this module, so the specs here need no import of the lowering machinery
+SET_OPERATIONS: dict[str, Callable[[tuple[Partition, ...]], Partition]] = {}
 
 
 class Partition(Spec):
@@ -53,6 +58,21 @@ class Partition(Spec):
     def is_generic(self) -> bool:
         """True when the spec needs a head split to mean one concrete partition."""
         return False
+
+    def _set_op(self, other: object, op: str) -> Partition:
+        if not isinstance(other, Partition):
+            return NotImplemented
+        if op not in SET_OPERATIONS:
+            raise AttnblocksError(f"{self!r} {op} {other!r}: import attnblocks.extend first.")
+        return SET_OPERATIONS[op]((self, other))
+
+    def __or__(self, other: object) -> Partition:
+        """``p | q``: one softmax over the union of the key sets (:class:`~attnblocks.KeyUnion`)."""
+        return self._set_op(other, "|")
+
+    def __and__(self, other: object) -> Partition:
+        """``p & q``: the keys both allow (:class:`~attnblocks.KeyIntersection`)."""
+        return self._set_op(other, "&")
 
 
 @dataclass(frozen=True, repr=False)

@@ -18,6 +18,11 @@ PRINTS = {
     "quickstart.py": ["CSWin", "group 1: heads [2, 4)"],
     "compose_published.py": ["Swin SW-MSA", "timm SwinTransformerBlock vs attnblocks"],
     "hybrids.py": ["windows + grid", "stem grad"],
+    "custom_partition.py": [
+        "custom partition: Axial()",
+        "backend='flex' vs eager",
+        "trained 4 steps",
+    ],
     "train_digits.py": ["test accuracy hybrid", "test accuracy global"],
 }
 

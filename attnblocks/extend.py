@@ -1,0 +1,632 @@
+"""The extension contract: a partition family from a rule, and token sets that compose.
+
+A new token set is one class. It states *who may attend to whom* from token coordinates
+(:meth:`RulePartition.allows`, vectorised over tensors, so the same function is the dense
+oracle and a FlexAttention ``mask_mod``), and may declare more to earn faster paths. Every
+hook below has a default derived from the rule; the only required one is the rule itself
+(``allows``, or ``oracle`` for a set that is easier to state as a mask), and a class that has
+neither fails when it is *defined*, not on first use.
+
+The hooks, each with what is derived when it is absent:
+
+- ``allows(q, k)``: the rule, may query ``q`` attend to key ``k`` (coordinate tuples of any
+  length). Required, or ``oracle``.
+- ``oracle(H, W)``: the ``(N, N)`` bool mask. From ``allows``.
+- ``mask_mod(H, W, device)``: FlexAttention's ``mask_mod``. From ``allows``, or a lookup in
+  ``oracle``.
+- ``layout(H, W, pad)``: the windows it cuts the map into (a :class:`~attnblocks.RectLayout`).
+  ``None``: no eager kernel, the dense lowering runs.
+- ``window_size``: the table size of ``RelPosBias``. ``None``: RelPosBias needs ``size=``.
+- ``frames(H, W, pad)``: every token's window id and in-window position (LePE, RelPosBias).
+  The layout's windows, else the whole map as one frame.
+- ``describe(H, W, pad)``: the lines of :func:`~attnblocks.explain`. Keys per query and the
+  lowering per backend.
+- ``examples()``: instances for the contract test. ``cls()``.
+
+What each backend runs: ``"dense"`` the rule's mask over all ``N`` tokens; ``"flex"`` one
+FlexAttention call over the row-major tokens with the rule as ``mask_mod`` (no CPU backward);
+``"eager"`` / ``"auto"`` the eager window runner when ``layout`` is declared, else the dense
+lowering (:func:`~attnblocks.explain` says which). Costs, pictures
+(:func:`~attnblocks.draw_pattern`), :func:`~attnblocks.dense_mask` and configs come from the
+same hooks. The class is made a frozen dataclass for you: fields are plain annotations.
+
+``p | q`` (:class:`KeyUnion`) is one softmax over the union of the key sets (a key in both
+counts once), ``p & q`` (:class:`KeyIntersection`) over their intersection; built-in
+partitions compose the same way.
+
+Example:
+    >>> import torch
+    >>> from attnblocks import Attention, Split, Window
+    >>> class Axial(RulePartition):
+    ...     "Criss-cross: the query's row and column."
+    ...     def allows(self, q, k):
+    ...         return (q[0] == k[0]) | (q[1] == k[1])
+    >>> spec = Attention(heads=Split(Window(4), Axial() | Window(2)))
+    >>> spec.build(16, 2)(torch.randn(1, 8, 8, 16)).shape
+    torch.Size([1, 8, 8, 16])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from . import partition as _partition
+from ._cache import size_cache
+from ._errors import AttnblocksError
+from .backends.dense import WindowCoords, _dense_form, dense_attention, register_coords
+from .backends.eager import loops_per_head, rect_attention
+from .backends.flex import check_flex_call, fresh_inputs
+from .backends.registry import register_lowering
+from .cost import GroupCost, _dense_cost, _layout_cost, register_cost
+from .encoders import LePEModule, RelPosBiasModule
+from .lowering import RectLayout
+from .masks import partition_oracle, register_oracle
+from .partition import Partition
+from .runners import RectRunner, RunContext, register_runner
+
+__all__ = [
+    "KeyIntersection",
+    "KeyUnion",
+    "RulePartition",
+    "RuleRunner",
+    "declared_layout",
+    "rule_dense_lowering",
+    "rule_flex_lowering",
+    "token_coords",
+]
+
+REQUIRED = (("allows", "oracle"),)  # each entry: at least one of these must be defined
+
+
+def token_coords(shape: Sequence[int], index: torch.Tensor | None = None) -> tuple:
+    """Coordinates of tokens on a map of any rank, row-major (``n = y * W + x`` in 2-D).
+
+    Shapes: ``index`` any shape (default ``arange(prod(shape))``); returns one tensor per axis,
+    each of ``index``'s shape.
+
+    Example:
+        >>> [c.tolist() for c in token_coords((2, 3))]
+        [[0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]]
+    """
+    if index is None:
+        index = torch.arange(int(np.prod(shape)))
+    coords = []
+    for size in reversed(shape[1:]):
+        coords.append(index % size)
+        index = index // size
+    coords.append(index)
+    return tuple(reversed(coords))
+
+
+class RulePartition(Partition):
+    """Base class of a partition family defined by a rule (see the module docstring).
+
+    Subclass it, give fields as annotations, and define ``allows``; nothing else is needed.
+    Pass ``abstract=True`` in the class statement for an intermediate base with no rule.
+
+    Shapes: in ``allows(q, k)`` (or ``allows(q, k, shape)``), ``q`` and ``k`` are tuples of
+    int64 tensors, one per map axis (``(y, x)``), broadcastable against each other; the result
+    is a bool tensor of their broadcast shape. Write it with tensor operators (``==``, ``&``,
+    ``|``, ``abs``, ``//``, ``%``), no Python ``if`` on values, so it also runs as a
+    FlexAttention ``mask_mod``.
+
+    Example:
+        >>> class Rows(RulePartition):
+        ...     "Every token of the query's row."
+        ...     def allows(self, q, k):
+        ...         return q[0] == k[0]
+        >>> Rows(), Rows().oracle(2, 2).astype(int).tolist()
+        (Rows(), [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+    """
+
+    window_size: ClassVar[tuple[int, int] | None] = None
+    _rule_takes_shape: ClassVar[bool] = False
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for names in () if abstract else REQUIRED:
+            if not any(_defines(cls, n) for n in names):
+                raise TypeError(
+                    f"{cls.__name__}: a RulePartition must define "
+                    f"{' or '.join(names)} (who may attend to whom); see attnblocks.extend."
+                )
+        if not abstract and _defines(cls, "allows"):
+            params = [p for p in inspect.signature(cls.allows).parameters][1:]
+            if len(params) not in (2, 3):
+                raise TypeError(
+                    f"{cls.__name__}.allows takes (q, k) or (q, k, shape), got "
+                    f"({', '.join(params)})."
+                )
+            cls._rule_takes_shape = len(params) == 3
+        for name in ("layout", "frames", "describe", "oracle", "mask_mod"):
+            if name in cls.__dict__ and not callable(cls.__dict__[name]):
+                raise TypeError(f"{cls.__name__}.{name} must be a method.")
+        # a frozen, hashable spec with a readable repr: the user writes annotations only
+        if "__dataclass_fields__" not in cls.__dict__:
+            dataclasses.dataclass(frozen=True, repr=False)(cls)
+            # frozenness comes from RulePartition.__setattr__, so an explicit @dataclass(frozen=
+            # True) on the class still applies on top of this one
+            for name in ("__setattr__", "__delattr__"):
+                if name in cls.__dict__:
+                    delattr(cls, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+    # -- the rule ---------------------------------------------------------------------------
+
+    def has_rule(self) -> bool:
+        """Whether the set is stated by ``allows`` (else only by its ``oracle`` mask)."""
+        return _defines(type(self), "allows")
+
+    def rule(self, q: tuple, k: tuple, shape: tuple[int, ...]) -> torch.Tensor:
+        """``allows(q, k)`` as a bool tensor of the broadcast shape of ``q`` and ``k``."""
+        out = self.allows(q, k, shape) if self._rule_takes_shape else self.allows(q, k)
+        if not isinstance(out, torch.Tensor):  # a constant rule (True / False)
+            return (q[0] >= 0) if bool(out) else (q[0] < 0)
+        if out.dtype != torch.bool:
+            raise AttnblocksError(
+                f"{self!r}.allows must return a bool tensor, got dtype {out.dtype}."
+            )
+        return out
+
+    def allows(self, q: tuple, k: tuple) -> torch.Tensor:  # pragma: no cover - documented hook
+        """The rule: whether query ``q`` may attend to key ``k`` (coordinate tuples)."""
+        raise NotImplementedError
+
+    def oracle(self, H: int, W: int) -> np.ndarray:
+        """``(N, N)`` bool with ``N = H * W``: the rule evaluated on every token pair."""
+        shape = (H, W)
+        c = token_coords(shape)
+        q, k = tuple(t[:, None] for t in c), tuple(t[None, :] for t in c)
+        return self.rule(q, k, shape).expand(H * W, H * W).numpy().copy()
+
+    def mask_mod(self, H: int, W: int, device: torch.device) -> Callable:
+        """FlexAttention's ``mask_mod(b, h, q_idx, kv_idx)`` over row-major tokens."""
+        shape = (H, W)
+        if self.has_rule():
+
+            def mod(b, h, q_idx, kv_idx):
+                return self.rule(token_coords(shape, q_idx), token_coords(shape, kv_idx), shape)
+
+            return mod
+        allowed = _allowed(self, H, W, device)
+
+        def lookup(b, h, q_idx, kv_idx):
+            return allowed[q_idx, kv_idx]
+
+        return lookup
+
+    # -- what it may declare for faster paths ----------------------------------------------
+
+    def layout(self, H: int, W: int, pad: str = "mask") -> RectLayout | None:
+        """The windows the set cuts an ``H x W`` map into, or ``None`` (the default).
+
+        A declared layout runs the eager window runner (batched windows, fused SDPA). The
+        rule must then allow exactly the pairs in the same window (checked once per size).
+        """
+        return None
+
+    def frames(self, H: int, W: int, pad: str = "mask") -> WindowCoords:
+        """Every token's frame (window id) and position in it, for the encoders."""
+        lay = self.layout(H, W, pad)
+        y, x = np.divmod(np.arange(H * W), W)
+        if lay is None:
+            return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
+        return _layout_frames(lay)
+
+    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
+        """Lines for :func:`~attnblocks.explain`."""
+        keys = partition_oracle(self, H, W).sum(-1)
+        how = "its rule" if self.has_rule() else "its mask"
+        lines = [f"keys per query: mean {keys.mean():.1f}, max {keys.max()} (from {how})"]
+        lay = self.layout(H, W, pad)
+        if lay is None:
+            lines.append("eager/auto: no eager kernel declared: runs the dense lowering (N x N)")
+        else:
+            (nh, nw), (wh, ww) = lay.counts, lay.window
+            lines.append(f"eager/auto: windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}")
+        lines.append(f"flex: one block-masked call, mask_mod from {how}; dense: N x N mask")
+        return lines
+
+    @classmethod
+    def examples(cls) -> tuple[RulePartition, ...]:
+        """Instances that the contract test runs (default: ``cls()``)."""
+        try:
+            return (cls(),)
+        except TypeError as e:
+            raise TypeError(
+                f"{cls.__name__}: define examples() (instances for the contract test): {e}"
+            ) from None
+
+
+def _normal_tensors(fn: Callable) -> Callable:
+    """Run a cached builder outside inference mode: its tensors outlive the call and may be
+    saved for backward by a later call in grad mode (inference tensors cannot be)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False):
+                return fn(*args)
+        return fn(*args)
+
+    return wrapper
+
+
+def _defines(cls: type, name: str) -> bool:
+    """Whether ``cls`` overrides ``RulePartition``'s ``name``."""
+    return getattr(cls, name, None) is not getattr(RulePartition, name, None)
+
+
+def _layout_frames(lay: RectLayout) -> WindowCoords:
+    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
+    y, x = np.divmod(np.arange(lay.H * lay.W), lay.W)
+    r, c = (y - sh) % lay.H, (x - sw) % lay.W
+    if lay.grid:
+        return WindowCoords((r % nh) * nw + (c % nw), np.stack([r // nh, c // nw], 1))
+    return WindowCoords((r // wh) * nw + (c // ww), np.stack([r % wh, c % ww], 1))
+
+
+def _layout_oracle(lay: RectLayout) -> np.ndarray:
+    """``(N, N)``: same window and (under a shift) same region, as ``pad='mask'`` means it."""
+    fr = _layout_frames(lay)
+    (sh, sw), (H, W) = lay.shift, (lay.H, lay.W)
+    y, x = np.divmod(np.arange(H * W), W)
+    r, c = (y - sh) % H, (x - sw) % W
+    region = 3 * (r >= H - sh) * (sh > 0) + (c >= W - sw) * (sw > 0)
+    return fr.same_window() & (region[:, None] == region[None, :])
+
+
+@size_cache(256, constant=True)
+@_normal_tensors
+def _allowed(partition: Partition, H: int, W: int, device: torch.device) -> torch.Tensor:
+    """The oracle as a bool tensor on ``device`` (a graph constant under compile)."""
+    return torch.from_numpy(partition_oracle(partition, H, W)).to(device)
+
+
+@size_cache(256, constant=True)
+def _checked_layout(partition: RulePartition, H: int, W: int) -> bool:
+    """Raise unless the declared layout's windows are exactly the rule's key sets."""
+    lay = partition.layout(H, W, "mask")
+    if lay is not None and not np.array_equal(
+        _layout_oracle(lay), partition_oracle(partition, H, W)
+    ):
+        raise AttnblocksError(
+            f"{partition!r}: layout() declares {lay.window[0]}x{lay.window[1]} windows on a "
+            f"{H}x{W} map, but its rule allows other pairs than those of a window; fix the "
+            f"rule or the layout (they must say the same thing)."
+        )
+    return True
+
+
+def declared_layout(partition: RulePartition, H: int, W: int, pad: str) -> RectLayout | None:
+    """The partition's declared layout on ``H x W`` (checked against its rule), or ``None``."""
+    lay = partition.layout(H, W, pad)
+    if lay is not None:
+        _checked_layout(partition, H, W)
+    return lay
+
+
+register_oracle(RulePartition)(lambda p, H, W: p.oracle(H, W))
+register_coords(RulePartition)(lambda p, H, W, pad: p.frames(H, W, pad))
+
+
+# -- encoders, densely -------------------------------------------------------------------------
+
+
+@size_cache(128, constant=True)
+@_normal_tensors
+def _relpos_index(
+    partition: RulePartition, H: int, W: int, pad: str, size: tuple[int, int], group: int
+) -> torch.Tensor:
+    """``(N, N)`` int64 index into a ``RelPosBias`` table of ``size`` for every allowed pair."""
+    fr, allowed = partition.frames(H, W, pad), partition_oracle(partition, H, W)
+    off = fr.offsets()
+    bad = allowed & ~fr.same_window()
+    far = allowed & ((np.abs(off[..., 0]) >= size[0]) | (np.abs(off[..., 1]) >= size[1]))
+    if bad.any() or far.any():
+        i, j = np.argwhere(bad | far)[0]
+        raise AttnblocksError(
+            f"RelPosBias: head group {group} has a table for {size[0]}x{size[1]} windows, but "
+            f"{partition!r} lets query {tuple(divmod(int(i), W))} attend to key "
+            f"{tuple(divmod(int(j), W))} on a {H}x{W} map, "
+            + ("outside its frame" if bad[i, j] else f"{tuple(int(o) for o in off[i, j])} away")
+            + ".\n  Hint: declare a larger window_size, or RelPosBias(size=...)."
+        )
+    off = np.where(allowed[..., None], off, 0)
+    return torch.from_numpy(
+        (off[..., 0] + size[0] - 1) * (2 * size[1] - 1) + off[..., 1] + size[1] - 1
+    )
+
+
+@size_cache(128, constant=True)
+@_normal_tensors
+def _lepe_shifts(partition: RulePartition, H: int, W: int, pad: str, k: int) -> torch.Tensor:
+    """``(k*k, N, N)`` bool: key ``j`` sits at kernel offset ``o`` from query ``i`` in its frame."""
+    fr, p = partition.frames(H, W, pad), k // 2
+    same, off = fr.same_window(), fr.offsets()
+    return torch.from_numpy(
+        np.stack(
+            [
+                same & (off[..., 0] == p - a) & (off[..., 1] == p - b)
+                for a in range(k)
+                for b in range(k)
+            ]
+        )
+    )
+
+
+def _encoder_terms(g: Any, encoders: Sequence, H: int, W: int, pad: str, q: torch.Tensor):
+    """The encoders' dense bias ``(h, N, N)`` (or ``None``) and value hooks ``f(v)``."""
+    part, bias, values = g.partition, None, []
+    for e in encoders:
+        if isinstance(e, RelPosBiasModule):
+            index = _relpos_index(part, H, W, pad, tuple(e.sizes[g.index]), g.index)
+            term = e.tables[g.index][index.to(q.device)].permute(2, 0, 1).to(q.dtype)
+            bias = term if bias is None else bias + term
+        elif isinstance(e, LePEModule):
+            values.append(_lepe_value(e, g, _lepe_shifts(part, H, W, pad, e.kernel)))
+        else:
+            bf, vf = _dense_form(e)  # other encoders with a registered dense form
+            if bf is not None:
+                term = bf(e, g, part.frames(H, W, pad)).to(q.dtype)
+                bias = term if bias is None else bias + term
+            if vf is not None:
+                values.append(lambda v, e=e, vf=vf: vf(e, g, v, part.frames(H, W, pad)))
+    return bias, values
+
+
+def _lepe_value(module: LePEModule, g: Any, shifts: torch.Tensor) -> Callable:
+    """LePE's term on ``v: (B, h, N, d)`` from the frames' shift matrices ``(k*k, N, N)``."""
+
+    def value(v: torch.Tensor) -> torch.Tensor:
+        c0, c1 = g.channels
+        h = g.num_heads
+        w = rearrange(module.conv.weight[c0:c1], "(h d) 1 ka kb -> (ka kb) 1 h 1 d", h=h)
+        b = rearrange(module.conv.bias[c0:c1], "(h d) -> h 1 d", h=h)
+        shifted = shifts.to(v)[:, None, None] @ v  # (k*k, B, h, N, d)
+        return (shifted * w.to(v)).sum(0) + b.to(v)
+
+    return value
+
+
+def _check_pad(g: Any, ctx: Any, backend: str) -> None:
+    if ctx.pad not in ("mask", "error"):
+        raise AttnblocksError(
+            f"{g.partition!r} on backend={backend!r} attends over the real tokens only: it needs "
+            f"pad='mask' or 'error', got {ctx.pad!r}."
+        )
+
+
+@register_lowering("dense", RulePartition)
+def rule_dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """A rule's head group as dense masked attention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    g = runner.group
+    _check_pad(g, ctx, "dense")
+    H, W = qkv.shape[1:3]
+    allowed = _allowed(g.partition, H, W, qkv.device)
+    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=g.num_heads)
+    bias, values = _encoder_terms(g, ctx.encoders, H, W, ctx.pad, q)
+    o = dense_attention(q, k, v, allowed, ctx.scale, bias, ctx.dropout_p)
+    for f in values:
+        o = o + f(v)
+    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+
+
+def _score_mod(bias: torch.Tensor, score, b, h, q_idx, kv_idx):
+    return score + bias[h, q_idx, kv_idx]
+
+
+@size_cache(64)
+@_normal_tensors
+def _block_mask(partition: RulePartition, H: int, W: int, device: torch.device):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    N = H * W
+    return create_block_mask(partition.mask_mod(H, W, device), None, None, N, N, device=device)
+
+
+@register_lowering("flex", RulePartition)
+def rule_flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """A rule's head group as one FlexAttention call over the row-major tokens, the rule as
+    ``mask_mod``: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    from functools import partial
+
+    from torch.nn.attention.flex_attention import flex_attention
+
+    g = runner.group
+    check_flex_call(g, qkv, ctx)
+    _check_pad(g, ctx, "flex")
+    H, W = qkv.shape[1:3]
+    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=g.num_heads)
+    bias, values = _encoder_terms(g, ctx.encoders, H, W, ctx.pad, q)
+    if bias is not None and torch.compiler.is_compiling() and q.device.type == "cpu":
+        raise AttnblocksError(
+            f"backend='flex' under torch.compile on CPU cannot add the encoders' bias to "
+            f"{g.partition!r} (inductor's CPU FlexAttention kernel rejects a score_mod that reads "
+            f"a computed tensor). Use backend='dense', flex without compile, or a CUDA device."
+        )
+    qf, kf, vf, negated = fresh_inputs(q.contiguous(), k.contiguous(), v.contiguous())
+    score = None if bias is None else partial(_score_mod, bias)
+    bm = _block_mask(g.partition, H, W, q.device)
+    o = flex_attention(qf, kf, vf, score_mod=score, block_mask=bm, scale=ctx.scale)
+    o = -o if negated else o
+    for f in values:
+        o = o + f(v)
+    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+
+
+@register_runner(RulePartition)
+class RuleRunner(RectRunner):
+    """Runs a rule's head group eagerly: the window runner on its declared layout, else the
+    dense lowering (:func:`rule_dense_lowering`).
+
+    Shapes: ``qkv: (B, H, W, 3, c) -> (B, H, W, c)``.
+    """
+
+    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        g = self.group
+        layout = declared_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+        if layout is None:
+            return rule_dense_lowering(self, qkv, ctx)
+        fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
+        return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
+
+    def ordered_layout(
+        self, H: int, W: int, pad: str, batch: int = 1, device: torch.device | str = "cpu"
+    ) -> RectLayout | None:
+        layout = declared_layout(self.group.partition, H, W, pad)
+        if layout is None or layout.pad != (0, 0):
+            return None
+        if layout.needs_mask and not loops_per_head(
+            layout.tokens, batch * layout.num_windows, device
+        ):
+            return None
+        return layout
+
+
+def _rule_cost(g, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool) -> GroupCost:
+    lay = g.partition.layout(H, W, pad)
+    if lay is None:  # the dense lowering runs (flex on CPU materialises the scores too)
+        return _dense_cost(g, H, W, pad, batch, itemsize, bias)
+    return _layout_cost(lay, g, H, W, batch, itemsize, bias)
+
+
+register_cost("eager", RulePartition)(_rule_cost)
+register_cost("flex", RulePartition)(_dense_cost)  # counted densely: an upper bound
+
+
+# -- token sets compose ------------------------------------------------------------------------
+
+
+class _KeySetOp(RulePartition, abstract=True):
+    """Shared by :class:`KeyUnion` and :class:`KeyIntersection`: ``parts`` combined per pair."""
+
+    parts: tuple[Partition, ...]
+    symbol: ClassVar[str] = "?"
+    word: ClassVar[str] = "?"
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        parts = self.parts
+        if not isinstance(parts, (tuple, list)) or len(parts) < 2:
+            raise AttnblocksError(f"{name}: give at least two partitions, got {parts!r}.")
+        flat: list[Partition] = []
+        for p in parts:
+            if not isinstance(p, Partition):
+                raise TypeError(f"{name}: parts must be partitions, got {p!r}.")
+            if _own_keys(p):
+                raise AttnblocksError(
+                    f"{name}: {p!r} attends to keys of its own (a reduced map), not to the map's "
+                    f"tokens, so its key set cannot be combined with another's."
+                )
+            flat.extend(p.parts if type(p) is type(self) else (p,))
+        object.__setattr__(self, "parts", tuple(flat))
+
+    def __repr__(self) -> str:
+        def show(p: Partition) -> str:
+            return f"({p!r})" if isinstance(p, _KeySetOp) else repr(p)
+
+        return f" {self.symbol} ".join(show(p) for p in self.parts)
+
+    def is_generic(self) -> bool:
+        return any(p.is_generic() for p in self.parts)
+
+    def resolve(self, index: int, count: int) -> Partition:
+        return type(self)(tuple(p.resolve(index, count) for p in self.parts))
+
+    def has_rule(self) -> bool:
+        return all(isinstance(p, RulePartition) and p.has_rule() for p in self.parts)
+
+    def rule(self, q: tuple, k: tuple, shape: tuple[int, ...]) -> torch.Tensor:
+        out = None
+        for p in self.parts:
+            r = p.rule(q, k, shape)
+            out = r if out is None else self.combine(out, r)
+        return out
+
+    def oracle(self, H: int, W: int) -> np.ndarray:
+        out = None
+        for p in self.parts:
+            m = partition_oracle(p, H, W)
+            out = m if out is None else self.combine(out, m)
+        return out
+
+    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
+        lines = [
+            f"{self.word} of {len(self.parts)} key sets, one softmax (a key in both counts once)"
+        ]
+        return lines + super().describe(H, W, pad)
+
+    @classmethod
+    def examples(cls) -> tuple[RulePartition, ...]:
+        from .partition import Global, Stripe, Window
+
+        return (cls((Window(3), Stripe(1, axis="h"))), cls((Window((2, 3), shift=1), Global())))
+
+
+def _own_keys(p: Partition) -> bool:
+    from .runners import runner_for
+
+    try:
+        return runner_for(p).kv_source == "own"
+    except AttnblocksError:
+        return False
+
+
+class KeyUnion(_KeySetOp):
+    """``p | q``: each query attends to the union of the parts' key sets, in one softmax.
+
+    A key in several sets counts once (Longformer's sliding window plus global tokens, a
+    window plus a rule). Lowered from the parts' oracles: dense, flex (the parts' rules as one
+    ``mask_mod`` when all are rules, else a lookup in the combined mask).
+
+    Shapes: as any partition; ``parts`` a tuple of two or more partitions.
+
+    Example:
+        >>> from attnblocks import Stripe, Window
+        >>> Window(4) | Stripe(1, axis="h")
+        Window(4) | Stripe(1, axis='h')
+    """
+
+    symbol: ClassVar[str] = "|"
+    word: ClassVar[str] = "union"
+
+    @staticmethod
+    def combine(a, b):
+        return a | b
+
+
+class KeyIntersection(_KeySetOp):
+    """``p & q``: each query attends to the keys that every part allows (a window restricted by
+    a rule), in one softmax.
+
+    Shapes: as any partition; ``parts`` a tuple of two or more partitions.
+
+    Example:
+        >>> from attnblocks import Stripe, Window
+        >>> (Window(4) & Stripe(1, axis="v")).oracle(4, 4).sum(-1).tolist()[:4]
+        [4, 4, 4, 4]
+    """
+
+    symbol: ClassVar[str] = "&"
+    word: ClassVar[str] = "intersection"
+
+    @staticmethod
+    def combine(a, b):
+        return a & b
+
+
+_partition.SET_OPERATIONS.update({"|": KeyUnion, "&": KeyIntersection})
