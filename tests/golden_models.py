@@ -1,0 +1,52 @@
+"""The authors' small full models and Tiny key layouts, from the repository's own copy.
+
+``tests/data/golden/models/`` is a byte-for-byte copy of ``../shared/golden/models/`` (the
+authors' generated files: copy, never edit); ``test_golden_models_copy_is_exact`` checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MODELS_DIR = Path(__file__).resolve().parent / "data" / "golden" / "models"
+SHARED_MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "golden" / "models"
+FAMILIES = ("swin", "cswin", "dilateformer", "shunted", "pvtv2")
+
+
+def load_mini(family: str) -> dict[str, Any]:
+    """``{"meta", "state" (float64 tensors, authors' keys), "x", "y", "x2", "y2"}``."""
+    with np.load(MODELS_DIR / f"{family}_mini.npz", allow_pickle=False) as f:
+        out: dict[str, Any] = {"meta": json.loads(str(f["meta"]))}
+        out["state"] = {
+            k[len("param/") :]: torch.from_numpy(np.array(f[k]))
+            for k in f.files
+            if k.startswith("param/")
+        }
+        for name in ("x", "y", "x2", "y2"):
+            out[name] = torch.from_numpy(np.array(f[name])) if name in f.files else None
+    return out
+
+
+def tiny_keys(family: str) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """``(params, {key: shape})`` of the authors' Tiny model, in state_dict order."""
+    lines = (MODELS_DIR / f"{family}_tiny_keys.txt").read_text().splitlines()
+    params = int(lines[0].split("\t")[1])
+    shapes = {}
+    for line in lines[1:]:
+        key, shape = line.split("\t")
+        shapes[key] = tuple(json.loads(shape))
+    return params, shapes
+
+
+def zeros_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """A state dict of zeros with the given shapes (int64 for the index/counter buffers)."""
+    out = {}
+    for k, s in shapes.items():
+        integer = k.endswith(("num_batches_tracked", "relative_position_index"))
+        out[k] = torch.zeros(s, dtype=torch.int64 if integer else torch.float32)
+    return out
