@@ -7,7 +7,9 @@ shape mismatches raise an :class:`~attnblocks.AttnblocksError` naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -29,6 +31,7 @@ __all__ = [
     "load_timm_pvtv2",
     "load_timm_swin",
     "load_timm_swinv2",
+    "map_attention",
 ]
 
 # derived buffers that the SwinV2 authors' checkpoints carry; attnblocks recomputes them
@@ -49,9 +52,11 @@ def _strict_load(
     target: str,
     noun: str = "module",
     limit: int | None = None,
+    assign: bool = False,
 ) -> torch.nn.Module:
     """Load ``mapped`` into ``module`` strictly, naming every missing or unexpected key (the
-    first ``limit`` of each) and any shape mismatch; values are cast to the module's dtypes."""
+    first ``limit`` of each) and any shape mismatch; values are cast to the module's dtypes
+    (``assign``: the tensors replace the module's, e.g. on a ``meta`` model)."""
 
     def keys(names: list[str]) -> str:
         if limit is None or len(names) <= limit:
@@ -71,12 +76,69 @@ def _strict_load(
                 f"{source} -> {target}: {k} has shape {fmt_shape(v.shape)}, the {noun} "
                 f"expects {fmt_shape(own[k].shape)}."
             )
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()})
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, assign=assign)
     return module
 
 
+# set by map_attention: _load checks the mapped weights and hands them back instead of loading
+_CAPTURE: ContextVar[list | None] = ContextVar("attnblocks_convert_capture", default=None)
+
+
+@contextmanager
+def _capturing() -> Iterator[list]:
+    out: list = []
+    token = _CAPTURE.set(out)
+    try:
+        yield out
+    finally:
+        _CAPTURE.reset(token)
+
+
 def _load(layer: AttentionLayer, mapped: dict[str, torch.Tensor], source: str) -> AttentionLayer:
-    return _strict_load(layer, mapped, source, repr(layer.spec))
+    captured = _CAPTURE.get()
+    if captured is None:
+        return _strict_load(layer, mapped, source, repr(layer.spec))
+    own = layer.state_dict()
+    missing, extra = sorted(set(own) - set(mapped)), sorted(set(mapped) - set(own))
+    if missing or extra:
+        raise AttnblocksError(
+            f"{source} -> {layer.spec!r}: missing keys {missing}, unexpected keys {extra}."
+        )
+    for k, v in mapped.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise AttnblocksError(
+                f"{source} -> {layer.spec!r}: {k} has shape {fmt_shape(v.shape)}, the module "
+                f"expects {fmt_shape(own[k].shape)}."
+            )
+    captured.append(mapped)
+    return layer
+
+
+def map_attention(
+    loader: Callable[..., AttentionLayer],
+    layer: AttentionLayer,
+    source: Mapping[str, torch.Tensor] | torch.nn.Module,
+    **kwargs,
+) -> dict[str, torch.Tensor]:
+    """What ``loader(layer, source)`` would load, checked the same way, without loading it.
+
+    The full-model loaders use it to map each block's attention onto the model's key names
+    (``layer`` may live on the ``meta`` device).
+
+    Example:
+        >>> from attnblocks import zoo
+        >>> layer = zoo.pvtv2(1).build(8, 2, device="meta")
+        >>> state = {"q.weight": torch.zeros(8, 8), "q.bias": torch.zeros(8),
+        ...          "kv.weight": torch.zeros(16, 8), "kv.bias": torch.zeros(16),
+        ...          "proj.weight": torch.zeros(8, 8), "proj.bias": torch.zeros(8)}
+        >>> sorted(map_attention(load_pvtv2, layer, state))[:2]
+        ['proj.bias', 'proj.weight']
+    """
+    with _capturing() as out:
+        loader(layer, source, **kwargs)
+    if len(out) != 1:
+        raise AttnblocksError(f"map_attention: {loader.__name__} did not map one layer.")
+    return out[0]
 
 
 # configuration attributes of the authors' / timm's attention modules, read when one is given
@@ -148,8 +210,10 @@ def embed_rel_table(
     (wh, ww), (mh, mw) = window, size
     if wh > mh or ww > mw:
         raise AttnblocksError(f"embed_rel_table: a {wh}x{ww} table does not fit a {mh}x{mw} one.")
-    out = torch.zeros((2 * mh - 1) * (2 * mw - 1), table.shape[1], dtype=table.dtype)
-    if into is not None:
+    out = torch.zeros(
+        (2 * mh - 1) * (2 * mw - 1), table.shape[1], dtype=table.dtype, device=table.device
+    )
+    if into is not None and into.device.type != "meta":
         out = into.detach().clone().to(table.dtype)
     out = out.view(2 * mh - 1, 2 * mw - 1, -1)
     out[mh - wh : mh + wh - 1, mw - ww : mw + ww - 1] = table.view(2 * wh - 1, 2 * ww - 1, -1)

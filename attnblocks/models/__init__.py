@@ -8,12 +8,20 @@
 from . import cswin, dilateformer, nat, pvtv2, shunted, swin  # noqa: F401  (registers models)
 from .backbone import Backbone, BackboneSpec, Stage
 from .block import Alternate, Block, PreNorm
+from .checkpoints import (
+    LAYOUTS,
+    convert_checkpoint,
+    detect_layout,
+    load_checkpoint,
+    read_checkpoint,
+)
 from .layers import ConvMerge, ConvStem, DropPath, DWConvMlp, Mlp, PatchMerging, drop_path_rates
 from .registry import create, list_models, model_spec, register_model
 from .stems import BNMerge, ConvBNStem, ResDWConvMlp
 from .summary import ModelSummary, summary
 
 __all__ = [
+    "LAYOUTS",
     "Alternate",
     "BNMerge",
     "Backbone",
@@ -30,10 +38,14 @@ __all__ = [
     "PreNorm",
     "ResDWConvMlp",
     "Stage",
+    "convert_checkpoint",
     "create",
+    "detect_layout",
     "drop_path_rates",
     "list_models",
+    "load_checkpoint",
     "model_spec",
+    "read_checkpoint",
     "register_model",
     "summary",
 ]

@@ -176,6 +176,7 @@ class Backbone(nn.Module):
         positive_int(f"{type(self).__name__}", "num_classes", num_classes, minimum=0)
         dd = {"device": device, "dtype": dtype}
         self.spec = spec
+        self.name: str | None = None  # the registry name, set by create()
         self.num_classes = num_classes
         self.features_only = features_only
         self.stem = spec.stem.build(spec.in_chans, spec.stages[0].dim, **dd)

@@ -74,4 +74,8 @@ def create(
         >>> shapes
         [(1, 96, 16, 24), (1, 192, 8, 12), (1, 384, 4, 6), (1, 768, 2, 3)]
     """
-    return model_spec(name, **options).build(num_classes, features_only, device=device, dtype=dtype)
+    model = model_spec(name, **options).build(
+        num_classes, features_only, device=device, dtype=dtype
+    )
+    model.name = name
+    return model
