@@ -489,6 +489,29 @@ def _fit_head(model: Backbone, mapped: dict[str, torch.Tensor], layout: str) -> 
             del mapped[k]
 
 
+def _adapt_input_conv(model: Backbone, mapped: dict, own: dict, layout: str) -> None:
+    """A 3-channel checkpoint's first conv into a model of other ``in_chans``, as timm adapts
+    it: summed over the colours for 1 channel, else the colours repeated and scaled by
+    ``3 / in_chans``; in place, with a warning."""
+    key = next((k for k in ("stem.proj.weight", "stem.convs.0.weight") if k in own), None)
+    if key is None or key not in mapped or model.spec.in_chans == 3:
+        return
+    w, want = mapped[key], own[key].shape
+    if w.dim() != 4 or w.shape[1] != 3 or (w.shape[0], *w.shape[2:]) != (want[0], *want[2:]):
+        return
+    c = model.spec.in_chans
+    if c == 1:
+        mapped[key] = w.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-c // 3)
+        mapped[key] = w.repeat(1, reps, 1, 1)[:, :c] * (3 / c)
+    warnings.warn(
+        f"{layout} checkpoint -> {_model_name(model)}: the 3-channel {key} adapted to "
+        f"in_chans={c}.",
+        stacklevel=3,
+    )
+
+
 def load_checkpoint(
     model: Backbone,
     source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module,
@@ -516,7 +539,8 @@ def load_checkpoint(
     Example:
         >>> from attnblocks.models import create
         >>> model = create("pvtv2_b2", device="meta")
-        >>> load_checkpoint(model, {"patch_embed1.proj.weight": torch.zeros(1)})
+        >>> state = {"patch_embed1.proj.weight": torch.zeros(1), "head.bias": torch.zeros(1000)}
+        >>> load_checkpoint(model, state)
         Traceback (most recent call last):
         ...
         attnblocks._errors.AttnblocksError: PVTv2 (authors' layout) checkpoint -> pvtv2_b2: ...
@@ -532,6 +556,7 @@ def load_checkpoint(
     for k in own:  # BatchNorm counters are not weights: released files may drop them
         if k.endswith("num_batches_tracked") and k not in mapped:
             mapped[k] = own[k]
+    _adapt_input_conv(model, mapped, own, name)
     head_fresh = [k for k in own if k.startswith("head.") and k not in mapped]
     for k in head_fresh:
         mapped[k] = own[k]
