@@ -13,6 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from attnblocks.models import Backbone
+from attnblocks.models.cswin import cswin_spec
+from attnblocks.models.dilateformer import dilateformer_spec
+from attnblocks.models.pvtv2 import pvtv2_spec
+from attnblocks.models.shunted import shunted_spec
+from attnblocks.models.swin import swin_spec
+
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "golden" / "models"
 SHARED_MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "golden" / "models"
 FAMILIES = ("swin", "cswin", "dilateformer", "shunted", "pvtv2")
@@ -50,3 +57,37 @@ def zeros_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         integer = k.endswith(("num_batches_tracked", "relative_position_index"))
         out[k] = torch.zeros(s, dtype=torch.int64 if integer else torch.float32)
     return out
+
+
+def build_like(meta: dict) -> Backbone:
+    """The attnblocks table of the authors' constructor arguments (``meta["constructor"]``)."""
+    c, fam = meta["constructor"], meta["family"]
+    if fam == "swin":
+        spec = swin_spec(
+            c["embed_dim"], tuple(c["depths"]), tuple(c["num_heads"]), c["window_size"]
+        )
+    elif fam == "cswin":
+        spec = cswin_spec(
+            c["embed_dim"], tuple(c["depth"]), tuple(c["num_heads"]), tuple(c["split_size"])
+        )
+    elif fam == "dilateformer":
+        dims = tuple(c["embed_dim"] * 2**i for i in range(len(c["depths"])))
+        local = sum(c["dilate_attention"])
+        spec = dilateformer_spec(
+            dims,
+            tuple(c["depths"]),
+            tuple(c["num_heads"]),
+            local,
+            c["kernel_size"],
+            tuple(c["dilation"]),
+        )
+    else:
+        make = shunted_spec if fam == "shunted" else pvtv2_spec
+        spec = make(
+            tuple(c["embed_dims"]),
+            tuple(c["depths"]),
+            tuple(c["num_heads"]),
+            tuple(c["sr_ratios"]),
+            tuple(c["mlp_ratios"]),
+        )
+    return spec.build(num_classes=c["num_classes"], dtype=torch.float64).eval()

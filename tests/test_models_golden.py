@@ -9,17 +9,13 @@ from golden_models import (
     FAMILIES,
     MODELS_DIR,
     SHARED_MODELS_DIR,
+    build_like,
     load_mini,
     tiny_keys,
     zeros_state,
 )
 
 from attnblocks.models import create, load_checkpoint, summary
-from attnblocks.models.cswin import cswin_spec
-from attnblocks.models.dilateformer import dilateformer_spec
-from attnblocks.models.pvtv2 import pvtv2_spec
-from attnblocks.models.shunted import shunted_spec
-from attnblocks.models.swin import swin_spec
 
 
 def test_golden_models_copy_is_exact():
@@ -31,40 +27,6 @@ def test_golden_models_copy_is_exact():
     assert ours == theirs
     for name in theirs:
         assert filecmp.cmp(MODELS_DIR / name, SHARED_MODELS_DIR / name, shallow=False), name
-
-
-def build_like(meta: dict):
-    """The attnblocks table of the authors' constructor arguments (``meta["constructor"]``)."""
-    c, fam = meta["constructor"], meta["family"]
-    if fam == "swin":
-        spec = swin_spec(
-            c["embed_dim"], tuple(c["depths"]), tuple(c["num_heads"]), c["window_size"]
-        )
-    elif fam == "cswin":
-        spec = cswin_spec(
-            c["embed_dim"], tuple(c["depth"]), tuple(c["num_heads"]), tuple(c["split_size"])
-        )
-    elif fam == "dilateformer":
-        dims = tuple(c["embed_dim"] * 2**i for i in range(len(c["depths"])))
-        local = sum(c["dilate_attention"])
-        spec = dilateformer_spec(
-            dims,
-            tuple(c["depths"]),
-            tuple(c["num_heads"]),
-            local,
-            c["kernel_size"],
-            tuple(c["dilation"]),
-        )
-    else:
-        make = shunted_spec if fam == "shunted" else pvtv2_spec
-        spec = make(
-            tuple(c["embed_dims"]),
-            tuple(c["depths"]),
-            tuple(c["num_heads"]),
-            tuple(c["sr_ratios"]),
-            tuple(c["mlp_ratios"]),
-        )
-    return spec.build(num_classes=c["num_classes"], dtype=torch.float64).eval()
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

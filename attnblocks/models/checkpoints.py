@@ -254,7 +254,9 @@ def _map_blocks(
         try:
             mapped = map_attention(loader, layer, sub)
         except AttnblocksError as e:
-            raise AttnblocksError(f"{layout} checkpoint, {prefix}.attn -> {ours}: {e}") from None
+            raise AttnblocksError(
+                f"{layout} checkpoint -> {_model_name(model)}, {prefix}.attn -> {ours}: {e}"
+            ) from None
         out |= {f"{ours}.{k}": v for k, v in mapped.items()}
     return out
 
