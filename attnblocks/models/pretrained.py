@@ -31,13 +31,13 @@ _SOURCES: dict[str, tuple[str, str, str, str]] = {
     ),
     "dilateformer": (
         "https://github.com/JIAOJIAYUASD/dilateformer",
-        "dilateformer-{size}.pth (Google Drive / Baidu)",
+        "Google Drive / Baidu links in the README",
         "model",
         "stem.convs.0",
     ),
     "shunted": (
         "https://github.com/OliverRensu/Shunted-Transformer",
-        "ckpt_{size}.pth (Google Drive / Baidu)",
+        "Google Drive / Baidu links in the README",
         "model",
         "stem.convs.0",
     ),
