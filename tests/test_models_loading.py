@@ -169,3 +169,28 @@ def test_create_pretrained_loads_the_file(tmp_path):
     assert model.pretrained_cfg["file"] == str(path)
     feats = create("shunted_tiny", features_only=True, checkpoint_path=path, device="meta")
     assert torch.equal(feats.stages[3].norm.weight, state["norm4.weight"])
+
+
+def test_swinv2_from_timm_layout_gives_timms_logits():
+    """A small timm SwinTransformerV2 (shifted windows, a merge, stage 2 window = map),
+    perturbed, through load_checkpoint: timm's logits."""
+    timm = pytest.importorskip("timm")
+    from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+    from attnblocks.models.swin import swinv2_spec
+
+    torch.manual_seed(0)
+    theirs = SwinTransformerV2(
+        img_size=48, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, num_classes=10
+    ).double()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    ours = swinv2_spec(16, (2, 2), (2, 4), window=4, clamp="timm", pad="timm")
+    ours = ours.build(num_classes=10, dtype=torch.float64)
+    assert detect_layout(theirs.state_dict()) == "swinv2_timm"
+    load_checkpoint(ours, theirs.state_dict())
+    x = torch.randn(2, 3, 48, 48, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), theirs.eval()(x), rtol=0, atol=1e-10)
+    assert timm.__version__.startswith("1.")

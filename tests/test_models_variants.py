@@ -27,3 +27,11 @@ def test_shunted_rows(name, exact, published):
     assert round(exact / 1e5) == round(published / 1e5)
     extra = sum(1 for m in model.stem.convs if type(m).__name__ == "Conv2d") - 1
     assert extra == {"shunted_small": 1, "shunted_base": 2}[name]
+
+
+def test_swinv2_tiny_has_timms_parameter_count():
+    timm = pytest.importorskip("timm")
+    theirs = timm.create_model("swinv2_tiny_window8_256", pretrained=False, device="meta")
+    ours = create("swinv2_tiny", device="meta")
+    assert _params(ours) == _params(theirs) == 28_347_154
+    assert ours.pretrained_cfg["input_size"] == (3, 256, 256)

@@ -50,6 +50,7 @@ from ..convert import (
     load_dilateformer,
     load_pvtv2,
     load_shunted,
+    load_swinv2,
     map_attention,
 )
 from .backbone import Backbone
@@ -279,6 +280,28 @@ def convert_dilateformer(
     return out
 
 
+def convert_swinv2(state: Mapping[str, torch.Tensor], model: Backbone) -> dict[str, torch.Tensor]:
+    """Map a SwinV2 state dict (timm 1.0's ``SwinTransformerV2``, or the authors', who
+    downsample at the end of a stage and name the classifier ``head``) onto ``model``."""
+    state = dict(state)
+    authors = "layers.0.downsample.reduction.weight" in state
+    layout = LAYOUTS["swinv2" if authors else "swinv2_timm"]
+    state = {k: v for k, v in state.items() if k.split(".")[-1] not in _SWINV2_BUFFERS}
+
+    def place(key: str) -> str:
+        k = re.sub(r"^layers\.(\d+)\.downsample", _next_stage, key) if authors else key
+        k = re.sub(r"^patch_embed\.", "stem.", k)
+        k = re.sub(r"^layers\.(\d+)\.", r"stages.\1.", k)
+        return re.sub(r"^head\.fc\.", "head.", k)
+
+    groups, rest = _attention_groups(state, r"^(layers\.\d+\.blocks\.\d+)\.attn\.(.*)$")
+    out = _map_blocks(model, groups, place, load_swinv2, layout)
+    return out | {place(k): v for k, v in rest.items()}
+
+
+_SWINV2_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask", "k_bias")
+
+
 def _pyramid(state: Mapping[str, torch.Tensor], model: Backbone, family: str) -> dict:
     layout = LAYOUTS[family]
     loader = load_shunted if family == "shunted" else load_pvtv2
@@ -329,6 +352,8 @@ def convert_pvtv2(state: Mapping[str, torch.Tensor], model: Backbone) -> dict[st
 LAYOUTS = {
     "swin": "Swin (authors' layout)",
     "swin_timm": "Swin (timm's layout)",
+    "swinv2": "SwinV2 (authors' layout)",
+    "swinv2_timm": "SwinV2 (timm's layout)",
     "cswin": "CSWin (authors' layout)",
     "dilateformer": "DilateFormer (authors' layout)",
     "shunted": "Shunted (authors' layout)",
@@ -409,6 +434,8 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
         return "pvtv2"
     if has("patch_embed.proj.0.") and any(".pos_embed." in k for k in keys):
         return "dilateformer"
+    if has("layers.0.blocks.0.attn.cpb_mlp."):
+        return "swinv2" if has("layers.0.downsample.") else "swinv2_timm"
     if has("layers.0.blocks.0.attn.relative_position_bias_table"):
         return "swin" if has("layers.0.downsample.") else "swin_timm"
     if has("patch_embed.proj.") and has("stages.0.blocks.0.attn.q."):
@@ -441,6 +468,8 @@ def convert_checkpoint(
         )
     if layout in ("swin", "swin_timm"):
         mapped = convert_timm_swin(source if isinstance(source, nn.Module) else state, model)
+    elif layout in ("swinv2", "swinv2_timm"):
+        mapped = convert_swinv2(state, model)
     elif layout == "cswin":
         mapped = convert_cswin(state)
     elif layout == "dilateformer":

@@ -1,8 +1,9 @@
 """Each model's published preprocessing and checkpoint file, as timm's ``pretrained_cfg``.
 
 attnblocks hosts no weights: ``url`` is empty, and ``file`` is where the user put the
-authors' checkpoint (``pretrained_cfg_overlay=dict(file=PATH)``). Swin, PVTv2 and CSWin: read
-from timm's / the authors' ``_cfg`` (crop 0.9, bicubic, ImageNet mean and std, 224 px).
+authors' checkpoint (``pretrained_cfg_overlay=dict(file=PATH)``). Swin, SwinV2 (256 px), PVTv2
+and CSWin: read from timm's / the authors' ``_cfg`` (crop 0.9, bicubic, ImageNet mean and std,
+224 px).
 DilateFormer, Shunted, NAT: the same timm-style defaults, not read from the authors' files.
 """
 
@@ -20,6 +21,12 @@ _SOURCES: dict[str, tuple[str, str, str, str]] = {
     "swin": (
         "https://github.com/microsoft/Swin-Transformer",
         "swin_{size}_patch4_window7_224.pth",
+        "model",
+        "stem.proj",
+    ),
+    "swinv2": (
+        "https://github.com/microsoft/Swin-Transformer",
+        "swinv2_{size}_patch4_window8_256.pth (or timm's swinv2_tiny_window8_256)",
         "model",
         "stem.proj",
     ),
@@ -67,14 +74,15 @@ def pretrained_cfg(name: str) -> dict[str, Any]:
     """
     family, _, size = name.partition("_")
     repo, file, wrapper, first_conv = _SOURCES.get(family, ("", "", "", "stem.proj"))
+    side = 256 if family == "swinv2" else 224
     return {
         "url": "",
         "file": None,
         "hf_hub_id": None,
         "architecture": f"attnblocks_{name}",
         "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
+        "input_size": (3, side, side),
+        "pool_size": (side // 32, side // 32),
         "crop_pct": 0.9,
         "crop_mode": "center",
         "interpolation": "bicubic",
