@@ -204,8 +204,8 @@ class PatchMerging(Spec):
     Example:
         >>> PatchMerging().build(8, 16)(torch.randn(1, 5, 6, 8)).shape
         torch.Size([1, 3, 3, 16])
-        >>> PatchMerging(norm_after=True).build(8, 16).norm
-        LayerNorm((16,), eps=1e-05, elementwise_affine=True)
+        >>> PatchMerging(norm_after=True).build(8, 16).norm.normalized_shape
+        (16,)
     """
 
     eps: float = 1e-5
