@@ -7,7 +7,9 @@ shape mismatches raise an :class:`~attnblocks.AttnblocksError` naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -15,6 +17,7 @@ from ._errors import AttnblocksError, fmt_shape
 from .downsample import LocalConvModule
 from .encoders import ContinuousPosBiasModule, CPEModule, LePEModule, RelPosBiasModule
 from .nn import AttentionLayer
+from .partition import Stripe
 
 __all__ = [
     "embed_rel_table",
@@ -28,6 +31,7 @@ __all__ = [
     "load_timm_pvtv2",
     "load_timm_swin",
     "load_timm_swinv2",
+    "map_attention",
 ]
 
 # derived buffers that the SwinV2 authors' checkpoints carry; attnblocks recomputes them
@@ -48,9 +52,11 @@ def _strict_load(
     target: str,
     noun: str = "module",
     limit: int | None = None,
+    assign: bool = False,
 ) -> torch.nn.Module:
     """Load ``mapped`` into ``module`` strictly, naming every missing or unexpected key (the
-    first ``limit`` of each) and any shape mismatch; values are cast to the module's dtypes."""
+    first ``limit`` of each) and any shape mismatch; values are cast to the module's dtypes
+    (``assign``: the tensors replace the module's, e.g. on a ``meta`` model)."""
 
     def keys(names: list[str]) -> str:
         if limit is None or len(names) <= limit:
@@ -70,12 +76,121 @@ def _strict_load(
                 f"{source} -> {target}: {k} has shape {fmt_shape(v.shape)}, the {noun} "
                 f"expects {fmt_shape(own[k].shape)}."
             )
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()})
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, assign=assign)
     return module
 
 
+# set by map_attention: _load checks the mapped weights and hands them back instead of loading
+_CAPTURE: ContextVar[list | None] = ContextVar("attnblocks_convert_capture", default=None)
+
+
+@contextmanager
+def _capturing() -> Iterator[list]:
+    out: list = []
+    token = _CAPTURE.set(out)
+    try:
+        yield out
+    finally:
+        _CAPTURE.reset(token)
+
+
 def _load(layer: AttentionLayer, mapped: dict[str, torch.Tensor], source: str) -> AttentionLayer:
-    return _strict_load(layer, mapped, source, repr(layer.spec))
+    captured = _CAPTURE.get()
+    if captured is None:
+        return _strict_load(layer, mapped, source, repr(layer.spec))
+    own = layer.state_dict()
+    missing, extra = sorted(set(own) - set(mapped)), sorted(set(mapped) - set(own))
+    if missing or extra:
+        raise AttnblocksError(
+            f"{source} -> {layer.spec!r}: missing keys {missing}, unexpected keys {extra}."
+        )
+    for k, v in mapped.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise AttnblocksError(
+                f"{source} -> {layer.spec!r}: {k} has shape {fmt_shape(v.shape)}, the module "
+                f"expects {fmt_shape(own[k].shape)}."
+            )
+    captured.append(mapped)
+    return layer
+
+
+def map_attention(
+    loader: Callable[..., AttentionLayer],
+    layer: AttentionLayer,
+    source: Mapping[str, torch.Tensor] | torch.nn.Module,
+    **kwargs,
+) -> dict[str, torch.Tensor]:
+    """What ``loader(layer, source)`` would load, checked the same way, without loading it.
+
+    The full-model loaders use it to map each block's attention onto the model's key names
+    (``layer`` may live on the ``meta`` device).
+
+    Example:
+        >>> from attnblocks import zoo
+        >>> layer = zoo.pvtv2(1).build(8, 2, device="meta")
+        >>> state = {"q.weight": torch.zeros(8, 8), "q.bias": torch.zeros(8),
+        ...          "kv.weight": torch.zeros(16, 8), "kv.bias": torch.zeros(16),
+        ...          "proj.weight": torch.zeros(8, 8), "proj.bias": torch.zeros(8)}
+        >>> sorted(map_attention(load_pvtv2, layer, state))[:2]
+        ['proj.bias', 'proj.weight']
+    """
+    with _capturing() as out:
+        loader(layer, source, **kwargs)
+    if len(out) != 1:
+        raise AttnblocksError(f"map_attention: {loader.__name__} did not map one layer.")
+    return out[0]
+
+
+# configuration attributes of the authors' / timm's attention modules, read when one is given
+_CONFIG_ATTRS = ("num_heads", "window_size", "split_size", "sr_ratio", "dilation", "kernel_size")
+
+
+def _source(
+    fn: str, source: Mapping[str, torch.Tensor] | torch.nn.Module, expects: str
+) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """``(state, config)``: a state dict as given, or a module's state dict and the settings
+    it was built with (``num_heads``, ``window_size``, ``split_size``, ``sr_ratio``, ...).
+
+    A whole block (keys ``attn.*``, ``norm1.*``, ...) is refused with a pointer to its attention.
+    """
+    if isinstance(source, torch.nn.Module):
+        state = dict(source.state_dict())
+        config = {a: getattr(source, a) for a in _CONFIG_ATTRS if hasattr(source, a)}
+    elif isinstance(source, Mapping):
+        state, config = dict(source), {}
+    else:
+        raise TypeError(
+            f"{fn}: expected a state dict or the authors' attention module, got "
+            f"{type(source).__name__}."
+        )
+    if any(k.startswith("attn.") for k in state):
+        sample = sorted(state)[:4]
+        raise AttnblocksError(
+            f"{fn}: got a whole block (keys {sample} ...), not its attention: pass the attention "
+            f"submodule (`block.attn`, or its state dict: the keys after 'attn.'), with keys "
+            f"{expects}. Whole models load with attnblocks.models.load_checkpoint."
+        )
+    return state, config
+
+
+def _refuse(fn: str, layer: AttentionLayer, what: str, theirs: object, ours: object) -> None:
+    if theirs != ours:
+        raise AttnblocksError(
+            f"{fn}: the weights are for {what}={theirs}, {layer.spec!r} (built with "
+            f"{layer.num_heads} heads) has {what}={ours}: build the layer with the source's "
+            f"settings."
+        )
+
+
+def _check_heads(fn: str, layer: AttentionLayer, config: dict[str, object]) -> None:
+    if "num_heads" in config:
+        _refuse(fn, layer, "num_heads", int(config["num_heads"]), layer.num_heads)  # type: ignore[call-overload]
+
+
+def _ratio(layer: AttentionLayer) -> tuple[int, ...]:
+    part = layer.spec.partition
+    ratio = getattr(part, "ratio", None)
+    return tuple(ratio) if isinstance(ratio, tuple) else (ratio,)
 
 
 def embed_rel_table(
@@ -95,8 +210,10 @@ def embed_rel_table(
     (wh, ww), (mh, mw) = window, size
     if wh > mh or ww > mw:
         raise AttnblocksError(f"embed_rel_table: a {wh}x{ww} table does not fit a {mh}x{mw} one.")
-    out = torch.zeros((2 * mh - 1) * (2 * mw - 1), table.shape[1], dtype=table.dtype)
-    if into is not None:
+    out = torch.zeros(
+        (2 * mh - 1) * (2 * mw - 1), table.shape[1], dtype=table.dtype, device=table.device
+    )
+    if into is not None and into.device.type != "meta":
         out = into.detach().clone().to(table.dtype)
     out = out.view(2 * mh - 1, 2 * mw - 1, -1)
     out[mh - wh : mh + wh - 1, mw - ww : mw + ww - 1] = table.view(2 * wh - 1, 2 * ww - 1, -1)
@@ -105,17 +222,31 @@ def embed_rel_table(
 
 def load_swin(
     layer: AttentionLayer,
-    state: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor] | torch.nn.Module,
     window: tuple[int, int] | None = None,
 ) -> AttentionLayer:
     """Load a Swin v1 window attention (``qkv.*``, ``proj.*``, ``relative_position_bias_table``).
 
-    The table may be sized for a smaller (clamped) window than the layer's: give that
-    ``window`` as ``(h, w)``, or leave it ``None`` for a square one inferred from the table.
+    ``state``: the attention's state dict, or the authors' / timm's ``WindowAttention`` itself
+    (then its ``window_size`` and ``num_heads`` are read and checked). The table may be sized
+    for a smaller (clamped) window than the layer's: give that ``window`` as ``(h, w)``, or
+    leave it ``None`` for a square one inferred from the table. The table's columns are the
+    heads: a table of another head count, or of a larger window, is refused.
     """
+    fn = "load_swin"
+    state, config = _source(fn, state, "qkv.*, proj.*, relative_position_bias_table")
     i, rpb = _find(layer, RelPosBiasModule)
+    _check_heads(fn, layer, config)
+    if window is None and "window_size" in config:
+        window = tuple(config["window_size"])  # type: ignore[arg-type]
+    if "relative_position_bias_table" not in state:
+        raise AttnblocksError(
+            f"{fn}: no relative_position_bias_table among the keys {sorted(state)[:6]}: pass a "
+            f"Swin WindowAttention's state dict (qkv.*, proj.*, relative_position_bias_table)."
+        )
     mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
     table = state["relative_position_bias_table"]
+    _refuse(fn, layer, "heads (the table's columns)", table.shape[1], layer.num_heads)
     size = rpb.sizes[0]  # type: ignore[attr-defined]
     if window is None:
         side = round(table.shape[0] ** 0.5)
@@ -130,6 +261,11 @@ def load_swin(
         raise AttnblocksError(
             f"load_swin: relative_position_bias_table has {table.shape[0]} rows, a "
             f"{window[0]}x{window[1]} window needs {expected}."
+        )
+    if window[0] > size[0] or window[1] > size[1]:
+        raise AttnblocksError(
+            f"{fn}: the weights are for a {window[0]}x{window[1]} window, {layer.spec!r} has "
+            f"{size[0]}x{size[1]}: build the layer with the source's window."
         )
     mapped[f"pe.{i}.tables.0"] = embed_rel_table(
         table,
@@ -151,18 +287,53 @@ def load_timm_swin(layer: AttentionLayer, module: torch.nn.Module) -> AttentionL
     return load_swin(layer, state, window=tuple(attn.window_size))
 
 
-def load_cswin(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+def load_cswin(
+    layer: AttentionLayer, state: Mapping[str, torch.Tensor] | torch.nn.Module
+) -> AttentionLayer:
     """Load a CSWin block's attention (``qkv``, ``proj``, ``attns.{0,1}.get_v``).
 
     Two ``attns.*.get_v`` convs (vertical, then horizontal branch) or, for the last stage,
-    one over all channels.
+    one over all channels. ``state``: those keys (a ``CSWinBlock``'s, without its norms and
+    MLP), or the authors' ``CSWinBlock`` itself, whose ``num_heads`` and ``split_size`` are
+    then checked against the layer's heads and stripe width. Two branches need a
+    :class:`~attnblocks.Stripe` layer, one a :class:`~attnblocks.Global` one.
     """
+    fn = "load_cswin"
+    if isinstance(state, torch.nn.Module) and hasattr(state, "attn") and not hasattr(state, "qkv"):
+        state, config = _source(fn, state, "qkv.*, proj.*, attns.{0,1}.get_v.*")
+    elif isinstance(state, torch.nn.Module):
+        config = {a: getattr(state, a) for a in ("num_heads", "split_size") if hasattr(state, a)}
+        state = {
+            k: v
+            for k, v in state.state_dict().items()
+            if k.split(".")[0] in ("qkv", "proj", "attns")
+        }
+    else:
+        state, config = _source(fn, state, "qkv.*, proj.*, attns.{0,1}.get_v.*")
+    if any(k.startswith(("norm1.", "mlp.")) for k in state):
+        raise AttnblocksError(
+            f"{fn}: got a whole CSWin block's state dict (norm1.*, mlp.* among its keys): keep "
+            f"only its attention keys (qkv.*, proj.*, attns.*), or pass the CSWinBlock module."
+        )
     i, _ = _find(layer, LePEModule)
-    mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
+    _check_heads(fn, layer, config)
     branches = sorted({k.split(".")[1] for k in state if k.startswith("attns.")})
-    for part in ("weight", "bias"):
-        mapped[f"pe.{i}.conv.{part}"] = torch.cat(
-            [state[f"attns.{b}.get_v.{part}"] for b in branches], dim=0
+    part = layer.spec.partition
+    if not branches:
+        raise AttnblocksError(f"{fn}: no attns.*.get_v keys among {sorted(state)[:6]}.")
+    if isinstance(part, Stripe) != (len(branches) == 2):
+        kind = "two stripe branches" if len(branches) == 2 else "one global branch (last stage)"
+        raise AttnblocksError(
+            f"{fn}: the weights have {kind} (attns.{', attns.'.join(branches)}), {layer.spec!r} "
+            f"is {'a stripe' if isinstance(part, Stripe) else 'a single-branch'} layer: use "
+            f"zoo.cswin(split{', last=True' if len(branches) == 1 else ''})."
+        )
+    if isinstance(part, Stripe) and "split_size" in config:
+        _refuse(fn, layer, "split_size", int(config["split_size"]), part.width)  # type: ignore[call-overload]
+    mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
+    for p in ("weight", "bias"):
+        mapped[f"pe.{i}.conv.{p}"] = torch.cat(
+            [state[f"attns.{b}.get_v.{p}"] for b in branches], dim=0
         )
     return _load(layer, mapped, "CSWin state dict")
 
@@ -275,11 +446,23 @@ def _own_kv_runner(layer: AttentionLayer, index: int, source: str) -> None:
         )
 
 
-def load_pvtv2(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+def _check_sr(fn: str, layer: AttentionLayer, config: dict, theirs: tuple[int, ...] | None) -> None:
+    if "sr_ratio" in config:
+        sr = int(config["sr_ratio"])
+        _refuse(fn, layer, "sr_ratio", sr, _ratio(layer)[0])
+    if theirs is not None:
+        _refuse(fn, layer, "reduction ratios (from the sr conv kernels)", theirs, _ratio(layer))
+
+
+def load_pvtv2(
+    layer: AttentionLayer, state: Mapping[str, torch.Tensor] | torch.nn.Module
+) -> AttentionLayer:
     """Load PVTv2's spatial-reduction attention (``q``, ``kv``, ``sr``, ``norm``, ``proj``).
 
     ``sr.*`` and ``norm.*`` exist only for ``sr > 1``. The layer is ``zoo.pvtv2(sr)`` built with
     the block's ``dim`` and ``num_heads``; ``kv``, ``sr`` and ``norm`` become ``runners.0.*``.
+    ``sr.weight`` of another ratio's kernel is refused (a shape error naming both); given the
+    authors' / timm's ``Attention`` module, its ``num_heads`` and ``sr_ratio`` are checked too.
 
     Example:
         >>> from attnblocks import zoo
@@ -290,7 +473,11 @@ def load_pvtv2(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> Atte
         ['kv.bias', 'kv.weight', 'norm.bias', 'norm.weight']
         >>> _ = load_pvtv2(zoo.pvtv2(2).build(8, 2), state)
     """
+    fn = "load_pvtv2"
+    state, config = _source(fn, state, "q.*, kv.*, (sr.*, norm.*), proj.*")
     _own_kv_runner(layer, 0, "PVTv2 state dict")
+    _check_heads(fn, layer, config)
+    _check_sr(fn, layer, config, None)  # a ratio the sr kernel contradicts: a shape error
     own = ("kv", "sr", "norm")
     mapped = {(f"runners.0.{k}" if k.split(".")[0] in own else k): v for k, v in state.items()}
     return _load(layer, mapped, "PVTv2 state dict")
@@ -307,18 +494,34 @@ def load_timm_pvtv2(layer: AttentionLayer, module: torch.nn.Module) -> Attention
             "load_timm_pvtv2: timm's linear_attn=True (pooled) PVTv2 attention is not supported; "
             "only the spatial-reduction form (linear_attn=False) maps onto zoo.pvtv2(sr)."
         )
-    return load_pvtv2(layer, attn.state_dict())
+    return load_pvtv2(layer, attn)
 
 
-def load_shunted(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+def load_shunted(
+    layer: AttentionLayer, state: Mapping[str, torch.Tensor] | torch.nn.Module
+) -> AttentionLayer:
     """Load Shunted's SSA attention into ``zoo.shunted(sr)``.
 
     ``sr > 1``: ``q``, ``proj``, ``sr{1,2}``, ``norm{1,2}``, ``kv{1,2}`` (branch ``i`` becomes
     ``runners.{i-1}.*``) and ``local_conv{1,2}`` (concatenated into the LocalConv's ``conv``).
-    ``sr = 1``: ``q``, ``kv``, ``local_conv``, ``proj``.
+    ``sr = 1``: ``q``, ``kv``, ``local_conv``, ``proj``. The ratios are read from the ``sr1`` /
+    ``sr2`` kernels and must be the layer's; given the authors' ``Attention`` module, its
+    ``num_heads`` and ``sr_ratio`` are checked too (a state dict does not tell the heads).
     """
     source = "Shunted state dict"
+    fn = "load_shunted"
+    state, config = _source(
+        fn,
+        state,
+        "q.*, kv1.*, kv2.*, sr1.*, sr2.*, norm1.*, norm2.*, local_conv1.*, proj.* (sr > 1)",
+    )
+    if any(k.startswith(("mlp.", "attn.")) for k in state):
+        raise AttnblocksError(
+            f"{fn}: got a whole Shunted block's state dict (keys {sorted(state)[:4]} ...): pass "
+            f"the attention submodule (`block.attn`) or its state dict (the keys after 'attn.')."
+        )
     i, _ = _find(layer, LocalConvModule)
+    _check_heads(fn, layer, config)
     two = any(k.startswith("kv1.") for k in state)
     branches = (("1", 0), ("2", 1)) if two else (("", 0),)
     renames = {"q": "q", "proj": "proj"}
@@ -326,6 +529,10 @@ def load_shunted(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> At
         _own_kv_runner(layer, g, source)
         renames |= {f"sr{suffix}": f"runners.{g}.sr", f"norm{suffix}": f"runners.{g}.norm"}
         renames[f"kv{suffix}"] = f"runners.{g}.kv"
+    ratios = tuple(
+        int(state[f"sr{j}.weight"].shape[-1]) for j in (1, 2) if f"sr{j}.weight" in state
+    )
+    _check_sr(fn, layer, config, ratios or (1,))
     mapped: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         head, _, rest = k.partition(".")
@@ -340,7 +547,9 @@ def load_shunted(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> At
     return _load(layer, mapped, source)
 
 
-def load_dilateformer(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) -> AttentionLayer:
+def load_dilateformer(
+    layer: AttentionLayer, state: Mapping[str, torch.Tensor] | torch.nn.Module
+) -> AttentionLayer:
     """Load DilateFormer's multi-scale dilated attention (``qkv``, ``proj``).
 
     ``qkv.weight: (3C, C, 1, 1)`` (a 1x1 conv) becomes the layer's ``Linear`` weight
@@ -357,6 +566,17 @@ def load_dilateformer(layer: AttentionLayer, state: Mapping[str, torch.Tensor]) 
         >>> load_dilateformer(layer, state) is layer
         True
     """
+    fn = "load_dilateformer"
+    state, config = _source(fn, state, "qkv.*, proj.* (and a block's pos_embed.*)")
+    _check_heads(fn, layer, config)
+    part = layer.spec.partition
+    if "kernel_size" in config:
+        _refuse(fn, layer, "kernel_size", int(config["kernel_size"]), getattr(part, "kernel", None))  # type: ignore[call-overload]
+    if "dilation" in config:
+        d = config["dilation"]
+        theirs = tuple(d) if isinstance(d, (list, tuple)) else (int(d),)  # type: ignore[call-overload]
+        ours = getattr(part, "dilation", None)
+        _refuse(fn, layer, "dilation", theirs, ours if isinstance(ours, tuple) else (ours,))
     mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
     w = mapped.get("qkv.weight")
     if w is not None and w.dim() == 4:

@@ -149,11 +149,19 @@ def test_registry_lists_swin_and_cswin():
         "dilateformer_tiny",
         "dinat_tiny",
         "nat_tiny",
+        "pvtv2_b0",
+        "pvtv2_b1",
         "pvtv2_b2",
+        "pvtv2_b3",
+        "pvtv2_b4",
+        "pvtv2_b5",
+        "shunted_base",
+        "shunted_small",
         "shunted_tiny",
         "swin_base",
         "swin_small",
         "swin_tiny",
+        "swinv2_tiny",
     ]
 
 

@@ -8,18 +8,20 @@ the attentions pad where their windows do not divide the map).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .._errors import AttnblocksError, fmt_shape
 from .._spec import Spec, positive_int
 from .block import AttnFactory, PreNorm, attention_for
 from .layers import ConvMerge, ConvStem, PatchMerging, drop_path_rates
 
-__all__ = ["Backbone", "BackboneSpec", "Stage"]
+__all__ = ["Backbone", "BackboneSpec", "FeatureInfo", "Stage"]
 
 Downsample = PatchMerging | ConvMerge
 
@@ -117,10 +119,95 @@ class BackboneSpec(Spec):
         return tuple(s.dim for s in self.stages)
 
     def build(
-        self, num_classes: int = 1000, features_only: bool = False, *, device=None, dtype=None
+        self,
+        num_classes: int = 1000,
+        features_only: bool = False,
+        *,
+        out_indices: Sequence[int] | None = None,
+        device=None,
+        dtype=None,
     ) -> Backbone:
         """Make the model (see :class:`Backbone` for the arguments)."""
-        return Backbone(self, num_classes, features_only, device=device, dtype=dtype)
+        return Backbone(
+            self, num_classes, features_only, out_indices=out_indices, device=device, dtype=dtype
+        )
+
+
+class FeatureInfo:
+    """The stage maps a model returns: timm's ``FeatureInfo`` interface, without timm.
+
+    ``info``: one dict per stage (``num_chs``, ``reduction``, ``module``); ``out_indices``: the
+    stages a ``features_only`` model returns. ``channels()``, ``reduction()`` and
+    ``module_name()`` give the values at ``out_indices`` (or at ``idx``); indexing and ``len``
+    go over all stages, as timm's do. Models made by ``timm.create_model`` carry timm's own
+    class instead.
+
+    Example:
+        >>> fi = FeatureInfo([{"num_chs": 8, "reduction": 4, "module": "stages.0"},
+        ...                   {"num_chs": 16, "reduction": 8, "module": "stages.1"}], (1,))
+        >>> fi.channels(), fi.reduction(), fi.channels(0), len(fi)
+        ([16], [8], 8, 2)
+    """
+
+    def __init__(self, info: list[dict], out_indices: Sequence[int]) -> None:
+        self.info = [dict(d) for d in info]
+        self.out_indices = tuple(out_indices)
+
+    def from_other(self, out_indices: Sequence[int]) -> FeatureInfo:
+        return FeatureInfo(self.info, out_indices)
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None):
+        if idx is None:
+            return [self.info[i][key] for i in self.out_indices]
+        if isinstance(idx, (tuple, list)):
+            return [self.info[i][key] for i in idx]
+        return self.info[idx][key]
+
+    def get_dicts(self, keys: Sequence[str] | None = None, idx=None):
+        picked = self.out_indices if idx is None else idx
+        if isinstance(picked, int):
+            d = self.info[picked]
+            return dict(d) if keys is None else {k: d[k] for k in keys}
+        return [
+            dict(self.info[i]) if keys is None else {k: self.info[i][k] for k in keys}
+            for i in picked
+        ]
+
+    def channels(self, idx: int | Sequence[int] | None = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None):
+        return self.get("module", idx)
+
+    def __getitem__(self, item: int) -> dict:
+        return self.info[item]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo(channels={self.channels()}, reduction={self.reduction()})"
+
+
+def _take_indices(n: int, indices: int | Sequence[int] | None, owner: str) -> list[int]:
+    """timm's rule: ``None`` all stages, an int ``k`` the last ``k``, else those (negative
+    counted from the end)."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise AttnblocksError(f"{owner}: indices={indices} must be in 1..{n} (the last k).")
+        return list(range(n - indices, n))
+    out = []
+    for i in indices:
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise AttnblocksError(f"{owner}: stage index {i} is out of range for {n} stages.")
+        out.append(j)
+    return out
 
 
 class BackboneStage(nn.Module):
@@ -135,11 +222,16 @@ class BackboneStage(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         if norm is not None:
             self.norm = norm
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "downsample"):
             x = self.downsample(x)
-        x = self.blocks(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = self.blocks(x)
         return self.norm(x) if hasattr(self, "norm") else x
 
 
@@ -156,6 +248,13 @@ class Backbone(nn.Module):
         spec: the model description.
         num_classes: classifier outputs.
         features_only: return the stage maps instead of logits.
+        out_indices: with ``features_only``, the stages returned (default: all; negative
+            indices count from the end).
+
+    The timm model interface: ``pretrained_cfg`` (set by :func:`~attnblocks.models.create`),
+    ``feature_info`` (:class:`FeatureInfo`), ``forward_features``, ``forward_head``,
+    ``forward_intermediates``, ``get_classifier``, ``reset_classifier``,
+    ``set_grad_checkpointing``, ``no_weight_decay``, ``num_features``.
 
     Shapes:
         ``x: (B, in_chans, H, W) -> (B, num_classes)``; with ``features_only`` a list of the
@@ -169,6 +268,7 @@ class Backbone(nn.Module):
         num_classes: int = 1000,
         features_only: bool = False,
         *,
+        out_indices: Sequence[int] | None = None,
         device=None,
         dtype=None,
     ) -> None:
@@ -176,6 +276,7 @@ class Backbone(nn.Module):
         positive_int(f"{type(self).__name__}", "num_classes", num_classes, minimum=0)
         dd = {"device": device, "dtype": dtype}
         self.spec = spec
+        self.name: str | None = None  # the registry name, set by create()
         self.num_classes = num_classes
         self.features_only = features_only
         self.stem = spec.stem.build(spec.in_chans, spec.stages[0].dim, **dd)
@@ -191,17 +292,34 @@ class Backbone(nn.Module):
             stages.append(BackboneStage(down, blocks, norm))
             prev = s.dim
         self.stages = nn.ModuleList(stages)
-        self.feature_info = [
-            {"num_chs": s.dim, "reduction": spec.stem.stride * 2**i, "module": f"stages.{i}"}
-            for i, s in enumerate(spec.stages)
-        ]
-        self.num_features = prev
+        n = len(spec.stages)
+        if out_indices is not None and not features_only:
+            raise AttnblocksError(
+                f"{type(self).__name__}: out_indices={tuple(out_indices)} needs features_only=True."
+            )
+        self.out_indices = tuple(_take_indices(n, out_indices, type(self).__name__))
+        self.feature_info = FeatureInfo(
+            [
+                {"num_chs": s.dim, "reduction": spec.stem.stride * 2**i, "module": f"stages.{i}"}
+                for i, s in enumerate(spec.stages)
+            ],
+            self.out_indices,
+        )
+        self.num_features = self.head_hidden_size = prev
+        self.global_pool = "avg"
+        self.grad_checkpointing = False
+        self.pretrained_cfg: dict = {}
         if not features_only:
             self.norm = (
                 nn.Identity() if spec.stage_norm else nn.LayerNorm(prev, eps=spec.norm_eps, **dd)
             )
             self.head = nn.Linear(prev, num_classes, **dd) if num_classes else nn.Identity()
         self.reset_parameters()
+
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name of :attr:`pretrained_cfg`."""
+        return self.pretrained_cfg
 
     def reset_parameters(self) -> None:
         """The authors' init: linear weights trunc-normal (std 0.02), biases 0, norms 1/0."""
@@ -228,13 +346,116 @@ class Backbone(nn.Module):
             outs.append(x)
         return outs
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, H, W, C)`` last stage map -> norm, global average pool, head."""
-        return self.head(self.norm(x).mean(dim=(1, 2)))
+    def _classifier_only(self, what: str) -> None:
+        if self.features_only:
+            raise AttnblocksError(
+                f"{type(self).__name__}.{what}: a features_only model has no norm or head; build "
+                f"it with features_only=False."
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, in_chans, H, W)`` -> the normalised last stage map ``(B, H', W', C)``
+        (channels-last, as timm's Swin)."""
+        self._classifier_only("forward_features")
+        return self.norm(self.forward_stages(x)[-1])
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``x: (B, H, W, C)`` from :meth:`forward_features` -> global average pool, head
+        (``pre_logits``: the pooled ``(B, C)`` features)."""
+        self._classifier_only("forward_head")
+        x = x.mean(dim=(1, 2))
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the maps of the stages ``indices`` (``None``: all,
+        an int ``k``: the last ``k``), ``NCHW`` or ``NHWC``, and unless ``intermediates_only``
+        the final normalised map ``(B, H', W', C)``. ``norm`` applies the final norm to the
+        last stage's map; ``stop_early`` skips the stages after the last one asked for.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise AttnblocksError(
+                f"forward_intermediates: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}."
+            )
+        n = len(self.stages)
+        take = _take_indices(n, indices, "forward_intermediates")
+        last = max(take) if stop_early or intermediates_only else n - 1
+        if x.dim() != 4 or x.shape[1] != self.spec.in_chans:
+            raise AttnblocksError(
+                f"{type(self).__name__} expects images as (B, {self.spec.in_chans}, H, W), got "
+                f"x.shape={fmt_shape(x.shape)}."
+            )
+        x = self.stem(x)
+        final_norm = getattr(self, "norm", nn.Identity())
+        outs = []
+        for i, stage in enumerate(self.stages[: last + 1]):
+            x = stage(x)
+            if i in take:
+                y = final_norm(x) if norm and i == n - 1 else x
+                outs.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return outs
+        return (final_norm(x) if last == n - 1 else x), outs
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier (``head``)."""
+        self._classifier_only("get_classifier")
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh ``Linear(num_features, num_classes)`` head (``Identity`` for 0)."""
+        self._classifier_only("reset_classifier")
+        positive_int(type(self).__name__, "num_classes", num_classes, minimum=0)
+        if global_pool not in (None, "avg"):
+            raise AttnblocksError(
+                f"reset_classifier: global_pool must be 'avg' (mean over tokens), got "
+                f"{global_pool!r}."
+            )
+        w = next(self.parameters())
+        self.num_classes = num_classes
+        if num_classes:
+            self.head = nn.Linear(self.num_features, num_classes, device=w.device, dtype=w.dtype)
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+        else:
+            self.head = nn.Identity()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (``torch.utils.checkpoint``) when on."""
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters to train without weight decay: the position tables and SwinV2's
+        ``logit_scale`` and CPB MLP (timm excludes biases and norms by their dimension)."""
+        keys = (".tables.", "logit_scale", "cpb_mlp", ".rpb")
+        return {n for n, _ in self.named_parameters() if any(k in n for k in keys)}
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer groups (layer-wise learning-rate decay): the stem, then the blocks."""
+        blocks = (
+            r"^stages\.(\d+)"
+            if coarse
+            else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^stages\.(\d+)\.norm", (99999,)),
+            ]
+        )
+        return {"stem": r"^stem", "blocks": blocks}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """``x: (B, in_chans, H, W)`` -> logits, or the stage maps ``(B, C_i, H_i, W_i)``."""
-        outs = self.forward_stages(x)
+        """``x: (B, in_chans, H, W)`` -> logits, or the stage maps ``(B, C_i, H_i, W_i)`` at
+        ``out_indices``."""
         if self.features_only:
-            return [o.permute(0, 3, 1, 2) for o in outs]
-        return self.forward_head(outs[-1])
+            outs = self.forward_intermediates(x, self.out_indices, intermediates_only=True)
+            return outs  # type: ignore[return-value]
+        return self.forward_head(self.forward_features(x))

@@ -85,6 +85,8 @@ class PreNorm(Spec):
             (:class:`~attnblocks.models.ResDWConvMlp`, Shunted's).
         cpe: a conditional positional encoding first, ``x = x + DWConv3x3(x)`` (``cpe``,
             depthwise with bias; DilateFormer's).
+        res_post: SwinV2's residual post-norm instead: ``x = x + drop_path(norm1(attn(x)))``,
+            ``x = x + drop_path(norm2(mlp(x)))``.
 
     Example:
         >>> PreNorm()
@@ -96,6 +98,7 @@ class PreNorm(Spec):
     eps: float = 1e-5
     mlp: str = "plain"
     cpe: bool = False
+    res_post: bool = False
 
     def __post_init__(self) -> None:
         if self.mlp not in _MLPS:
@@ -161,5 +164,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.cpe:
             x = x + self.cpe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if self.spec.res_post:
+            x = x + self.drop_path1(self.norm1(self.attn(x)))
+            return x + self.drop_path2(self.norm2(self.mlp(x)))
         x = x + self.drop_path1(self.attn(self.norm1(x)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))

@@ -1,8 +1,19 @@
-"""Checkpoint converters: timm's / the Swin authors' and the CSWin authors' model layouts.
+"""Checkpoint loading: the authors' and timm's released model layouts into a Backbone.
 
-Each ``load_*`` function maps a full-model state dict onto a :class:`~attnblocks.models.Backbone`
-built from the matching table and loads it strictly: missing or unexpected keys and shape
-mismatches raise an :class:`~attnblocks.AttnblocksError` naming the keys.
+:func:`load_checkpoint` is the entry point: a file (``.pth``/``.pt``/``.bin``, read with
+``torch.load(weights_only=True)``, or ``.safetensors``) or a state dict, unwrapped
+(``model``, ``state_dict``, ``state_dict_ema``, ``model_ema``, ``module.`` prefixes), its layout
+detected (:func:`detect_layout`) and mapped onto the model's key names, then loaded strictly:
+missing or unexpected keys and shape mismatches raise an :class:`~attnblocks.AttnblocksError`
+naming the layout and the keys. Each block's attention goes through its converter in
+:mod:`attnblocks.convert`, so a checkpoint of another configuration is refused there.
+
+Layouts (key names from the authors' released model files, ``golden/models/*_tiny_keys.txt``):
+DilateFormer's ``patch_embed.proj.{0..9}``, ``stages.{i}.blocks.{j}.{pos_embed, norm1,
+attn.{qkv, proj}, norm2, mlp}``, ``stages.{i}.downsample.proj.{0,1}`` (end of stages 1-3);
+Shunted's ``patch_embed1.{conv.*, norm}``, ``patch_embed{2..4}.{proj, norm}``,
+``block{i}.{j}.*`` (the MLP's conv ``mlp.dwconv.dwconv``), ``norm{i}``; PVTv2's (the same,
+stem ``patch_embed1.{proj, norm}``), and timm's PVTv2 (:func:`convert_timm_pvtv2`).
 
 Swin (timm 1.0, ``swin_*_patch4_window7_224``; names read from timm's ``swin_transformer.py``):
 ``patch_embed.{proj,norm}``, ``layers.{i}.downsample.{norm,reduction}`` (``i >= 1``: timm
@@ -24,21 +35,40 @@ downsamplers ``merge{1..3}.{conv,norm}`` between stage ``i`` and ``i + 1``, the 
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from .._errors import AttnblocksError
-from ..convert import _strict_load, embed_rel_table
+from ..convert import (
+    _strict_load,
+    embed_rel_table,
+    load_dilateformer,
+    load_pvtv2,
+    load_shunted,
+    load_swinv2,
+    map_attention,
+)
 from .backbone import Backbone
 
 __all__ = [
+    "LAYOUTS",
+    "convert_checkpoint",
     "convert_cswin",
+    "convert_dilateformer",
+    "convert_pvtv2",
+    "convert_shunted",
+    "convert_swinv2",
     "convert_timm_swin",
+    "detect_layout",
+    "load_checkpoint",
     "load_cswin_checkpoint",
     "load_timm_swin_checkpoint",
+    "read_checkpoint",
 ]
 
 _SWIN_SKIP = ("relative_position_index", "attn_mask")
@@ -186,3 +216,386 @@ def load_cswin_checkpoint(model: Backbone, state: Mapping[str, torch.Tensor]) ->
         attnblocks._errors.AttnblocksError: CSWin checkpoint -> Backbone: missing keys [...
     """
     return _load_strict(model, convert_cswin(state), "CSWin checkpoint")
+
+
+# ---------------------------------------------------------------------------------------------
+# the authors' layouts of DilateFormer, Shunted and PVTv2
+
+
+def _attention_groups(
+    state: dict[str, torch.Tensor], pattern: str
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Split off each block's ``attn.*`` keys: ``({block prefix: {key: v}}, the rest)``."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    rest = {}
+    rx = re.compile(pattern)
+    for k, v in state.items():
+        m = rx.match(k)
+        if m:
+            groups.setdefault(m[1], {})[m[2]] = v
+        else:
+            rest[k] = v
+    return groups, rest
+
+
+def _map_blocks(
+    model: Backbone,
+    groups: dict[str, dict[str, torch.Tensor]],
+    rename: Callable[[str], str],
+    loader: Callable,
+    layout: str,
+) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for prefix, sub in groups.items():
+        ours = rename(prefix) + ".attn"
+        try:
+            layer = model.get_submodule(ours)
+        except AttributeError:
+            raise AttnblocksError(
+                f"{layout} checkpoint -> {_model_name(model)}: block {prefix} has no place in the "
+                f"model (no {ours}); the model has {[len(s.blocks) for s in model.stages]} "
+                f"blocks per stage."
+            ) from None
+        try:
+            mapped = map_attention(loader, layer, sub)
+        except AttnblocksError as e:
+            raise AttnblocksError(
+                f"{layout} checkpoint -> {_model_name(model)}, {prefix}.attn -> {ours}: {e}"
+            ) from None
+        out |= {f"{ours}.{k}": v for k, v in mapped.items()}
+    return out
+
+
+def convert_dilateformer(
+    state: Mapping[str, torch.Tensor], model: Backbone
+) -> dict[str, torch.Tensor]:
+    """Map the DilateFormer authors' ``Dilateformer`` state dict onto ``model``'s key names."""
+    layout = LAYOUTS["dilateformer"]
+    groups, rest = _attention_groups(dict(state), r"^(stages\.\d+\.blocks\.\d+)\.attn\.(.*)$")
+    out = _map_blocks(model, groups, lambda p: p, load_dilateformer, layout)
+    for key, v in rest.items():
+        k = re.sub(r"^patch_embed\.proj\.", "stem.convs.", key)
+        k = re.sub(r"^(stages\.\d+\.blocks\.\d+)\.pos_embed\.", r"\1.cpe.", k)
+        m = re.match(r"^stages\.(\d+)\.downsample\.proj\.([01])\.(.*)$", k)
+        if m:
+            part = "conv" if m[2] == "0" else "norm"
+            k = f"stages.{int(m[1]) + 1}.downsample.{part}.{m[3]}"
+        out[k] = v
+    return out
+
+
+def convert_swinv2(state: Mapping[str, torch.Tensor], model: Backbone) -> dict[str, torch.Tensor]:
+    """Map a SwinV2 state dict (timm 1.0's ``SwinTransformerV2``, or the authors', who
+    downsample at the end of a stage and name the classifier ``head``) onto ``model``."""
+    state = dict(state)
+    authors = "layers.0.downsample.reduction.weight" in state
+    layout = LAYOUTS["swinv2" if authors else "swinv2_timm"]
+    state = {k: v for k, v in state.items() if k.split(".")[-1] not in _SWINV2_BUFFERS}
+
+    def place(key: str) -> str:
+        k = re.sub(r"^layers\.(\d+)\.downsample", _next_stage, key) if authors else key
+        k = re.sub(r"^patch_embed\.", "stem.", k)
+        k = re.sub(r"^layers\.(\d+)\.", r"stages.\1.", k)
+        return re.sub(r"^head\.fc\.", "head.", k)
+
+    groups, rest = _attention_groups(state, r"^(layers\.\d+\.blocks\.\d+)\.attn\.(.*)$")
+    out = _map_blocks(model, groups, place, load_swinv2, layout)
+    return out | {place(k): v for k, v in rest.items()}
+
+
+_SWINV2_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask", "k_bias")
+
+
+def _pyramid(state: Mapping[str, torch.Tensor], model: Backbone, family: str) -> dict:
+    layout = LAYOUTS[family]
+    loader = load_shunted if family == "shunted" else load_pvtv2
+    groups, rest = _attention_groups(dict(state), r"^(block\d+\.\d+)\.attn\.(.*)$")
+
+    def stage_block(prefix: str) -> str:
+        i, j = prefix[len("block") :].split(".")
+        return f"stages.{int(i) - 1}.blocks.{j}"
+
+    out = _map_blocks(model, groups, stage_block, loader, layout)
+    stem_convs = sorted(
+        {int(m[1]) for k in rest if (m := re.match(r"^patch_embed1\.conv\.(\d+)\.", k))}
+    )
+    for key, v in rest.items():
+        k = key
+        m = re.match(r"^patch_embed1\.conv\.(\d+)\.(.*)$", k)
+        if m:  # Shunted's stem: conv-BN-ReLU layers, the last conv is the patchify projection
+            last = int(m[1]) == stem_convs[-1]
+            k = f"stem.proj.{m[2]}" if last else f"stem.convs.{m[1]}.{m[2]}"
+        k = re.sub(r"^patch_embed1\.", "stem.", k)
+        m = re.match(r"^patch_embed(\d+)\.(proj|norm)\.(.*)$", k)
+        if m:
+            k = f"stages.{int(m[1]) - 1}.downsample.{'conv' if m[2] == 'proj' else 'norm'}.{m[3]}"
+        m = re.match(r"^block(\d+)\.(\d+)\.(.*)$", k)
+        if m:
+            k = f"stages.{int(m[1]) - 1}.blocks.{m[2]}.{m[3]}".replace(
+                "mlp.dwconv.dwconv.", "mlp.dwconv."
+            )
+        k = re.sub(r"^norm(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.norm.", k)
+        out[k] = v
+    return out
+
+
+def convert_shunted(state: Mapping[str, torch.Tensor], model: Backbone) -> dict[str, torch.Tensor]:
+    """Map the Shunted authors' ``ShuntedTransformer`` state dict onto ``model``'s key names."""
+    return _pyramid(state, model, "shunted")
+
+
+def convert_pvtv2(state: Mapping[str, torch.Tensor], model: Backbone) -> dict[str, torch.Tensor]:
+    """Map the PVTv2 authors' ``PyramidVisionTransformerV2`` state dict onto ``model``'s names."""
+    return _pyramid(state, model, "pvtv2")
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point
+
+#: layout name -> how errors and warnings name it
+LAYOUTS = {
+    "swin": "Swin (authors' layout)",
+    "swin_timm": "Swin (timm's layout)",
+    "swinv2": "SwinV2 (authors' layout)",
+    "swinv2_timm": "SwinV2 (timm's layout)",
+    "cswin": "CSWin (authors' layout)",
+    "dilateformer": "DilateFormer (authors' layout)",
+    "shunted": "Shunted (authors' layout)",
+    "pvtv2": "PVTv2 (authors' layout)",
+    "pvtv2_timm": "PVTv2 (timm's layout)",
+    "attnblocks": "attnblocks' own layout",
+}
+
+_WRAPPERS = ("model", "state_dict", "state_dict_ema", "model_ema")
+
+
+def read_checkpoint(
+    source: str | os.PathLike | Mapping[str, torch.Tensor], ema: bool = False
+) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint file or training dict.
+
+    Files: ``.safetensors`` (``safetensors.torch.load_file``) or anything else through
+    ``torch.load(weights_only=True, map_location="cpu")`` (``.pth``, ``.pt``, ``.bin``). The
+    first of ``model``, ``state_dict``, ``state_dict_ema``, ``model_ema`` present is taken
+    (with ``ema=True``: the EMA weights first); a ``module.`` prefix (DistributedDataParallel)
+    is removed.
+
+    Example:
+        >>> read_checkpoint({"state_dict": {"module.head.bias": torch.zeros(2)}})
+        {'head.bias': tensor([0., 0.])}
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise AttnblocksError(f"read_checkpoint: no checkpoint file at {path!r}.")
+        if path.endswith(".safetensors"):
+            try:
+                from safetensors.torch import load_file
+            except ImportError:  # pragma: no cover (safetensors comes with timm)
+                raise AttnblocksError(
+                    f"read_checkpoint: {path!r} is a safetensors file; pip install safetensors."
+                ) from None
+            source = load_file(path, device="cpu")
+        else:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(source, Mapping):
+        raise TypeError(
+            f"read_checkpoint: expected a file path or a state dict, got {type(source).__name__}."
+        )
+    order = (_WRAPPERS[2:] + _WRAPPERS[:2]) if ema else _WRAPPERS
+    for w in order:
+        if isinstance(source.get(w), Mapping):
+            source = source[w]
+            break
+    state = {k: v for k, v in source.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise AttnblocksError(
+            f"read_checkpoint: no tensors found (top-level keys {sorted(source)[:8]}); expected "
+            f"a state dict, or one under {_WRAPPERS}."
+        )
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """Which released layout a state dict has: a key of :data:`LAYOUTS`.
+
+    Example:
+        >>> detect_layout({"patch_embed1.proj.weight": 0, "block1.0.attn.q.weight": 0})
+        'pvtv2'
+    """
+    keys = set(state)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("stage1_conv_embed."):
+        return "cswin"
+    if has("patch_embed1.conv."):
+        return "shunted"
+    if has("patch_embed1.proj."):
+        return "pvtv2"
+    if has("patch_embed.proj.0.") and any(".pos_embed." in k for k in keys):
+        return "dilateformer"
+    if has("layers.0.blocks.0.attn.cpb_mlp."):
+        return "swinv2" if has("layers.0.downsample.") else "swinv2_timm"
+    if has("layers.0.blocks.0.attn.relative_position_bias_table"):
+        return "swin" if has("layers.0.downsample.") else "swin_timm"
+    if has("patch_embed.proj.") and has("stages.0.blocks.0.attn.q."):
+        return "pvtv2_timm"
+    if has("stem.") and has("stages.0.blocks."):
+        return "attnblocks"
+    raise AttnblocksError(
+        f"Unrecognised checkpoint layout (keys {sorted(keys)[:6]} ...); the known layouts: "
+        f"{', '.join(LAYOUTS.values())}."
+    )
+
+
+def _model_name(model: nn.Module) -> str:
+    return getattr(model, "name", None) or type(model).__name__
+
+
+def convert_checkpoint(
+    model: Backbone, source, layout: str | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """``(state dict under model's key names, layout)`` for any known layout (no loading).
+
+    ``source``: a state dict, a file path (see :func:`read_checkpoint`) or a timm model.
+    """
+    module = isinstance(source, nn.Module)
+    state = dict(source.state_dict()) if module else read_checkpoint(source)
+    layout = layout or detect_layout(state)
+    if layout not in LAYOUTS:
+        raise AttnblocksError(
+            f"convert_checkpoint: layout must be one of {tuple(LAYOUTS)}, got {layout!r}."
+        )
+    if layout in ("swin", "swin_timm"):
+        mapped = convert_timm_swin(source if isinstance(source, nn.Module) else state, model)
+    elif layout in ("swinv2", "swinv2_timm"):
+        mapped = convert_swinv2(state, model)
+    elif layout == "cswin":
+        mapped = convert_cswin(state)
+    elif layout == "dilateformer":
+        mapped = convert_dilateformer(state, model)
+    elif layout == "shunted":
+        mapped = convert_shunted(state, model)
+    elif layout == "pvtv2":
+        mapped = convert_pvtv2(state, model)
+    elif layout == "pvtv2_timm":
+        from .pvtv2 import convert_timm_pvtv2
+
+        mapped = convert_timm_pvtv2(source if isinstance(source, nn.Module) else state)
+    else:
+        mapped = dict(state)
+    return mapped, layout
+
+
+def _fit_head(model: Backbone, mapped: dict[str, torch.Tensor], layout: str) -> None:
+    """A checkpoint's classifier into a model without one (ignored) or of another size
+    (left at its initialisation, with a warning); in place."""
+    own = model.state_dict()
+    head = [k for k in mapped if k.startswith("head.")]
+    if getattr(model, "features_only", False):
+        for k in head + [k for k in mapped if k.startswith("norm.") and k not in own]:
+            del mapped[k]
+        return
+    if not head:
+        if "head.weight" in own:
+            warnings.warn(
+                f"{layout} checkpoint -> {_model_name(model)}: the checkpoint has no classifier "
+                f"head: head left at its initialisation.",
+                stacklevel=3,
+            )
+        return
+    if "head.weight" not in own:  # num_classes=0: the model returns pooled features
+        for k in head:
+            del mapped[k]
+        return
+    theirs = mapped.get("head.weight")
+    if theirs is not None and tuple(theirs.shape) != tuple(own["head.weight"].shape):
+        warnings.warn(
+            f"{layout} checkpoint -> {_model_name(model)}: the checkpoint's head has "
+            f"{theirs.shape[0]} classes, the model {own['head.weight'].shape[0]}: head left at "
+            f"its initialisation.",
+            stacklevel=3,
+        )
+        for k in head:
+            del mapped[k]
+
+
+def _adapt_input_conv(model: Backbone, mapped: dict, own: dict, layout: str) -> None:
+    """A 3-channel checkpoint's first conv into a model of other ``in_chans``, as timm adapts
+    it: summed over the colours for 1 channel, else the colours repeated and scaled by
+    ``3 / in_chans``; in place, with a warning."""
+    key = next((k for k in ("stem.proj.weight", "stem.convs.0.weight") if k in own), None)
+    if key is None or key not in mapped or model.spec.in_chans == 3:
+        return
+    w, want = mapped[key], own[key].shape
+    if w.dim() != 4 or w.shape[1] != 3 or (w.shape[0], *w.shape[2:]) != (want[0], *want[2:]):
+        return
+    c = model.spec.in_chans
+    if c == 1:
+        mapped[key] = w.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-c // 3)
+        mapped[key] = w.repeat(1, reps, 1, 1)[:, :c] * (3 / c)
+    warnings.warn(
+        f"{layout} checkpoint -> {_model_name(model)}: the 3-channel {key} adapted to "
+        f"in_chans={c}.",
+        stacklevel=3,
+    )
+
+
+def load_checkpoint(
+    model: Backbone,
+    source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module,
+    *,
+    layout: str | None = None,
+    ema: bool = False,
+) -> Backbone:
+    """Load a released checkpoint into ``model``, strictly; the public entry point.
+
+    Args:
+        model: a :class:`Backbone` built from the matching table (e.g.
+            ``create("cswin_tiny")``), on any device (its dtype is kept).
+        source: a checkpoint file (``.pth``, ``.pt``, ``.bin``, ``.safetensors``), a (training)
+            state dict, or a timm model; see :func:`read_checkpoint` for the unwrapping.
+        layout: a key of :data:`LAYOUTS`; detected from the keys when ``None``.
+        ema: prefer the EMA weights when the file holds both.
+
+    A checkpoint's head goes into a model with another ``num_classes`` as nothing (the head is
+    left fresh, with a warning); into a ``features_only`` or ``num_classes=0`` model it is
+    ignored, as is the final norm a ``features_only`` model lacks.
+
+    Shapes:
+        The weights' shapes must be the model's; the model's forward is unchanged.
+
+    Example:
+        >>> from attnblocks.models import create
+        >>> model = create("pvtv2_b2", device="meta")
+        >>> state = {"patch_embed1.proj.weight": torch.zeros(1), "head.bias": torch.zeros(1000)}
+        >>> load_checkpoint(model, state)
+        Traceback (most recent call last):
+        ...
+        attnblocks._errors.AttnblocksError: PVTv2 (authors' layout) checkpoint -> pvtv2_b2: ...
+    """
+    if ema and not isinstance(source, nn.Module):
+        source = read_checkpoint(source, ema=True)
+    mapped, layout = convert_checkpoint(model, source, layout)
+    name = LAYOUTS[layout]
+    _fit_head(model, mapped, name)
+    own = model.state_dict()
+    for k in [k for k in mapped if k.endswith("num_batches_tracked") and k not in own]:
+        del mapped[k]
+    for k in own:  # BatchNorm counters are not weights: released files may drop them
+        if k.endswith("num_batches_tracked") and k not in mapped:
+            mapped[k] = own[k]
+    _adapt_input_conv(model, mapped, own, name)
+    head_fresh = [k for k in own if k.startswith("head.") and k not in mapped]
+    for k in head_fresh:
+        mapped[k] = own[k]
+    meta = any(t.device.type == "meta" for t in own.values())
+    return _strict_load(
+        model, mapped, f"{name} checkpoint", _model_name(model), noun="model", limit=8, assign=meta
+    )

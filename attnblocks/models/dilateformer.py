@@ -5,11 +5,12 @@ Jiao et al., "DilateFormer: Multi-Scale Dilated Transformer for Visual Recogniti
 :func:`~attnblocks.zoo.dilateformer` (kernel 3, dilations 1-2-3) in stages 1-2, plain global
 attention in stages 3-4, a CPE before every block, LayerNorm eps 1e-6, MLP ratio 4.
 
-**Inferred** (not in the facts): the stem, three ``Conv2d(bias=False) -> BatchNorm2d`` layers
-3 -> 36 (3x3, stride 2) -> 36 (3x3) -> 72 (3x3, stride 2) with GELU between; the
-downsampling, ``Conv2d(3x3, stride 2, bias=False) -> BatchNorm2d`` (:class:`BNMerge`); a final
-LayerNorm (eps 1e-6) and the linear head. This gives 17,208,820 parameters, 29,924 (0.17%)
-fewer than the authors' 17,238,744: the authors' stem is not this one.
+From the reference facts (Whole models), the layers around the attention: the stem, four
+bias-free 3x3 convs 3 -> 16 (stride 1) -> 32 (stride 2) -> 64 (stride 1) -> ``dims[0]``
+(stride 2), BatchNorm2d + exact GELU after each of the first three (the 16-32-64 widths are
+fixed for every size); the merge at the end of stages 1-3, ``Conv2d(3x3, stride 2, bias) ->
+BatchNorm2d`` (:class:`BNMerge` with ``bias=True``); a final LayerNorm (eps 1e-6) and the
+linear head. DilateFormer-T then counts the authors' 17,238,744 parameters and 3.16G MACs.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def dilateformer_spec(
     kernel: int = 3,
     dilations: tuple[int, ...] = (1, 2, 3),
     drop_path_rate: float = 0.0,
+    stem_widths: tuple[int, int, int] = (16, 32, 64),
 ) -> BackboneSpec:
     """A DilateFormer table: MSDA in the first ``local_stages`` stages, global attention after.
+
+    ``stem_widths``: the hidden widths of the four-conv stem (the authors' fixed 16-32-64).
 
     Example:
         >>> spec = dilateformer_spec((24, 48), (1, 1), (3, 6), local_stages=1)
@@ -51,11 +55,13 @@ Attention(partition=Global())]
         Stage(c, d, h, msda if i < local_stages else glob)
         for i, (c, d, h) in enumerate(zip(dims, depths, heads))
     )
-    half = dims[0] // 2
+    a, b, c = stem_widths
     return BackboneSpec(
         stages,
-        stem=ConvBNStem(((half, 3, 2), (half, 3, 1), (dims[0], 3, 2)), norm="none"),
-        downsample=BNMerge(),
+        stem=ConvBNStem(
+            ((a, 3, 1), (b, 3, 2), (c, 3, 1), (dims[0], 3, 2)), norm="none", bn_last=False
+        ),
+        downsample=BNMerge(bias=True),
         block=PreNorm(eps=1e-6, cpe=True),
         drop_path_rate=drop_path_rate,
         norm_eps=1e-6,

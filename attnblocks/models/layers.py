@@ -199,12 +199,17 @@ class PatchMerging(Spec):
     (row, column offsets); the linear layer has no bias. Odd maps are zero-padded on the
     bottom/right first (as timm does), so ``H' = ceil(H / 2)``.
 
+    ``norm_after=True`` is SwinV2's: the LayerNorm follows the reduction (over ``2C``).
+
     Example:
         >>> PatchMerging().build(8, 16)(torch.randn(1, 5, 6, 8)).shape
         torch.Size([1, 3, 3, 16])
+        >>> PatchMerging(norm_after=True).build(8, 16).norm.normalized_shape
+        (16,)
     """
 
     eps: float = 1e-5
+    norm_after: bool = False
 
     def build(self, dim: int, out_dim: int, *, device=None, dtype=None) -> PatchMergingLayer:
         return PatchMergingLayer(self, dim, out_dim, device=device, dtype=dtype)
@@ -221,7 +226,7 @@ class PatchMergingLayer(nn.Module):
         super().__init__()
         self.spec = spec
         dd = {"device": device, "dtype": dtype}
-        self.norm = nn.LayerNorm(4 * dim, eps=spec.eps, **dd)
+        self.norm = nn.LayerNorm(out_dim if spec.norm_after else 4 * dim, eps=spec.eps, **dd)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +234,8 @@ class PatchMergingLayer(nn.Module):
         x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         # (B, H/2, 2r, W/2, 2c, C) -> channels ordered (c, r, C): the authors' x0, x1, x2, x3
         x = x.view(B, (H + 1) // 2, 2, (W + 1) // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        if self.spec.norm_after:
+            return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))
 
 

@@ -22,7 +22,17 @@ from .checkpoints import _load_strict, _unwrap
 from .layers import ConvMerge, ConvStem
 from .registry import register_model
 
-__all__ = ["convert_timm_pvtv2", "load_timm_pvtv2_checkpoint", "pvtv2_b2", "pvtv2_spec"]
+__all__ = [
+    "convert_timm_pvtv2",
+    "load_timm_pvtv2_checkpoint",
+    "pvtv2_b0",
+    "pvtv2_b1",
+    "pvtv2_b2",
+    "pvtv2_b3",
+    "pvtv2_b4",
+    "pvtv2_b5",
+    "pvtv2_spec",
+]
 
 
 def pvtv2_spec(
@@ -57,11 +67,50 @@ def pvtv2_spec(
     )
 
 
+_B = (64, 128, 320, 512)
+_HEADS = (1, 2, 5, 8)
+
+
+@register_model
+def pvtv2_b0(**options) -> BackboneSpec:
+    """PVTv2-b0: 32-64-160-256, depths 2-2-2-2, heads 1-2-5-8 (3.7M, 0.6G)."""
+    options.setdefault("drop_path_rate", 0.1)
+    return pvtv2_spec((32, 64, 160, 256), (2, 2, 2, 2), _HEADS, **options)
+
+
+@register_model
+def pvtv2_b1(**options) -> BackboneSpec:
+    """PVTv2-b1: 64-128-320-512, depths 2-2-2-2 (14.0M, 2.1G)."""
+    options.setdefault("drop_path_rate", 0.1)
+    return pvtv2_spec(_B, (2, 2, 2, 2), _HEADS, **options)
+
+
 @register_model
 def pvtv2_b2(**options) -> BackboneSpec:
     """PVTv2-b2: 64-128-320-512, depths 3-4-6-3, heads 1-2-5-8, sr 8-4-2-1 (25.4M, 4.0G)."""
     options.setdefault("drop_path_rate", 0.1)
-    return pvtv2_spec((64, 128, 320, 512), (3, 4, 6, 3), (1, 2, 5, 8), **options)
+    return pvtv2_spec(_B, (3, 4, 6, 3), _HEADS, **options)
+
+
+@register_model
+def pvtv2_b3(**options) -> BackboneSpec:
+    """PVTv2-b3: 64-128-320-512, depths 3-4-18-3 (45.2M, 6.9G)."""
+    options.setdefault("drop_path_rate", 0.3)
+    return pvtv2_spec(_B, (3, 4, 18, 3), _HEADS, **options)
+
+
+@register_model
+def pvtv2_b4(**options) -> BackboneSpec:
+    """PVTv2-b4: 64-128-320-512, depths 3-8-27-3 (62.6M, 10.1G)."""
+    options.setdefault("drop_path_rate", 0.3)
+    return pvtv2_spec(_B, (3, 8, 27, 3), _HEADS, **options)
+
+
+@register_model
+def pvtv2_b5(**options) -> BackboneSpec:
+    """PVTv2-b5: 64-128-320-512, depths 3-6-40-3, MLP ratio 4 in every stage (82.0M, 11.8G)."""
+    options.setdefault("drop_path_rate", 0.3)
+    return pvtv2_spec(_B, (3, 6, 40, 3), _HEADS, mlp_ratios=(4, 4, 4, 4), **options)
 
 
 _ATTN_OWN = re.compile(r"^(stages\.\d+\.blocks\.\d+\.attn)\.(kv|sr|norm)\.")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from .._errors import AttnblocksError
+from .._spec import pair
 from .backbone import Backbone, BackboneSpec
 
 __all__ = ["create", "list_models", "model_spec", "register_model"]
@@ -54,16 +58,34 @@ def create(
     num_classes: int = 1000,
     features_only: bool = False,
     *,
+    out_indices: Sequence[int] | None = None,
+    in_chans: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    pretrained: bool = False,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
     device=None,
     dtype=None,
     **options,
 ) -> Backbone:
-    """Build a registered model.
+    """Build a registered model (the same arguments as ``timm.create_model``).
 
     Args:
         name: a name from :func:`list_models`.
         num_classes: classifier outputs (0: the model returns pooled features).
         features_only: return the stage maps ``[(B, C_i, H_i, W_i), ...]`` instead of logits.
+        out_indices: with ``features_only``, which stages (default all; negative from the end).
+        in_chans: image channels (default 3); a 3-channel checkpoint's first conv is adapted
+            as timm does (summed for 1 channel, repeated and rescaled for more).
+        img_size: accepted for timm's scripts and recorded in ``pretrained_cfg["input_size"]``;
+            the models run at any size.
+        pretrained: load the checkpoint file named by ``pretrained_cfg["file"]`` (give the
+            authors' file with ``pretrained_cfg_overlay=dict(file=PATH)``; attnblocks hosts none)
+            through :func:`~attnblocks.models.load_checkpoint`.
+        pretrained_cfg, pretrained_cfg_overlay: replace / update the model's default
+            ``pretrained_cfg`` (:func:`~attnblocks.models.pretrained.pretrained_cfg`).
+        checkpoint_path: a checkpoint file to load after building (as timm's argument).
         device, dtype: factory kwargs of the parameters (``device="meta"`` builds nothing).
         options: model options, e.g. ``drop_path_rate`` or Swin's ``clamp`` and ``pad``.
 
@@ -74,4 +96,38 @@ def create(
         >>> shapes
         [(1, 96, 16, 24), (1, 192, 8, 12), (1, 384, 4, 6), (1, 768, 2, 3)]
     """
-    return model_spec(name, **options).build(num_classes, features_only, device=device, dtype=dtype)
+    from .checkpoints import load_checkpoint
+    from .pretrained import pretrained_cfg as default_cfg
+
+    spec = model_spec(name, **options)
+    if in_chans is not None:
+        spec = replace(spec, in_chans=in_chans)
+    model = spec.build(
+        num_classes, features_only, out_indices=out_indices, device=device, dtype=dtype
+    )
+    model.name = name
+    cfg = default_cfg(name)
+    if pretrained_cfg is not None and not isinstance(pretrained_cfg, str):
+        cfg |= dict(
+            pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else pretrained_cfg
+        )
+    cfg |= dict(pretrained_cfg_overlay or {})
+    if img_size is not None:
+        h, w = pair("create", "img_size", img_size)
+        cfg["input_size"] = (spec.in_chans, h, w)
+    elif in_chans is not None:
+        cfg["input_size"] = (spec.in_chans, *cfg["input_size"][1:])
+    model.pretrained_cfg = cfg
+    if pretrained:
+        file = cfg.get("file")
+        if not file:
+            raise AttnblocksError(
+                f"create({name!r}, pretrained=True): attnblocks hosts no weights; download the "
+                f"authors' checkpoint ({cfg.get('released_file') or 'see the docs'}, from "
+                f"{cfg.get('origin_url') or 'the authors'}) and pass "
+                f"pretrained_cfg_overlay=dict(file=PATH)."
+            )
+        load_checkpoint(model, file)
+    if checkpoint_path is not None:
+        load_checkpoint(model, checkpoint_path)
+    return model

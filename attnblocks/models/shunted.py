@@ -23,7 +23,7 @@ from .layers import ConvMerge
 from .registry import register_model
 from .stems import ConvBNStem
 
-__all__ = ["shunted_spec", "shunted_tiny"]
+__all__ = ["shunted_base", "shunted_small", "shunted_spec", "shunted_tiny"]
 
 
 def shunted_spec(
@@ -33,8 +33,11 @@ def shunted_spec(
     srs: tuple[int, ...] = (8, 4, 2, 1),
     mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
     drop_path_rate: float = 0.0,
+    num_conv: int = 0,
 ) -> BackboneSpec:
-    """A Shunted table: stage ``i`` has ``dims[i]`` channels and reduction ratio ``srs[i]``.
+    """A Shunted table: stage ``i`` has ``dims[i]`` channels and reduction ratio ``srs[i]``;
+    ``num_conv`` extra ``Conv(3x3, no bias) -> BatchNorm -> ReLU`` layers in the stem (the
+    reference facts: Shunted-S 1, Shunted-B 2).
 
     Example:
         >>> spec = shunted_spec((32, 64), (1, 1), (2, 4), srs=(2, 1), mlp_ratios=(4, 4))
@@ -50,7 +53,9 @@ pe=LocalConv())
     )
     return BackboneSpec(
         stages,
-        stem=ConvBNStem(((dims[0], 7, 2),), proj=(2, 2), act="relu"),
+        stem=ConvBNStem(
+            ((dims[0], 7, 2),) + ((dims[0], 3, 1),) * num_conv, proj=(2, 2), act="relu"
+        ),
         downsample=ConvMerge(),
         block=PreNorm(eps=1e-6, mlp="dwconv_res"),
         drop_path_rate=drop_path_rate,
@@ -64,3 +69,17 @@ def shunted_tiny(**options) -> BackboneSpec:
     """Shunted-T: 64-128-256-512, depths 1-2-4-1, heads 2-4-8-16, sr 8-4-2-1 (11.6M, 2.2G)."""
     options.setdefault("drop_path_rate", 0.1)
     return shunted_spec((64, 128, 256, 512), (1, 2, 4, 1), (2, 4, 8, 16), **options)
+
+
+@register_model
+def shunted_small(**options) -> BackboneSpec:
+    """Shunted-S: Shunted-T with depths 2-4-12-1 and one extra stem conv (22.4M, 4.9G)."""
+    options.setdefault("drop_path_rate", 0.2)
+    return shunted_spec((64, 128, 256, 512), (2, 4, 12, 1), (2, 4, 8, 16), num_conv=1, **options)
+
+
+@register_model
+def shunted_base(**options) -> BackboneSpec:
+    """Shunted-B: Shunted-T with depths 3-4-24-2 and two extra stem convs (39.6M, 8.1G)."""
+    options.setdefault("drop_path_rate", 0.3)
+    return shunted_spec((64, 128, 256, 512), (3, 4, 24, 2), (2, 4, 8, 16), num_conv=2, **options)

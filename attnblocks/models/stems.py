@@ -36,6 +36,8 @@ class ConvBNStem(Spec):
         act: ``"gelu"``, ``"relu"`` or ``"none"``, between layers (not after the last conv
             layer when there is no ``proj``).
         bn: a BatchNorm2d after every conv layer (then the convs have no bias).
+        bn_last: without ``proj``, whether the last conv layer has its BatchNorm too
+            (DilateFormer's stem: ``False``, a bare bias-free conv at the end).
 
     Example:
         >>> stem = ConvBNStem(((64, 7, 2),), proj=(2, 2), act="relu")  # Shunted-T
@@ -43,6 +45,10 @@ class ConvBNStem(Spec):
         4
         >>> stem.build(3, 64)(torch.randn(1, 3, 32, 44)).shape
         torch.Size([1, 8, 11, 64])
+        >>> df = ConvBNStem(((16, 3, 1), (32, 3, 2), (64, 3, 1), (72, 3, 2)), norm="none",
+        ...                 bn_last=False)  # DilateFormer-T
+        >>> sum(p.numel() for p in df.build(3, 72).parameters())
+        65168
     """
 
     convs: tuple[tuple[int, int, int], ...]
@@ -51,6 +57,7 @@ class ConvBNStem(Spec):
     act: str = "gelu"
     bn: bool = True
     eps: float = 1e-5
+    bn_last: bool = True
     _positional: ClassVar[tuple[str, ...]] = ("convs",)
 
     def __post_init__(self) -> None:
@@ -101,8 +108,8 @@ class ConvBNStemLayer(nn.Module):
             last = i == len(spec.convs) - 1 and spec.proj is None
             out = dim if last else out
             layers.append(nn.Conv2d(c, out, k, s, k // 2, bias=not spec.bn, **dd))
-            if spec.bn:
-                layers.append(nn.BatchNorm2d(out, **dd))
+            if spec.bn and not (last and not spec.bn_last):
+                layers.append(nn.BatchNorm2d(out, eps=spec.eps, **dd))
             if not last:
                 layers.append(_ACTS[spec.act]())
             c = out
@@ -123,14 +130,21 @@ class ConvBNStemLayer(nn.Module):
 
 @dataclass(frozen=True, repr=False)
 class BNMerge(Spec):
-    """Downsampling by ``Conv2d(3x3, stride 2, padding 1, bias=False) -> BatchNorm2d``.
+    """Downsampling by ``Conv2d(3x3, stride 2, padding 1) -> BatchNorm2d``.
+
+    Args:
+        eps: the BatchNorm's eps.
+        bias: whether the conv has a bias (DilateFormer's ``conv3_2`` merge: ``True``).
 
     Example:
+        >>> BNMerge(bias=True)
+        BNMerge(bias=True)
         >>> BNMerge().build(8, 16)(torch.randn(1, 5, 6, 8)).shape
         torch.Size([1, 3, 3, 16])
     """
 
     eps: float = 1e-5
+    bias: bool = False
 
     def build(self, dim: int, out_dim: int, *, device=None, dtype=None) -> BNMergeLayer:
         return BNMergeLayer(self, dim, out_dim, device=device, dtype=dtype)
@@ -146,7 +160,7 @@ class BNMergeLayer(nn.Module):
     def __init__(self, spec: BNMerge, dim: int, out_dim: int, *, device=None, dtype=None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(dim, out_dim, 3, 2, 1, bias=False, **dd)
+        self.conv = nn.Conv2d(dim, out_dim, 3, 2, 1, bias=spec.bias, **dd)
         self.norm = nn.BatchNorm2d(out_dim, eps=spec.eps, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

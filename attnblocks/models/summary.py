@@ -10,6 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .._errors import AttnblocksError
 from .._spec import pair
+from ..nn import AttentionLayer
+from ..partition import Dilated
 
 __all__ = ["ModelSummary", "summary"]
 
@@ -33,7 +35,10 @@ class ModelSummary:
     """Parameter and MAC counts of one model at one input size.
 
     ``macs`` is FlopCounterMode's FLOPs (matmuls, convolutions and attention products) divided
-    by 2, for one image.
+    by 2, for one image, plus the ``q k^T`` and ``attn v`` products of the sliding-window
+    attentions (:class:`~attnblocks.Dilated`, :class:`~attnblocks.Neighborhood`), whose
+    gather kernels the counter does not see: ``2 * H * W * k^2 * C`` per layer, as the
+    authors' unfold-and-matmul code is counted.
     """
 
     params: int
@@ -63,6 +68,18 @@ def summary(model: nn.Module, img_size: int | tuple[int, int] = 224) -> ModelSum
         raise AttnblocksError(f"summary: {type(model).__name__} has no parameters.")
     in_chans = getattr(getattr(model, "spec", None), "in_chans", 3)
     x = torch.zeros(1, in_chans, *size, device=first.device, dtype=first.dtype)
+    sliding = [0]
+
+    def count_sliding(module: AttentionLayer, args: tuple) -> None:
+        part = module.spec.partition
+        B, H, W, C = args[0].shape
+        sliding[0] += 2 * B * H * W * part.kernel**2 * C
+
+    hooks = [
+        m.register_forward_pre_hook(count_sliding)
+        for m in model.modules()
+        if isinstance(m, AttentionLayer) and isinstance(m.spec.partition, Dilated)
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -70,5 +87,7 @@ def summary(model: nn.Module, img_size: int | tuple[int, int] = 224) -> ModelSum
             model(x)
     finally:
         model.train(was_training)
+        for h in hooks:
+            h.remove()
     params = sum(p.numel() for p in model.parameters())
-    return ModelSummary(params, fc.get_total_flops() // 2, size)
+    return ModelSummary(params, fc.get_total_flops() // 2 + sliding[0], size)

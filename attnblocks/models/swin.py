@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from .. import zoo
 from .backbone import BackboneSpec, Stage
-from .block import Alternate
+from .block import Alternate, PreNorm
 from .layers import ConvStem, PatchMerging
 from .registry import register_model
 
-__all__ = ["swin_base", "swin_small", "swin_spec", "swin_tiny"]
+__all__ = ["swin_base", "swin_small", "swin_spec", "swin_tiny", "swinv2_spec", "swinv2_tiny"]
 
 
 def swin_spec(
@@ -73,3 +73,46 @@ def swin_base(**options) -> BackboneSpec:
     """Swin-B: 128-256-512-1024, depths 2-2-18-2, heads 4-8-16-32, window 7 (87.8M, 15.4G)."""
     options.setdefault("drop_path_rate", 0.5)
     return swin_spec(128, (2, 2, 18, 2), (4, 8, 16, 32), **options)
+
+
+def swinv2_spec(
+    embed_dim: int,
+    depths: tuple[int, ...],
+    heads: tuple[int, ...],
+    window: int = 8,
+    drop_path_rate: float = 0.0,
+    clamp: str | None = "swin",
+    pad: str = "mask",
+    mlp_ratio: float = 4.0,
+) -> BackboneSpec:
+    """A SwinV2 table: Swin's, with :func:`~attnblocks.zoo.swinv2` attention (cosine scores,
+    continuous position bias, q/v bias), residual post-norm blocks and the merge's LayerNorm
+    after its reduction. ``clamp="timm", pad="timm"`` is timm 1.0's ``SwinTransformerV2``.
+
+    Example:
+        >>> swinv2_spec(32, (2,), (1,)).block
+        PreNorm(res_post=True)
+    """
+    attn = Alternate(
+        zoo.swinv2(window, 0, clamp=clamp, pad=pad),
+        zoo.swinv2(window, window // 2, clamp=clamp, pad=pad),
+    )
+    stages = tuple(
+        Stage(embed_dim * 2**i, d, h, attn, mlp_ratio)
+        for i, (d, h) in enumerate(zip(depths, heads))
+    )
+    return BackboneSpec(
+        stages,
+        stem=ConvStem(4, 4),
+        downsample=PatchMerging(norm_after=True),
+        block=PreNorm(res_post=True),
+        drop_path_rate=drop_path_rate,
+    )
+
+
+@register_model
+def swinv2_tiny(**options) -> BackboneSpec:
+    """SwinV2-T (timm ``swinv2_tiny_window8_256``): 96-192-384-768, depths 2-2-6-2, heads
+    3-6-12-24, window 8 (28.3M)."""
+    options.setdefault("drop_path_rate", 0.2)
+    return swinv2_spec(96, (2, 2, 6, 2), (3, 6, 12, 24), **options)
