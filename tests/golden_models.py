@@ -21,7 +21,6 @@ from attnblocks.models.shunted import shunted_spec
 from attnblocks.models.swin import swin_spec
 
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "golden" / "models"
-SHARED_MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "golden" / "models"
 FAMILIES = ("swin", "cswin", "dilateformer", "shunted", "pvtv2")
 
 

@@ -1,5 +1,6 @@
-"""The golden outputs the suite reads are copies, in ``tests/data/golden``, of the project's
-shared ``../shared/golden``: byte for byte, every case of its index present."""
+"""The golden outputs the suite reads (attention cases and ``models/``) are copies, in
+``tests/data/golden``, of the project's shared ``../shared/golden``: byte for byte, every file
+present."""
 
 import json
 
@@ -26,7 +27,7 @@ def test_copy_equals_shared(path):
 
 
 @pytest.mark.skipif(not SHARED_GOLDEN_DIR.exists(), reason="no ../shared/golden beside the clone")
-def test_every_shared_case_is_copied():
-    shared = json.loads((SHARED_GOLDEN_DIR / "index.json").read_text())
-    missing = [c["file"] for c in shared if not (GOLDEN_DIR / c["file"]).is_file()]
+def test_every_shared_file_is_copied():
+    shared = (p.relative_to(SHARED_GOLDEN_DIR) for p in SHARED_GOLDEN_DIR.rglob("*"))
+    missing = [str(p) for p in shared if not (GOLDEN_DIR / p).exists()]
     assert not missing, f"copy these from {SHARED_GOLDEN_DIR} into {GOLDEN_DIR}: {missing}"

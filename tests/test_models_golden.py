@@ -1,14 +1,10 @@
 """Whole models: the authors' small full models load through the public loader and give their
 logits; the authors' Tiny key layouts load with no missing or unexpected key."""
 
-import filecmp
-
 import pytest
 import torch
 from golden_models import (
     FAMILIES,
-    MODELS_DIR,
-    SHARED_MODELS_DIR,
     build_like,
     load_mini,
     tiny_keys,
@@ -16,17 +12,6 @@ from golden_models import (
 )
 
 from attnblocks.models import create, load_checkpoint, summary
-
-
-def test_golden_models_copy_is_exact():
-    """The repository's copy equals ``../shared/golden/models`` (skipped only without it)."""
-    if not SHARED_MODELS_DIR.exists():
-        pytest.skip(f"{SHARED_MODELS_DIR} is absent")
-    theirs = sorted(p.name for p in SHARED_MODELS_DIR.iterdir())
-    ours = sorted(p.name for p in MODELS_DIR.iterdir())
-    assert ours == theirs
-    for name in theirs:
-        assert filecmp.cmp(MODELS_DIR / name, SHARED_MODELS_DIR / name, shallow=False), name
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
