@@ -64,8 +64,10 @@ def create(
         name: a name from :func:`list_models`.
         num_classes: classifier outputs (0: the model returns pooled features).
         features_only: return the stage maps ``[(B, C_i, H_i, W_i), ...]`` instead of logits.
-        device, dtype: factory kwargs of the parameters (``device="meta"`` builds nothing).
-        options: model options, e.g. ``drop_path_rate`` or Swin's ``clamp`` and ``pad``.
+        device (torch.device | str | None): where the parameters are made (``device="meta"``
+            builds nothing).
+        dtype (torch.dtype | None): the parameters' dtype.
+        **options (Any): model options, e.g. ``drop_path_rate`` or Swin's ``clamp`` and ``pad``.
 
     Example:
         >>> import torch
