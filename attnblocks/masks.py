@@ -171,7 +171,8 @@ def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tens
     the ``pad="mask"`` semantics.
 
     Args:
-        spec (Partition | Attention): a concrete :class:`~attnblocks.Partition`, or an :class:`~attnblocks.Attention`.
+        spec (Partition | Attention): a concrete :class:`~attnblocks.Partition`, or an
+            :class:`~attnblocks.Attention`.
         H: the map height.
         W: the map width.
         num_heads: for an ``Attention`` whose spec does not fix it.
