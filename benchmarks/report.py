@@ -148,7 +148,7 @@ def _bars(ax, run: dict) -> int:
                 f"{ratio:.2f}",
                 va="center",
                 ha="left" if ratio >= 1 else "right",
-                fontsize=6,
+                fontsize=7.5,
             )
     ratios = [v for _, refs in rows for v in refs.values()]
     ax.set_xscale("log")
@@ -158,12 +158,12 @@ def _bars(ax, run: dict) -> int:
     ]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.axvline(1.0, color="black", lw=0.8)
-    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=9)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel("t(reference) / t(attnblocks), log scale: right of 1, attnblocks is faster")
     ax.grid(axis="x", which="both", lw=0.3, alpha=0.5)
     handles = [mpl.patches.Patch(color=c, label=k) for k, c in colors.items()]
-    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    ax.legend(handles=handles, fontsize=9, loc="upper right")
     return len(rows)
 
 
@@ -200,7 +200,7 @@ def combined_chart(files: list[Path], path: Path, setting: str = "tuned") -> Non
         run = json.loads(Path(f).read_text())[setting]
         cases.update(run["cases"])
         machine = run["machine"]
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.28 * len(MODES) * len(cases)))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.3 * len(MODES) * len(cases)))
     _bars(ax, {"cases": cases})
     ax.set_title(
         f"torch {machine['torch']}, {machine['threads']} threads, {machine['cpu']}, "
