@@ -19,8 +19,18 @@ import numpy as np
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # document the checkout these docs belong to
 
-from attnblocks import Attention, Dilated, Global, Grid, Split, Stripe, Window, zoo  # noqa: E402
-from attnblocks.viz import KEY_TINT, QUERY_COLORS, draw_pattern  # noqa: E402
+from attnblocks import (  # noqa: E402
+    Attention,
+    Dilated,
+    Global,
+    Grid,
+    Split,
+    Stripe,
+    Window,
+    dense_mask,
+    zoo,
+)
+from attnblocks.viz import KEY_TINT, QUERY_COLORS, draw_pattern, pattern_image  # noqa: E402
 
 OUT = DOCS / "gallery"
 MARKER = "<!-- gallery -->"
@@ -215,6 +225,46 @@ def draw_reduced(r: Reduced, path: Path) -> None:
     fig.savefig(path, format="png", metadata={"Software": None})
 
 
+# the Models page: each family's stage-1 attention, all head groups together, one query
+MODEL_PATTERNS = (
+    ("swin_*: zoo.swin(7, shift=3)", zoo.swin(7, shift=3), 1),
+    ("cswin_*: zoo.cswin(1)", zoo.cswin(1), 2),
+    (  # drawn with border="mask": the default "zeros" keeps zero keys, not a mask
+        "dilateformer_tiny: zoo.dilateformer()",
+        Attention(partition=Dilated(3, dilation=(1, 2, 3), border="mask"), heads=Split(3)),
+        3,
+    ),
+    ("nat_tiny: zoo.nat(7)", zoo.nat(7), 1),
+    ("dinat_tiny: zoo.dinat(7, dilation=2)", zoo.dinat(7, dilation=2), 1),
+)
+
+
+def draw_models(
+    path: Path, hw: tuple[int, int] = (14, 14), query: tuple[int, int] = (5, 6)
+) -> None:
+    """One panel per model family: the keys any head group of the query attends to."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    H, W = hw
+    cell, gap = 0.16, 0.35
+    pw, ph = W * cell, H * cell
+    fig = Figure(figsize=(len(MODEL_PATTERNS) * (pw + gap) + gap, ph + 0.75), dpi=100)
+    fw, fh = fig.get_size_inches()
+    for i, (title, spec, heads) in enumerate(MODEL_PATTERNS):
+        mask = dense_mask(spec, H, W, heads).numpy().any(0)  # every head group together
+        ax = fig.add_axes(((gap + i * (pw + gap)) / fw, 0.1 / fh, pw / fw, ph / fh))
+        img = pattern_image(mask, hw, [query])
+        ax.imshow(img, interpolation="nearest", extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+        ax.vlines(np.arange(0.5, W - 1, 1.0), -0.5, H - 0.5, colors="white", lw=0.4)
+        ax.hlines(np.arange(0.5, H - 1, 1.0), -0.5, W - 0.5, colors="white", lw=0.4)
+        y, x = query
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=1.0, ec="black"))
+        ax.set_axis_off()
+        ax.set_title(title.replace(": ", ":\n"), fontsize=7)
+    fig.savefig(path, format="png", metadata={"Software": None})
+
+
 def _write(path: Path, draw) -> Path:
     """``draw(tmp)``, then keep the old file if its bytes did not change."""
     tmp = path.with_name(f".{path.stem}.tmp.png")
@@ -241,6 +291,7 @@ def generate(out: Path = OUT) -> list[Path]:
         )
     for r in REDUCED:
         paths.append(_write(out / f"{r.name}.png", lambda tmp, r=r: draw_reduced(r, tmp)))
+    paths.append(_write(out / "models_stage1.png", draw_models))
     return paths
 
 
