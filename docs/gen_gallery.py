@@ -249,7 +249,7 @@ def draw_models(
     H, W = hw
     cell, gap = 0.16, 0.35
     pw, ph = W * cell, H * cell
-    fig = Figure(figsize=(len(MODEL_PATTERNS) * (pw + gap) + gap, ph + 0.75), dpi=100)
+    fig = Figure(figsize=(len(MODEL_PATTERNS) * (pw + gap) + gap, ph + 0.95), dpi=100)
     fw, fh = fig.get_size_inches()
     for i, (title, spec, heads) in enumerate(MODEL_PATTERNS):
         mask = dense_mask(spec, H, W, heads).numpy().any(0)  # every head group together
@@ -261,7 +261,7 @@ def draw_models(
         y, x = query
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=1.0, ec="black"))
         ax.set_axis_off()
-        ax.set_title(title.replace(": ", ":\n"), fontsize=7)
+        ax.set_title(title.replace(": ", ":\n"), fontsize=11)
     fig.savefig(path, format="png", metadata={"Software": None})
 
 
