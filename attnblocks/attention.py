@@ -42,13 +42,15 @@ class Attention(Spec):
             partition (``Stripe(7)``) needs ``heads=Split(n)`` to pick each group's form.
         heads: ``Split(n)`` or ``Split(p0, p1, ...)``; ``None`` is one group of all heads.
         pe: one positional encoder, or a tuple of them.
-        dim, num_heads: the channel count ``C`` and the number of heads ``h`` (or at build).
+        dim: the channel count ``C`` (or give it at build).
+        num_heads: the number of heads ``h`` (or give it at build).
         qkv_bias: the bias of the fused ``[q | k | v]`` projection: ``True``, ``False``, or
             ``"qv"`` (queries and values only, SwinV2's ``q_bias`` / ``v_bias``).
         scale: the logit scale; ``None`` is ``head_dim ** -0.5``.
         score: the similarity of a query and a key; ``None`` is the scaled dot product,
             ``Cosine()`` SwinV2's scaled cosine (which learns its own scale per head).
-        attn_drop, proj_drop: dropout on the attention weights and after the projection.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
         pad: what happens where the map does not divide into windows: ``"mask"`` (pad and
             mask the padded keys: the exact attention over the real tokens), ``"zeros"`` (pad
             q, k, v with zeros that stay in the softmax, as CSWin's segmentation code does),

@@ -51,7 +51,8 @@ def sliding_cost(
 
     Args:
         g: a head group whose partition is a concrete :class:`~attnblocks.Dilated`.
-        H, W: the map size.
+        H: the map height.
+        W: the map width.
         batch: the batch size ``B``.
         itemsize: bytes per element of the scores and masks.
         lowering: ``"slices"``, ``"tiles"``, or ``None`` for the inference choice of

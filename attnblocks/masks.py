@@ -171,8 +171,10 @@ def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tens
     the ``pad="mask"`` semantics.
 
     Args:
-        spec: a concrete :class:`~attnblocks.Partition`, or an :class:`~attnblocks.Attention`.
-        H, W: the map size.
+        spec (Partition | Attention): a concrete :class:`~attnblocks.Partition`, or an
+            :class:`~attnblocks.Attention`.
+        H: the map height.
+        W: the map width.
         num_heads: for an ``Attention`` whose spec does not fix it.
 
     Returns:

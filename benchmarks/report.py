@@ -1,11 +1,17 @@
-"""Write the measured results as markdown tables, JSON and a PNG chart."""
+"""Write the measured results as markdown tables, JSON and a PNG chart.
+
+``python -m benchmarks.report OUT.png results-a.json [results-b.json ...]`` redraws one
+combined chart from committed results (no benchmarking): the docs' chart per device is
+``python -m benchmarks.report docs/img/ratios-cpu.png benchmarks/results/results-2threads.json
+benchmarks/results/results-2threads-windows.json benchmarks/results/results-2threads-sliding.json``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-__all__ = ["markdown", "write_report"]
+__all__ = ["combined_chart", "markdown", "write_report"]
 
 MODES = (("fwd1", "fwd b1"), ("fwd8", "fwd b8"), ("train8", "fwd+bwd b8"))
 
@@ -118,6 +124,49 @@ def _sweep_table(cases: dict) -> list[str]:
     return out
 
 
+def _bars(ax, run: dict) -> int:
+    """One row per case and mode, one bar per reference, from 1 (parity) to the ratio on a log
+    axis: the ratios span 0.9x to 100x, and a linear axis flattens everything under the
+    largest. Returns the number of rows."""
+    import matplotlib as mpl
+
+    rows, colors = [], {}
+    cycle = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+    for cname, r in run["cases"].items():
+        for key, label in MODES:
+            refs = {k: v for k, v in r["time"][key]["ratio"].items() if k != "attnblocks"}
+            if refs:
+                rows.append((f"{cname}, {label}", refs))
+    for y, (_, refs) in enumerate(rows):
+        h = 0.8 / len(refs)
+        for j, (impl, ratio) in enumerate(refs.items()):
+            color = colors.setdefault(impl, cycle[len(colors) % len(cycle)])
+            ax.barh(y - 0.4 + (j + 0.5) * h, ratio - 1, h, left=1, color=color)
+            ax.text(
+                ratio * (1.02 if ratio >= 1 else 0.98),
+                y - 0.4 + (j + 0.5) * h,
+                f"{ratio:.2f}",
+                va="center",
+                ha="left" if ratio >= 1 else "right",
+                fontsize=7.5,
+            )
+    ratios = [v for _, refs in rows for v in refs.values()]
+    ax.set_xscale("log")
+    ax.set_xlim(min(0.8, min(ratios) * 0.9), max(ratios) * 1.6)
+    ticks = [
+        t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200) if min(ratios) / 2 < t < max(ratios) * 2
+    ]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("t(reference) / t(attnblocks), log scale: right of 1, attnblocks is faster")
+    ax.grid(axis="x", which="both", lw=0.3, alpha=0.5)
+    handles = [mpl.patches.Patch(color=c, label=k) for k, c in colors.items()]
+    ax.legend(handles=handles, fontsize=9, loc="upper right")
+    return len(rows)
+
+
 def _chart(runs: dict, path: Path) -> None:
     import matplotlib
 
@@ -125,29 +174,41 @@ def _chart(runs: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n = len(runs)
-    fig, axes = plt.subplots(n, 1, figsize=(11, 4.2 * n), squeeze=False)
+    rows = max(sum(len(MODES) for _ in run["cases"]) for run in runs.values())
+    fig, axes = plt.subplots(n, 1, figsize=(9, (0.9 + 0.28 * rows) * n), squeeze=False)
     for ax, (setting, run) in zip(axes[:, 0], runs.items()):
-        labels, bars = [], {}
-        for cname, r in run["cases"].items():
-            for key, label in MODES:
-                labels.append(f"{cname}\n{label}")
-                for impl, ratio in r["time"][key]["ratio"].items():
-                    if impl != "attnblocks":
-                        bars.setdefault(impl, {})[len(labels) - 1] = ratio
-        width = 0.8 / max(1, len(bars))
-        for j, (impl, vals) in enumerate(bars.items()):
-            xs = [i + j * width for i in vals]
-            ax.bar(xs, list(vals.values()), width, label=impl)
-        ax.axhline(1.0, color="black", lw=0.8)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, fontsize=7)
-        ax.set_ylabel("t(reference) / t(attnblocks)")
+        _bars(ax, run)
         m = run["machine"]
         ax.set_title(
             f"malloc {setting}: torch {m['torch']}, {m['threads']} threads, {m['cpu']}", fontsize=9
         )
-        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def combined_chart(files: list[Path], path: Path, setting: str = "tuned") -> None:
+    """One chart of several result files' cases (one malloc setting): a later file's case
+    replaces an earlier one's. For the docs: one chart per device."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases, machine = {}, None
+    for f in files:
+        run = json.loads(Path(f).read_text())[setting]
+        cases.update(run["cases"])
+        machine = run["machine"]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.3 * len(MODES) * len(cases)))
+    _bars(ax, {"cases": cases})
+    ax.set_title(
+        f"torch {machine['torch']}, {machine['threads']} threads, {machine['cpu']}, "
+        f"malloc {setting}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -166,3 +227,15 @@ def write_report(runs: dict, out: Path, quick: bool = False, stem: str = "") -> 
     png = out / f"{prefix}ratios{stem}.png"
     _chart(runs, png)
     return [md, js, png]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Redraw one chart from result JSON files.")
+    parser.add_argument("out", type=Path, help="the PNG to write")
+    parser.add_argument("results", type=Path, nargs="+", help="results-*.json, later ones win")
+    parser.add_argument("--malloc", default="tuned", help="the malloc setting to draw")
+    args = parser.parse_args()
+    combined_chart(args.results, args.out, args.malloc)
+    print(args.out)

@@ -1,9 +1,11 @@
 """The pattern gallery: pictures of who attends to whom, drawn by ``attnblocks.viz``.
 
 Run as a script (``python docs/gen_gallery.py [OUT_DIR]``) or as an mkdocs hook (``hooks:`` in
-``mkdocs.yml``): before each build it draws every entry of ``GALLERY`` into
+``mkdocs.yml``): before each build it draws every entry of ``GALLERY`` and ``FIGURES`` into
 ``docs/gallery/`` (git-ignored) and renders the gallery page's ``<!-- gallery -->`` marker as
-one section per entry. To add a picture, add an entry: the page follows.
+one section per ``GALLERY`` entry. To add a picture, add an entry: the page follows.
+``FIGURES`` are pictures for other pages (the home page, the recipes), which embed them as
+``gallery/<name>.png``; ``REDUCED`` draws the ``Downsample`` groups, which have no dense mask.
 """
 
 from __future__ import annotations
@@ -12,11 +14,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # document the checkout these docs belong to
 
-from attnblocks import Attention, Dilated, Global, Grid, Split, Stripe, Window, zoo  # noqa: E402
-from attnblocks.viz import draw_pattern  # noqa: E402
+from attnblocks import (  # noqa: E402
+    Attention,
+    Dilated,
+    Global,
+    Grid,
+    Split,
+    Stripe,
+    Window,
+    dense_mask,
+    zoo,
+)
+from attnblocks.viz import KEY_TINT, QUERY_COLORS, draw_pattern, pattern_image  # noqa: E402
 
 OUT = DOCS / "gallery"
 MARKER = "<!-- gallery -->"
@@ -150,19 +164,134 @@ GALLERY = (
 )
 
 
+# pictures embedded by other pages (name, spec, map, queries, heads)
+FIGURES = (
+    Entry("swinv2_windows", "", "", zoo.swinv2(4, shift=2), "", (12, 12), ((0, 0), (6, 9))),
+    Entry("maxvit_block", "", "", zoo.maxvit_block(4), "", (12, 12), ((1, 2), (6, 9))),
+    Entry("dinat", "", "", zoo.dinat(3, dilation=2), "", (12, 12), ((0, 0), (6, 6))),
+)
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """A ``Downsample`` layer drawn per head group: its keys are ``r x r`` patches."""
+
+    name: str
+    title: str
+    ratios: tuple[int, ...]
+    hw: tuple[int, int]
+    query: tuple[int, int]
+
+
+REDUCED = (
+    Reduced("pvtv2_reduced", "zoo.pvtv2(4)", (4,), (12, 12), (5, 6)),
+    Reduced("shunted_reduced", "zoo.shunted(4)", (4, 2), (12, 12), (5, 6)),
+)
+
+
+def draw_reduced(r: Reduced, path: Path) -> None:
+    """One panel per head group: the map's cells, each reduced key's ``ratio x ratio`` patch
+    framed and tinted (a query attends to every patch), the query in its colour."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    H, W = r.hw
+    cell, gap, top, bottom = 0.25, 0.3, 0.85, 0.1
+    pw, ph = W * cell, H * cell
+    width = len(r.ratios) * (pw + gap) + gap
+    fig = Figure(figsize=(width, ph + top + bottom), dpi=100)
+    fw, fh = fig.get_size_inches()
+    color = np.array(QUERY_COLORS[0])
+    tints = (color * (1 - KEY_TINT) + KEY_TINT, color * (1 - 0.7) + 0.7)
+    for i, ratio in enumerate(r.ratios):
+        ax = fig.add_axes(((gap + i * (pw + gap)) / fw, bottom / fh, pw / fw, ph / fh))
+        y, x = np.mgrid[:H, :W]
+        checker = ((y // ratio + x // ratio) % 2)[..., None]
+        img = np.where(checker == 0, tints[0], tints[1])
+        img[r.query] = color
+        ax.imshow(img, interpolation="nearest", extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+        ax.vlines(np.arange(0.5, W - 1, 1.0), -0.5, H - 0.5, colors="white", lw=0.4)
+        ax.hlines(np.arange(0.5, H - 1, 1.0), -0.5, W - 0.5, colors="white", lw=0.4)
+        ax.vlines(np.arange(ratio - 0.5, W - 1, ratio), -0.5, H - 0.5, colors="black", lw=0.8)
+        ax.hlines(np.arange(ratio - 0.5, H - 1, ratio), -0.5, W - 0.5, colors="black", lw=0.8)
+        qy, qx = r.query
+        ax.add_patch(Rectangle((qx - 0.5, qy - 0.5), 1, 1, fill=False, lw=1.2, ec="black"))
+        ax.set_axis_off()
+        n = -(-H // ratio) * -(-W // ratio)
+        ax.set_title(
+            f"group {i}: Downsample({ratio})\n{n} keys, one per {ratio}x{ratio} patch", fontsize=7
+        )
+    fig.suptitle(r.title, fontsize=8, y=1 - 0.1 / fh, va="top")
+    fig.savefig(path, format="png", metadata={"Software": None})
+
+
+# the Models page: each family's stage-1 attention, all head groups together, one query
+MODEL_PATTERNS = (
+    ("swin_*: zoo.swin(7, shift=3)", zoo.swin(7, shift=3), 1),
+    ("cswin_*: zoo.cswin(1)", zoo.cswin(1), 2),
+    (  # drawn with border="mask": the default "zeros" keeps zero keys, not a mask
+        "dilateformer_tiny: zoo.dilateformer()",
+        Attention(partition=Dilated(3, dilation=(1, 2, 3), border="mask"), heads=Split(3)),
+        3,
+    ),
+    ("nat_tiny: zoo.nat(7)", zoo.nat(7), 1),
+    ("dinat_tiny: zoo.dinat(7, dilation=2)", zoo.dinat(7, dilation=2), 1),
+)
+
+
+def draw_models(
+    path: Path, hw: tuple[int, int] = (14, 14), query: tuple[int, int] = (5, 6)
+) -> None:
+    """One panel per model family: the keys any head group of the query attends to."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    H, W = hw
+    cell, gap = 0.16, 0.35
+    pw, ph = W * cell, H * cell
+    fig = Figure(figsize=(len(MODEL_PATTERNS) * (pw + gap) + gap, ph + 0.95), dpi=100)
+    fw, fh = fig.get_size_inches()
+    for i, (title, spec, heads) in enumerate(MODEL_PATTERNS):
+        mask = dense_mask(spec, H, W, heads).numpy().any(0)  # every head group together
+        ax = fig.add_axes(((gap + i * (pw + gap)) / fw, 0.1 / fh, pw / fw, ph / fh))
+        img = pattern_image(mask, hw, [query])
+        ax.imshow(img, interpolation="nearest", extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+        ax.vlines(np.arange(0.5, W - 1, 1.0), -0.5, H - 0.5, colors="white", lw=0.4)
+        ax.hlines(np.arange(0.5, H - 1, 1.0), -0.5, W - 0.5, colors="white", lw=0.4)
+        y, x = query
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=1.0, ec="black"))
+        ax.set_axis_off()
+        ax.set_title(title.replace(": ", ":\n"), fontsize=11)
+    fig.savefig(path, format="png", metadata={"Software": None})
+
+
+def _write(path: Path, draw) -> Path:
+    """``draw(tmp)``, then keep the old file if its bytes did not change."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    draw(tmp)
+    if path.exists() and path.read_bytes() == tmp.read_bytes():
+        tmp.unlink()  # unchanged: keep the mtime, so `mkdocs serve` does not rebuild in a loop
+    else:
+        tmp.replace(path)
+    return path
+
+
 def generate(out: Path = OUT) -> list[Path]:
     """Draw every entry into ``out``; a file whose bytes did not change is left untouched."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for e in GALLERY:
-        path = out / f"{e.name}.png"
-        tmp = out / f".{e.name}.tmp.png"
-        draw_pattern(e.spec, e.hw, e.queries, num_heads=e.num_heads, path=tmp)
-        if path.exists() and path.read_bytes() == tmp.read_bytes():
-            tmp.unlink()  # unchanged: keep the mtime, so `mkdocs serve` does not rebuild in a loop
-        else:
-            tmp.replace(path)
-        paths.append(path)
+    for e in GALLERY + FIGURES:
+        paths.append(
+            _write(
+                out / f"{e.name}.png",
+                lambda tmp, e=e: draw_pattern(
+                    e.spec, e.hw, e.queries, num_heads=e.num_heads, path=tmp
+                ),
+            )
+        )
+    for r in REDUCED:
+        paths.append(_write(out / f"{r.name}.png", lambda tmp, r=r: draw_reduced(r, tmp)))
+    paths.append(_write(out / "models_stage1.png", draw_models))
     return paths
 
 

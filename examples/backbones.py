@@ -3,8 +3,17 @@
 Run: python examples/backbones.py [--fast]
 """
 
+# ruff: noqa: E402 (arguments first: --help and a wrong flag answer before torch loads)
+import argparse
 import os
-import sys
+
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
+parser.add_argument(
+    "--fast", action="store_true", help="a small feature map (64x96 instead of 200x300)"
+)
+FAST = parser.parse_args().fast or os.environ.get("ATTNBLOCKS_FAST") == "1"
 
 import torch
 
@@ -41,7 +50,6 @@ spec = BackboneSpec(
 print(f"hybrid       {summary(spec.build(device='meta'), 224)}")
 
 # Multi-scale features for detection / segmentation, at any (non-square) size
-FAST = "--fast" in sys.argv or os.environ.get("ATTNBLOCKS_FAST") == "1"
 h, w = (64, 96) if FAST else (200, 300)
 backbone = create("swin_tiny", features_only=True).eval()
 with torch.no_grad():

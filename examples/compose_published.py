@@ -7,15 +7,21 @@ give the same output.
 Run: python examples/compose_published.py [--fast]
 """
 
+# ruff: noqa: E402 (arguments first: --help and a wrong flag answer before torch loads)
+import argparse
 import os
-import sys
+
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
+parser.add_argument("--fast", action="store_true", help="14x14 maps instead of 28x28")
+FAST = parser.parse_args().fast or os.environ.get("ATTNBLOCKS_FAST") == "1"
 
 import torch
 
 from attnblocks import Attention, Global, explain, zoo
 from attnblocks.convert import load_cswin, load_timm_maxvit, load_timm_swin
 
-FAST = "--fast" in sys.argv or os.environ.get("ATTNBLOCKS_FAST") == "1"
 torch.manual_seed(0)
 
 # --8<-- [start:published]
@@ -59,7 +65,7 @@ print()
 x = torch.randn(2, H, W, 64)  # (B, H, W, C)
 
 # --8<-- [start:timm]
-from timm.models.swin_transformer import SwinTransformerBlock  # noqa: E402
+from timm.models.swin_transformer import SwinTransformerBlock
 
 # timm pads maps that the window does not divide and clamps the window on small maps:
 # clamp="timm", pad="timm" reproduce both
@@ -72,7 +78,7 @@ print(f"timm SwinTransformerBlock vs attnblocks: max |difference| = {diff:.1e}")
 # --8<-- [end:timm]
 
 # --8<-- [start:maxvit]
-from timm.models.maxxvit import MaxxVitTransformerCfg, PartitionAttentionCl  # noqa: E402
+from timm.models.maxxvit import MaxxVitTransformerCfg, PartitionAttentionCl
 
 # timm's grid attention (the TF ports' table layout); timm needs 7 | H and 7 | W
 cfg = MaxxVitTransformerCfg(dim_head=16, window_size=(7, 7), rel_pos_type="bias_tf")

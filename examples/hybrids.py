@@ -6,8 +6,17 @@
 Run: python examples/hybrids.py [--fast]
 """
 
+# ruff: noqa: E402 (arguments first: --help and a wrong flag answer before torch loads)
+import argparse
 import os
-import sys
+
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
+parser.add_argument(
+    "--fast", action="store_true", help="32x32 images, batch 2 (instead of 64x64, batch 8)"
+)
+FAST = parser.parse_args().fast or os.environ.get("ATTNBLOCKS_FAST") == "1"
 
 import torch
 from tiny_backbone import TinyBackbone
@@ -26,7 +35,6 @@ from attnblocks import (
     Window,
 )
 
-FAST = "--fast" in sys.argv or os.environ.get("ATTNBLOCKS_FAST") == "1"
 torch.manual_seed(0)
 
 # --8<-- [start:hybrids]

@@ -3,6 +3,13 @@
 Run: python examples/quickstart.py
 """
 
+# ruff: noqa: E402 (arguments first: --help and a wrong flag answer before torch loads)
+import argparse
+
+argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+).parse_args()
+
 import torch
 
 from attnblocks import Attention, LePE, RelPosBias, Split, Stripe, Window, explain

@@ -83,11 +83,14 @@ def create(
         pretrained: load the checkpoint file named by ``pretrained_cfg["file"]`` (give the
             authors' file with ``pretrained_cfg_overlay=dict(file=PATH)``; attnblocks hosts none)
             through :func:`~attnblocks.models.load_checkpoint`.
-        pretrained_cfg, pretrained_cfg_overlay: replace / update the model's default
-            ``pretrained_cfg`` (:func:`~attnblocks.models.pretrained.pretrained_cfg`).
+        pretrained_cfg: replaces the model's default ``pretrained_cfg``
+            (:func:`~attnblocks.models.pretrained.pretrained_cfg`).
+        pretrained_cfg_overlay: updates the model's ``pretrained_cfg``.
         checkpoint_path: a checkpoint file to load after building (as timm's argument).
-        device, dtype: factory kwargs of the parameters (``device="meta"`` builds nothing).
-        options: model options, e.g. ``drop_path_rate`` or Swin's ``clamp`` and ``pad``.
+        device (torch.device | str | None): where the parameters are made (``device="meta"``
+            builds nothing).
+        dtype (torch.dtype | None): the parameters' dtype.
+        **options (Any): model options, e.g. ``drop_path_rate`` or Swin's ``clamp`` and ``pad``.
 
     Example:
         >>> import torch
