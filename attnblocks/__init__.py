@@ -13,6 +13,7 @@ from . import (
     downsample,  # noqa: F401  (registers the Downsample runner)
     neighborhood_runner,  # noqa: F401  (registers the Dilated runner and oracle)
 )
+from . import flex, functional  # modules: attnblocks.functional.attention, attnblocks.flex.*
 from ._errors import AttnblocksError
 from .attention import Attention
 from .config import from_config, to_config
@@ -58,7 +59,9 @@ __all__ = [
     "dense_mask",
     "draw_pattern",
     "explain",
+    "flex",
     "from_config",
+    "functional",
     "rect_layout",
     "region_ids",
     "to_config",

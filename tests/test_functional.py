@@ -34,26 +34,9 @@ from attnblocks import (
 )
 from attnblocks.functional import attention
 from helpers import randomize_
-from strategies import concrete_partitions
+from strategies import maps_and_partitions
 
 f64 = {"atol": 1e-10, "rtol": 1e-9}
-
-
-@st.composite
-def maps_and_partitions(draw):
-    """A map and a concrete partition that runs on it (rectangular or sliding)."""
-    H, W = draw(st.integers(1, 11)), draw(st.integers(1, 11))
-    kind = draw(st.sampled_from(["rect", "sliding"]))
-    if kind == "rect":
-        return H, W, draw(concrete_partitions(max_size=6))
-    border = draw(st.sampled_from(["mask", "shift"]))
-    if border == "shift":  # kernel * dilation <= H, W
-        r = draw(st.integers(1, max(1, min(H, W) // 2)))
-        k = draw(st.integers(1, max(1, min(H, W) // r)))
-    else:
-        k = draw(st.sampled_from([1, 3, 5]))
-        r = draw(st.integers(1, 3))
-    return H, W, Dilated(k, dilation=r, border=border)
 
 
 def oracle(q, k, v, parts, scale):
