@@ -11,9 +11,10 @@ Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 from . import (
     cost_sliding,  # noqa: F401  (registers the Dilated and Downsample cost models)
     downsample,  # noqa: F401  (registers the Downsample runner)
+    flex,  # attnblocks.flex.mask_mod / block_mask / token_order
+    functional,  # attnblocks.functional.attention
     neighborhood_runner,  # noqa: F401  (registers the Dilated runner and oracle)
 )
-from . import flex, functional  # modules: attnblocks.functional.attention, attnblocks.flex.*
 from ._errors import AttnblocksError
 from .attention import Attention
 from .config import from_config, to_config

@@ -98,14 +98,13 @@ def _sliding(partition: Dilated, H: int, W: int, order: str, device) -> MaskMod:
             f"'shift' (NATTEN's rule)."
         )
     check_fits(partition, H, W)
+    r = partition.dilation_size
     if order == "lowering":
-        _, _, y, x = subgrid_order(H, W, partition.dilation, torch.device(device))
+        _, _, y, x = subgrid_order(H, W, r, torch.device(device))
     else:
         n = torch.arange(H * W, device=device)
         y, x = n // W, n % W
-    return partial(
-        _sliding_mask_mod, y, x, H, W, partition.kernel, partition.dilation, partition.border
-    )
+    return partial(_sliding_mask_mod, y, x, H, W, partition.kernel_size, r, partition.border)
 
 
 def _all_keys(b, h, q_idx, kv_idx):
@@ -224,7 +223,7 @@ def token_order(
     device = torch.device(device)
     if isinstance(partition, Dilated):
         check_fits(partition, H, W)
-        perm, inverse, _, _ = subgrid_order(H, W, partition.dilation, device)
+        perm, inverse, _, _ = subgrid_order(H, W, partition.dilation_size, device)
         return perm, inverse
     if isinstance(partition, Downsample):
         n = torch.arange(H * W, device=device)

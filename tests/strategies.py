@@ -37,10 +37,15 @@ def maps_and_partitions(draw):
     if kind == "rect":
         return H, W, draw(concrete_partitions(max_size=6))
     border = draw(st.sampled_from(["mask", "shift"]))
-    if border == "shift":  # kernel * dilation <= H, W
-        r = draw(st.integers(1, max(1, min(H, W) // 2)))
-        k = draw(st.integers(1, max(1, min(H, W) // r)))
-    else:
-        k = draw(st.sampled_from([1, 3, 5]))
-        r = draw(st.integers(1, 3))
-    return H, W, Dilated(k, dilation=r, border=border)
+    square = draw(st.booleans())
+    axes = []
+    for L in (H, W) if not square else (min(H, W),):
+        if border == "shift":  # kernel * dilation <= H, W
+            r = draw(st.integers(1, max(1, L // 2)))
+            k = draw(st.integers(1, max(1, L // r)))
+        else:
+            k = draw(st.sampled_from([1, 3, 5]))
+            r = draw(st.integers(1, 3))
+        axes.append((k, r))
+    (kh, ry), (kw, rx) = axes * 2 if square else axes
+    return H, W, Dilated((kh, kw), dilation=((ry, rx),), border=border)

@@ -67,7 +67,7 @@ def test_mask_mod_equals_dense_mask(case):
     assert torch.equal(m, dense_mask(part, H, W))
 
 
-@settings(max_examples=12)
+@settings(max_examples=6)
 @given(case=maps_and_partitions(), with_causal=st.booleans())
 def test_block_mask_through_flex_equals_oracle(case, with_causal):
     H, W, part = case
@@ -87,7 +87,7 @@ def test_block_mask_through_flex_equals_oracle(case, with_causal):
         torch.testing.assert_close(_flex(q, k, v, bm), dense(q, k, v, allowed), **f64)
 
 
-@settings(max_examples=12)
+@settings(max_examples=6)
 @given(case=maps_and_partitions())
 def test_lowering_order_with_its_permutation_equals_oracle(case):
     """Tokens gathered into the lowering's order (a zero token for padding slots), attended

@@ -92,10 +92,10 @@ def slices_attention(
     H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
     d = c // heads
     offsets, (py, px), mask = slices_inputs(partition, H, W, qkv.dtype, qkv.device)
-    r = partition.dilation
+    ry, rx = partition.dilation_size
     q = qkv[..., 0, :].unflatten(-1, (heads, d))
     kv = F.pad(qkv[..., 1:, :], (0, 0, 0, 0, px, px, py, py))  # (B, H + 2py, W + 2px, 2, c)
-    views = [kv[:, py + oy * r :, px + ox * r :][:, :H, :W] for oy, ox in offsets]
+    views = [kv[:, py + oy * ry :, px + ox * rx :][:, :H, :W] for oy, ox in offsets]
     # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
     a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
     a = a * scale  # (n, B, H, W, h)
