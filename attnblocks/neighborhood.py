@@ -60,13 +60,15 @@ def check_fits(partition: Dilated, H: int, W: int) -> None:
         raise AttnblocksError(f"{partition!r} has one dilation per head group: resolve it first.")
     if partition.border != "shift":
         return
-    for name, L, k, r in zip(("height", "width"), (H, W), *_axes(partition)):
+    (kh, kw), (ry, rx) = _axes(partition)
+    for name, L, k, r in (("height", H, kh, ry), ("width", W, kw, rx)):
         if k * r > L:
             raise AttnblocksError(
                 f"{partition!r} cannot fit its window on a {H}x{W} map: border='shift' needs "
                 f"kernel_size * dilation <= the map size per axis; got kernel_size={k}, "
                 f"dilation={r} for an input of size {L} ({name}).\n  Hint: use a map of at "
-                f"least {k * r}x{k * r}, a smaller kernel or dilation, or border='zeros' / 'mask'."
+                f"least {kh * ry}x{kw * rx}, a smaller kernel or dilation, or border='zeros' / "
+                f"'mask'."
             )
 
 

@@ -221,8 +221,8 @@ def test_cross_attention_same_size_windows():
 
 def test_compiles_fullgraph():
     torch._dynamo.reset()
-    q, k, v = _qkv(1, 6, 7, 2, 4, grad=True)
-    part = Split(Window(3, shift=1), Neighborhood(3))
+    q, k, v = _qkv(1, 6, 10, 2, 4, grad=True)
+    part = Split(Window(3, shift=1), Neighborhood((3, 5), dilation=((1, 2),)))
     attention(q, k, v, part)  # the runners exist before the trace
     fn = torch.compile(attention, fullgraph=True, backend="eager")
     out = fn(q, k, v, part)

@@ -40,6 +40,12 @@ def test_per_axis_specs_normalise_and_round_trip():
     assert "7x5 keys 2x3 apart" in explain(Attention(partition=n), (20, 20), 8, 2)
 
 
+def test_per_axis_fit_error_names_the_axis_and_the_size_needed():
+    layer = Attention(partition=Neighborhood((3, 5), dilation=((1, 2),))).build(8, 2)
+    with pytest.raises(AttnblocksError, match=r"(?s)size 9 \(width\).*at least 3x10"):
+        layer(torch.randn(1, 7, 9, 8))
+
+
 def test_a_bare_pair_of_dilations_stays_per_group():
     """``dilation=(2, 3)`` keeps its meaning (one per head group): without a split it is
     refused, never read silently as per-axis."""
