@@ -30,6 +30,7 @@ from attnblocks import (
     Stripe,
     Window,
     dense_mask,
+    functional,
     zoo,
 )
 from attnblocks.functional import attention
@@ -221,10 +222,10 @@ def test_cross_attention_same_size_windows():
 
 def test_compiles_fullgraph():
     torch._dynamo.reset()
+    functional._RUNNERS.clear()
     q, k, v = _qkv(1, 6, 10, 2, 4, grad=True)
     part = Split(Window(3, shift=1), Neighborhood((3, 5), dilation=((1, 2),)))
-    attention(q, k, v, part)  # the runners exist before the trace
-    fn = torch.compile(attention, fullgraph=True, backend="eager")
+    fn = torch.compile(attention, fullgraph=True, backend="eager")  # runners made in the trace
     out = fn(q, k, v, part)
     ref = attention(q, k, v, part)
     torch.testing.assert_close(out, ref, **f64)
