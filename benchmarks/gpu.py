@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--quick", action="store_true", help="14x14 map, batch 1, 2 repetitions")
+    p.add_argument("--quick", action="store_true", help="14x14 map, batch 1, one call each")
     p.add_argument("--no-compile", action="store_true", help="flex without torch.compile")
     p.add_argument("--out", default=None, help="folder for gpu.json and gpu.md")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     size, batch = (14, 1) if args.quick else (56, args.batch)
-    warmup, reps = (1, 2) if args.quick else (3, 10)
+    warmup, reps = (0, 1) if args.quick else (3, 10)
     compile_ = not args.no_compile
     info = {
         "torch": torch.__version__,
