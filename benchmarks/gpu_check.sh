@@ -3,12 +3,12 @@
 #
 #   bash benchmarks/gpu_check.sh            # results under ${OUT:-benchmarks/results/gpu}
 #
-# 1. the environment (torch, CUDA device, natten); 2. the device-parametrised tests (every
-# backend on cuda: fp32 forward+backward against CPU float64, bf16, FlexAttention compiled
-# training, NATTEN's fused na2d against functional.attention) plus the FlexAttention export and
-# NATTEN compatibility tests; 3. benchmarks/gpu.py in bf16 (and fp32 for two cases). Each step
-# has its own time limit, so one stuck step cannot eat the others' time; the script exits
-# non-zero if any step failed.
+# 1. the environment (torch, CUDA device, natten); 2. the device-parametrised tests
+# (tests/test_devices.py: every backend on cuda, fp32 forward+backward against CPU float64,
+# bf16, FlexAttention compiled training, the exported BlockMask, NATTEN's fused na2d against
+# functional.attention where natten is installed); 3. benchmarks/gpu.py in bf16 (and fp32 for
+# two cases). Each step has its own time limit (30 + 230 + 150 + 60 s = 7.8 min at most), so
+# one stuck step cannot eat the others' time; the script exits non-zero if any step failed.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
@@ -25,15 +25,15 @@ step() {  # step NAME SECONDS COMMAND...
   tail -n 15 "$OUT/$name.log"
   [ "$rc" -eq 0 ] || status=1
 }
-step env 60 python -c "
+step env 30 python -c "
 import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)
 print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NONE')
 try:
     import natten; print('natten', natten.__version__)
 except ImportError as e: print('natten not installed:', e)
 import attnblocks; print('attnblocks', attnblocks.__file__)"
-step tests_cuda 240 python -m pytest -q -p no:cacheprovider -x --durations=15 \
-  tests/test_devices.py tests/test_natten_compat.py tests/test_flex_export.py
+step tests_cuda 230 python -m pytest -q -p no:cacheprovider --maxfail=20 --durations=15 \
+  tests/test_devices.py
 step bench_bf16 150 python -m benchmarks.gpu --device cuda --dtype bf16 --out "$OUT/bf16"
 step bench_fp32 60 python -m benchmarks.gpu --device cuda --dtype fp32 --cases swin,nat \
   --out "$OUT/fp32"
