@@ -108,16 +108,17 @@ class RelPosBiasModule(EncoderModule):
         shapes = []
         for g in groups:
             if isinstance(g.partition, Dilated):
-                k = g.partition.kernel
-                if spec.size is not None and spec.size != (k, k):
+                kh, kw = g.partition.kernel_size
+                if spec.size is not None and spec.size != (kh, kw):
                     raise AttnblocksError(
                         f"{spec!r} does not fit head group {g.index}: {g.partition!r} sizes "
-                        f"its table by its kernel, {k}x{k} (a (2k-1) x (2k-1) table of key "
+                        f"its table by its kernel, {kh}x{kw} (a (2k-1) x (2k-1) table of key "
                         f"offsets), but size={spec.size[0]}x{spec.size[1]} was given.\n  Hint: "
-                        f"use RelPosBias() (the size is taken from the kernel) or size={k}."
+                        f"use RelPosBias() (the size is taken from the kernel) or "
+                        f"size={g.partition.kernel!r}."
                     )
-                self.sizes.append((k, k))
-                shapes.append((g.num_heads, 2 * k - 1, 2 * k - 1))
+                self.sizes.append((kh, kw))
+                shapes.append((g.num_heads, 2 * kh - 1, 2 * kw - 1))
                 continue
             if spec.size is not None:
                 size = spec.size

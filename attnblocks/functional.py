@@ -1,14 +1,280 @@
-"""Stateless tensor ops of the rectangular lowering: cut a map into windows and back."""
+"""Stateless ops on tensors: the attention core on ``q, k, v``, and the window cut of the
+rectangular lowering.
+
+:func:`attention` is the attention of an :class:`~attnblocks.AttentionLayer` without its
+projections: ``q, k, v`` in NATTEN's layout ``(B, H, W, heads, D)``, any partition (or a
+:class:`~attnblocks.Split` of partitions over head groups), run by the same group runners and
+backends as the layer. ``layer(x)`` equals ``layer.proj(attention(q, k, v, ...))`` for the
+layer's own projections of ``x`` (tests/test_functional.py).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
-from .lowering import RectLayout
+from ._errors import AttnblocksError, fmt_shape
+from .backends.dense import dense_attention
+from .backends.eager import attend, attend_matmul, use_matmul
+from .backends.flex import check_flex_call
+from .backends.flex_sliding import _flex_attend
+from .encoders import EncoderModule
+from .heads import Split
+from .lowering import BACKENDS, PAD_MODES, GroupPlan, RectLayout, resolve_groups
+from .partition import Downsample, Global, Partition
+from .runners import GroupRunner, RunContext, run_group, runner_for
 
-__all__ = ["partition_windows", "unpartition_windows"]
+__all__ = ["attention", "partition_windows", "unpartition_windows"]
+
+Keys = torch.Tensor | Sequence[torch.Tensor]
+_RUNNERS: dict[GroupPlan, GroupRunner] = {}  # parameter-free runners, one per head group
+
+
+def _runner(group: GroupPlan) -> GroupRunner:
+    """The (parameter-free) runner module of a token-reading head group, made once."""
+    runner = _RUNNERS.get(group)
+    if runner is None:
+        cls = runner_for(group.partition)
+        if cls.kv_source != "tokens":  # pragma: no cover - guarded by the caller
+            raise AttnblocksError(f"{group.partition!r} makes its own keys: pass them as k, v.")
+        runner = _RUNNERS[group] = cls(None, group, group.dim, group.num_heads)
+    return runner
+
+
+def _per_group(t: Keys, name: str, groups: tuple[GroupPlan, ...]) -> list[torch.Tensor]:
+    """``t`` (one tensor, cut by heads) or one tensor per group, as per-group tensors."""
+    if isinstance(t, torch.Tensor):
+        if t.dim() != 5:
+            raise AttnblocksError(
+                f"attention: {name} must be (B, H, W, heads, D), got {name}.shape="
+                f"{fmt_shape(t.shape)}."
+            )
+        return [t[:, :, :, g.heads[0] : g.heads[1]] for g in groups]
+    ts = list(t)
+    if len(ts) != len(groups):
+        raise AttnblocksError(
+            f"attention: {name} is a sequence of {len(ts)} tensors, but there are "
+            f"{len(groups)} head groups (give one tensor, or one per group)."
+        )
+    for g, x in zip(groups, ts):
+        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[3] != g.num_heads:
+            shape = fmt_shape(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise AttnblocksError(
+                f"attention: {name}[{g.index}] must be (B, Hk, Wk, {g.num_heads}, D) for head "
+                f"group {g.index} ({g.partition!r}), got {shape}."
+            )
+    return ts
+
+
+def _groups(partition, heads: Split | None, num_heads: int, dim: int) -> tuple[GroupPlan, ...]:
+    if isinstance(partition, Split):
+        if heads is not None:
+            raise AttnblocksError(
+                f"attention: partition={partition!r} already splits the heads; drop "
+                f"heads={heads!r}."
+            )
+        if partition.partitions is None:
+            raise AttnblocksError(
+                f"attention: {partition!r} gives no partitions; pass partition=Stripe(7), "
+                f"heads={partition!r} (a generic partition) or Split(p0, p1, ...)."
+            )
+        partition, heads = None, partition
+    elif partition is not None and not isinstance(partition, Partition):
+        raise TypeError(
+            f"attention: partition must be a Partition or a Split of partitions, got {partition!r}."
+        )
+    if heads is not None and not isinstance(heads, Split):
+        raise TypeError(f"attention: heads must be a Split such as Split(2), got {heads!r}.")
+    if partition is not None and partition.is_generic() and (heads is None or heads.count == 1):
+        raise AttnblocksError(
+            f"attention: {partition!r} means one form per head group, but there is no head "
+            f"split: add heads=Split({_group_count(partition)}) or give the partition its form."
+        )
+    return resolve_groups(partition, heads, num_heads, dim)
+
+
+def _group_count(partition: Partition) -> int:
+    for name in ("dilation", "ratio"):
+        value = getattr(partition, name, None)
+        if isinstance(value, tuple):
+            return len(value)
+    return 2
+
+
+def attention(
+    q: torch.Tensor,
+    k: Keys,
+    v: Keys,
+    partition: Partition | Split | None = None,
+    *,
+    heads: Split | None = None,
+    scale: float | None = None,
+    pe: Sequence[EncoderModule] | EncoderModule | None = None,
+    dropout_p: float = 0.0,
+    backend: str = "auto",
+    pad: str = "mask",
+) -> torch.Tensor:
+    """Multi-head attention of ``q`` over ``k, v`` restricted by a partition.
+
+    The attention core of :class:`~attnblocks.AttentionLayer`, without projections: each head
+    group runs on the layer's own runner and backend, so the result equals the layer's (and the
+    dense oracle :func:`~attnblocks.dense_mask`'s) for every partition.
+
+    Args:
+        q: ``(B, H, W, heads, D)`` queries on an ``H x W`` map (NATTEN's layout).
+        k, v: ``(B, Hk, Wk, heads, D)`` keys and values. For token partitions (windows,
+            stripes, grids, sliding windows) ``Hk, Wk = H, W``: the keys are tokens of a map of
+            the query's size (their own map, or another one: cross-attention). :class:`Global`
+            takes keys of any size (every query attends to every key); :class:`Downsample`
+            takes the reduced map, ``(H // ratio, W // ratio)``. Under a split, ``k`` and ``v``
+            may be sequences with one tensor per head group (groups reduced differently).
+        partition: a concrete :class:`~attnblocks.Partition` (``None``: :class:`Global`), a
+            generic one with ``heads``, or ``Split(p0, p1, ...)``: group ``i`` takes heads
+            ``[i*heads/n, (i+1)*heads/n)`` and partition ``p_i``.
+        heads: ``Split(n)`` for a generic partition (``Stripe(7)``: vertical, horizontal, ...).
+        scale: the logit scale; ``None`` is ``D ** -0.5``.
+        pe: positional-encoder modules built for these head groups, e.g. ``layer.pe`` or
+            ``RelPosBias().build(groups, heads * D, heads)``; their ``rotate``, ``bias``,
+            ``offset_bias`` and ``value`` hooks act as in the layer (``prepare``, which acts on
+            the layer input, is not run).
+        dropout_p: attention dropout (apply it only in training, as with SDPA).
+        backend: ``"auto"``, ``"eager"``, ``"flex"`` or ``"dense"``, as ``Attention(backend=)``.
+        pad: what happens where the map does not divide into windows, as ``Attention(pad=)``
+            (``"timm"`` pads with zeros: there is no projection bias here).
+
+    Shapes:
+        ``q: (B, H, W, heads, D)``, ``k, v: (B, Hk, Wk, heads, D)`` -> ``(B, H, W, heads, D)``.
+
+    Example:
+        >>> from attnblocks import Neighborhood, Split, Stripe, Window
+        >>> q = k = v = torch.randn(2, 14, 21, 4, 8)
+        >>> attention(q, k, v, Window(7, shift=3)).shape
+        torch.Size([2, 14, 21, 4, 8])
+        >>> attention(q, k, v, Split(Stripe(7, axis="v"), Neighborhood(5))).shape
+        torch.Size([2, 14, 21, 4, 8])
+        >>> kr = torch.randn(2, 3, 5, 4, 8)  # keys of a map reduced by 4
+        >>> attention(q, kr, kr, Downsample(4)).shape
+        torch.Size([2, 14, 21, 4, 8])
+    """
+    if not isinstance(q, torch.Tensor) or q.dim() != 5:
+        shape = fmt_shape(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__
+        raise AttnblocksError(
+            f"attention: q must be (B, H, W, heads, D) (NATTEN's layout), got q.shape={shape}."
+        )
+    if backend not in BACKENDS:
+        raise AttnblocksError(f"attention: backend must be one of {BACKENDS}, got {backend!r}.")
+    if pad not in PAD_MODES:
+        raise AttnblocksError(f"attention: pad must be one of {PAD_MODES}, got {pad!r}.")
+    if backend == "dense" and pad not in ("mask", "error"):
+        raise AttnblocksError(
+            f"attention: backend='dense' needs pad='mask' or 'error', got pad={pad!r}."
+        )
+    if not 0.0 <= dropout_p < 1.0:
+        raise AttnblocksError(f"attention: dropout_p must be in [0, 1), got {dropout_p}.")
+    B, H, W, h, D = q.shape
+    groups = _groups(partition, heads, h, h * D)
+    ks, vs = _per_group(k, "k", groups), _per_group(v, "v", groups)
+    for g, kg, vg in zip(groups, ks, vs):
+        if kg.shape != vg.shape or kg.shape[0] != B or kg.shape[3:] != (g.num_heads, D):
+            raise AttnblocksError(
+                f"attention: head group {g.index} ({g.partition!r}) needs k and v of shape "
+                f"(B={B}, Hk, Wk, {g.num_heads}, D={D}); got k {fmt_shape(kg.shape)} and v "
+                f"{fmt_shape(vg.shape)} for q.shape={fmt_shape(q.shape)}."
+            )
+    encoders = _encoders(pe)
+    scale = D**-0.5 if scale is None else scale
+    rotators = [e for e in encoders if getattr(e, "rotates", False)]
+    if rotators:  # absolute positions on the map, before any partitioning, as the layer does
+        if not all(kg.shape[1:3] == (H, W) for kg in ks) or not isinstance(k, torch.Tensor):
+            raise AttnblocksError(
+                "attention: rotary encoders need k on the query's map, one tensor for all groups."
+            )
+        kk = k
+        for e in rotators:
+            q, kk = e.rotate(q, kk)
+        ks = [kk[:, :, :, g.heads[0] : g.heads[1]] for g in groups]
+    ctx = RunContext(q.new_empty(0), scale, encoders, dropout_p, pad, None, backend)
+    outs = []
+    for g, kg, vg in zip(groups, ks, vs):
+        qg = q[:, :, :, g.heads[0] : g.heads[1]]
+        outs.append(_group_attention(g, qg, kg, vg, ctx))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
+
+
+def _encoders(pe) -> nn.ModuleList | list:
+    if pe is None:
+        return []
+    if isinstance(pe, nn.ModuleList):
+        return pe
+    pes = [pe] if isinstance(pe, nn.Module) else list(pe) if isinstance(pe, (list, tuple)) else [pe]
+    for e in pes:
+        if not isinstance(e, EncoderModule):
+            raise TypeError(
+                f"attention: pe must be built encoder modules (e.g. layer.pe, or "
+                f"RelPosBias().build(groups, dim, heads)), got {type(e).__name__}."
+            )
+    return pes
+
+
+def _group_attention(
+    g: GroupPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: RunContext
+) -> torch.Tensor:
+    """One head group: ``q: (B, H, W, h, D)``, ``k, v: (B, Hk, Wk, h, D)`` -> like ``q``."""
+    B, H, W, h, D = q.shape
+    Hk, Wk = k.shape[1:3]
+    part = g.partition
+    if isinstance(part, Downsample):
+        expected = part.reduced_size(H, W)
+        if (Hk, Wk) != expected:
+            raise AttnblocksError(
+                f"attention: {part!r} (head group {g.index}) attends to the map reduced by "
+                f"{part.ratio}: on a {H}x{W} map its keys are {expected[0]}x{expected[1]}, got "
+                f"k.shape={fmt_shape(k.shape)}.\n  Hint: use Global() for keys of any size."
+            )
+        return _all_keys(g, q, k, v, ctx)
+    if (Hk, Wk) != (H, W):
+        if isinstance(part, Global):
+            return _all_keys(g, q, k, v, ctx)
+        raise AttnblocksError(
+            f"attention: {part!r} (head group {g.index}) pairs each query with keys at its own "
+            f"map positions, so k and v must be on the query's {H}x{W} map, got "
+            f"k.shape={fmt_shape(k.shape)}.\n  Hint: Global() and Downsample() take keys of "
+            f"another size."
+        )
+    qkv = torch.stack((q, k, v), dim=3).view(B, H, W, 3, h * D)
+    return run_group(_runner(g), qkv, ctx).view(B, H, W, h, D)
+
+
+def _all_keys(
+    g: GroupPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: RunContext
+) -> torch.Tensor:
+    """Every query over every key of another map (no mask): reduced keys, cross-attention.
+    The kernels of :class:`~attnblocks.downsample.DownsampleRunner`, chosen the same way."""
+    for e in ctx.encoders:
+        if e.acts_per_window():
+            raise AttnblocksError(
+                f"attention: {type(e).__name__} adds per-window biases or values, which need "
+                f"keys on the query's map; head group {g.index} ({g.partition!r}) has keys of "
+                f"another size."
+            )
+    B, H, W, h, D = q.shape
+    qt = q.reshape(B, H * W, h, D).transpose(1, 2)
+    kt, vt = (t.reshape(B, -1, h, D).transpose(1, 2) for t in (k, v))
+    backend = "eager" if ctx.backend == "auto" else ctx.backend
+    if backend == "flex":
+        check_flex_call(g, q, ctx)
+        o = _flex_attend(qt, kt, vt, None, ctx.scale)
+    elif backend == "dense":
+        allowed = torch.ones(H * W, kt.shape[2], dtype=torch.bool, device=q.device)
+        o = dense_attention(qt, kt, vt, allowed, ctx.scale, None, ctx.dropout_p)
+    else:
+        kernel = attend_matmul if use_matmul(kt, None) else attend
+        o = kernel(qt, kt, vt, None, ctx.scale, ctx.dropout_p)
+    return o.transpose(1, 2).reshape(B, H, W, h, D)
 
 
 def partition_windows(x: torch.Tensor, layout: RectLayout, heads: int = 1) -> torch.Tensor:

@@ -60,15 +60,21 @@ def check_fits(partition: Dilated, H: int, W: int) -> None:
         raise AttnblocksError(f"{partition!r} has one dilation per head group: resolve it first.")
     if partition.border != "shift":
         return
-    k, r = partition.kernel, partition.dilation
-    for name, L in (("height", H), ("width", W)):
+    (kh, kw), (ry, rx) = _axes(partition)
+    for name, L, k, r in (("height", H, kh, ry), ("width", W, kw, rx)):
         if k * r > L:
             raise AttnblocksError(
                 f"{partition!r} cannot fit its window on a {H}x{W} map: border='shift' needs "
                 f"kernel_size * dilation <= the map size per axis; got kernel_size={k}, "
                 f"dilation={r} for an input of size {L} ({name}).\n  Hint: use a map of at "
-                f"least {k * r}x{k * r}, a smaller kernel or dilation, or border='zeros' / 'mask'."
+                f"least {kh * ry}x{kw * rx}, a smaller kernel or dilation, or border='zeros' / "
+                f"'mask'."
             )
+
+
+def _axes(partition: Dilated) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((kh, kw), (ry, rx))``: kernel and dilation per axis of a concrete partition."""
+    return partition.kernel_size, partition.dilation_size
 
 
 def _shift_start(L: int, kernel: int, r: int) -> np.ndarray:
@@ -87,15 +93,16 @@ def _shift_start(L: int, kernel: int, r: int) -> np.ndarray:
 class OffsetPlan:
     """The key offsets of the slices lowering on one map.
 
-    Query ``(y, x)`` looks at keys ``(y + oy*r, x + ox*r)`` for every ``(oy, ox)`` in
-    ``offsets``, read from the keys zero-padded by ``pad = (py, px)`` tokens per side.
+    Query ``(y, x)`` looks at keys ``(y + oy*ry, x + ox*rx)`` for every ``(oy, ox)`` in
+    ``offsets`` (``dilation = (ry, rx)``), read from the keys zero-padded by ``pad = (py, px)``
+    tokens per side.
     ``allowed: (H, W, n)`` (``None``: all) says which of those slots are real keys of the
     query; the others are masked out. Under ``border="zeros"`` every slot counts, padded ones
     as zero vectors.
     """
 
     offsets: tuple[tuple[int, int], ...]
-    dilation: int
+    dilation: tuple[int, int]
     pad: tuple[int, int]
     allowed: np.ndarray | None
 
@@ -127,15 +134,15 @@ def offset_plan(partition: Dilated, H: int, W: int) -> OffsetPlan:
         (9, (2, 2), True)
     """
     check_fits(partition, H, W)
-    k, r, border = partition.kernel, partition.dilation, partition.border
-    oy, ay = _axis_offsets(H, k, r, border)
-    ox, ax = _axis_offsets(W, k, r, border)
+    (kh, kw), (ry, rx), border = *_axes(partition), partition.border
+    oy, ay = _axis_offsets(H, kh, ry, border)
+    ox, ax = _axis_offsets(W, kw, rx, border)
     offsets = tuple((int(a), int(b)) for a in oy for b in ox)
-    pad = (r * int(np.abs(oy).max()), r * int(np.abs(ox).max()))
+    pad = (ry * int(np.abs(oy).max()), rx * int(np.abs(ox).max()))
     allowed = None
     if border != "zeros":
         allowed = (ay[:, None, :, None] & ax[None, :, None, :]).reshape(H, W, len(offsets))
-    return OffsetPlan(offsets, r, pad, allowed)
+    return OffsetPlan(offsets, (ry, rx), pad, allowed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,9 +217,9 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
         ((4, 49), (4, 169), (4, 49, 169))
     """
     check_fits(partition, H, W)
-    k, r, border = partition.kernel, partition.dilation, partition.border
-    qy, ky, ay, _ = _axis_tiles(H, k, r, border, tile)
-    qx, kx, ax, _ = _axis_tiles(W, k, r, border, tile)
+    (kh, kw), (ry, rx), border = *_axes(partition), partition.border
+    qy, ky, ay, _ = _axis_tiles(H, kh, ry, border, tile)
+    qx, kx, ax, _ = _axis_tiles(W, kw, rx, border, tile)
     N = H * W
 
     def flat(cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
@@ -236,11 +243,12 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
 # ---------------------------------------------------------------------------------------------
 
 
-def _table_entry(dy: np.ndarray, dx: np.ndarray, kernel: int) -> np.ndarray:
-    """Flat entry ``(dy + k-1) * (2k-1) + (dx + k-1)`` of the key offset ``(dy, dx)`` (units of
-    the dilation), each clipped to ``-(k-1)..k-1`` (slots out of every window are masked)."""
-    c = kernel - 1
-    return (np.clip(dy, -c, c) + c) * (2 * kernel - 1) + np.clip(dx, -c, c) + c
+def _table_entry(dy: np.ndarray, dx: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """Flat entry ``(dy + kh-1) * (2kw-1) + (dx + kw-1)`` of the key offset ``(dy, dx)`` (units
+    of the dilation), each clipped to ``-(k-1)..k-1`` per axis (slots out of every window are
+    masked)."""
+    ch, cw = kernel[0] - 1, kernel[1] - 1
+    return (np.clip(dy, -ch, ch) + ch) * (2 * cw + 1) + np.clip(dx, -cw, cw) + cw
 
 
 @size_cache(512)
@@ -258,7 +266,7 @@ def offset_bias_index(partition: Dilated, H: int, W: int) -> np.ndarray:
         [6, 7, 8, 11, 12, 13, 16, 17, 18]
     """
     offsets = np.asarray(offset_plan(partition, H, W).offsets, dtype=np.int64).reshape(-1, 2)
-    return _table_entry(offsets[:, 0], offsets[:, 1], partition.kernel)
+    return _table_entry(offsets[:, 0], offsets[:, 1], partition.kernel_size)
 
 
 @size_cache(512)
@@ -273,10 +281,10 @@ def tile_bias_index(partition: Dilated, H: int, W: int, tile: int = 8) -> np.nda
         ((1, 16, 16), [12, 13, 14])
     """
     check_fits(partition, H, W)
-    k, r, border = partition.kernel, partition.dilation, partition.border
-    sy = _axis_tiles(H, k, r, border, tile)[3]  # (ny, ty, Ry)
-    sx = _axis_tiles(W, k, r, border, tile)[3]
-    index = _table_entry(sy[:, None, :, None, :, None], sx[None, :, None, :, None, :], k)
+    (kh, kw), (ry, rx), border = *_axes(partition), partition.border
+    sy = _axis_tiles(H, kh, ry, border, tile)[3]  # (ny, ty, Ry)
+    sx = _axis_tiles(W, kw, rx, border, tile)[3]
+    index = _table_entry(sy[:, None, :, None, :, None], sx[None, :, None, :, None, :], (kh, kw))
     ny, nx, ty, tx, Ry, Rx = index.shape
     return index.reshape(ny * nx, ty * tx, Ry * Rx)
 
@@ -296,13 +304,14 @@ def describe_sliding(partition: Dilated, H: int, W: int) -> list[str]:
 
     if not isinstance(partition, Dilated):
         raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
-    k, r = partition.kernel, partition.dilation
+    (kh, kw), (ry, rx) = _axes(partition)
     op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
     nT, Tq, Tk = tp.allowed.shape
     tq, tk = math.isqrt(Tq), math.isqrt(Tk)
     tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
     return [
-        f"{k}x{k} keys {r} apart per query, border {partition.border!r}",
+        f"{kh}x{kw} keys {ry if ry == rx else f'{ry}x{rx}'} apart per query, border "
+        f"{partition.border!r}",
         f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
         + ("zero keys in the softmax" if op.allowed is None else "masked"),
         f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
@@ -329,19 +338,18 @@ def _dilated_oracle(partition: Dilated, H: int, W: int) -> np.ndarray:
             f"or use border='mask' for the masked form."
         )
     check_fits(partition, H, W)
-    k, r = partition.kernel, partition.dilation
+    (kh, kw), (ry, rx) = _axes(partition)
     y, x = np.divmod(np.arange(H * W), W)
     yq, xq, yk, xk = y[:, None], x[:, None], y[None, :], x[None, :]
     if partition.border == "mask":
-        reach = r * (k // 2)
-        near_y = (np.abs(yk - yq) <= reach) & ((yk - yq) % r == 0)
-        near_x = (np.abs(xk - xq) <= reach) & ((xk - xq) % r == 0)
+        near_y = (np.abs(yk - yq) <= ry * (kh // 2)) & ((yk - yq) % ry == 0)
+        near_x = (np.abs(xk - xq) <= rx * (kw // 2)) & ((xk - xq) % rx == 0)
         return near_y & near_x
 
-    def in_window(q: np.ndarray, key: np.ndarray, L: int) -> np.ndarray:
+    def in_window(q: np.ndarray, key: np.ndarray, L: int, k: int, r: int) -> np.ndarray:
         same_grid = q % r == key % r
         length = -(-(L - q % r) // r)  # positions on the query's sub-grid
         lo = np.minimum(np.maximum(q // r - k // 2, 0), length - k)
         return same_grid & (key // r >= lo) & (key // r < lo + k)
 
-    return in_window(yq, yk, H) & in_window(xq, xk, W)
+    return in_window(yq, yk, H, kh, ry) & in_window(xq, xk, W, kw, rx)

@@ -112,13 +112,13 @@ def choose_tile(partition: Dilated, H: int, W: int) -> int:
         >>> choose_tile(Dilated(3), 56, 56), choose_tile(Dilated(3), 16, 16)
         (7, 8)
     """
-    k, r = partition.kernel, partition.dilation
+    (kh, kw), (ry, rx) = partition.kernel_size, partition.dilation_size
 
-    def slots(L: int, t: int) -> int:
+    def slots(L: int, t: int, r: int) -> int:
         return sum(-(-len(range(o, L, r)) // t) * t for o in range(min(r, L)))
 
     def scores(t: int) -> int:
-        return slots(H, t) * slots(W, t) * (t + k - 1) ** 2
+        return slots(H, t, ry) * slots(W, t, rx) * (t + kh - 1) * (t + kw - 1)
 
     return min(TILES, key=lambda t: (scores(t), -t))
 

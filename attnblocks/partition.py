@@ -291,6 +291,12 @@ class Downsample(Partition):
 BORDERS = ("zeros", "shift", "mask")
 
 
+def _axis_pair(name: str, field_name: str, value) -> int | tuple[int, int]:
+    """An int, or a per-axis ``(h, w)`` pair stored as an int when both are equal."""
+    hw = pair(name, field_name, value)
+    return hw[0] if hw[0] == hw[1] else hw
+
+
 @dataclass(frozen=True, repr=False)
 class Dilated(Partition):
     """A ``kernel x kernel`` neighbourhood around each query, its keys ``dilation`` apart.
@@ -307,11 +313,17 @@ class Dilated(Partition):
       low side. See :class:`Neighborhood`.
     - ``"mask"``: the centred window, out-of-map keys excluded.
 
+    Kernel and dilation may differ per axis, as NATTEN's ``kernel_size`` and ``dilation``
+    tuples: ``kernel=(7, 5)`` is 7 rows by 5 columns. A tuple of dilations means one per head
+    group (DilateFormer), so a per-axis dilation is written as one group's pair:
+    ``dilation=((2, 3),)`` (rows 2 apart, columns 3 apart); under a split each group's entry
+    may be an int or a pair, ``dilation=(1, (2, 3))``.
+
     Args:
-        kernel: the window side ``k`` (odd for ``"zeros"`` and ``"mask"``).
-        dilation: the step ``r`` between keys, or a tuple with one dilation per head group
-            (a generic partition: ``Dilated(3, dilation=(1, 2, 3))`` under ``Split(3)`` is
-            DilateFormer's multi-scale dilated attention).
+        kernel: the window side ``k`` (odd for ``"zeros"`` and ``"mask"``), or ``(kh, kw)``.
+        dilation: the step ``r`` between keys, ``((ry, rx),)`` per axis, or a tuple with one
+            entry per head group (a generic partition: ``Dilated(3, dilation=(1, 2, 3))`` under
+            ``Split(3)`` is DilateFormer's multi-scale dilated attention).
         border: ``"zeros"``, ``"shift"`` or ``"mask"``.
 
     Example:
@@ -321,32 +333,41 @@ class Dilated(Partition):
         Dilated(3, dilation=3)
         >>> Dilated(7, border="shift")
         Dilated(7, border='shift')
+        >>> Neighborhood((7, 5), dilation=((2, 3),)).kernel_size
+        (7, 5)
     """
 
-    kernel: int
-    dilation: int | tuple[int, ...] = 1
+    kernel: int | tuple[int, int]
+    dilation: int | tuple = 1
     border: str = "zeros"
     _positional: ClassVar[tuple[str, ...]] = ("kernel",)
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        positive_int(name, "kernel", self.kernel)
+        kernel = _axis_pair(name, "kernel", self.kernel)
         if self.border not in BORDERS:
             raise AttnblocksError(f"{name}: border must be one of {BORDERS}, got {self.border!r}.")
-        if self.border != "shift" and self.kernel % 2 == 0:
+        ks = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+        if self.border != "shift" and (ks[0] % 2 == 0 or ks[1] % 2 == 0):
             raise AttnblocksError(
                 f"{name}: border={self.border!r} centres the window on the query, so the kernel "
-                f"must be odd, got kernel={self.kernel} (border='shift' allows even kernels)."
+                f"must be odd, got kernel={kernel} (border='shift' allows even kernels)."
             )
         dilation = self.dilation
         if isinstance(dilation, (tuple, list)):
             if not dilation:
                 raise AttnblocksError(f"{name}: dilation must not be an empty tuple.")
-            dilation = tuple(positive_int(name, "dilation", r) for r in dilation)
-            if len(dilation) == 1:
+            dilation = tuple(
+                _axis_pair(name, "dilation", r)
+                if isinstance(r, (tuple, list))
+                else positive_int(name, "dilation", r)
+                for r in dilation
+            )
+            if len(dilation) == 1 and not isinstance(dilation[0], tuple):
                 dilation = dilation[0]
         else:
             positive_int(name, "dilation", dilation)
+        object.__setattr__(self, "kernel", kernel)
         object.__setattr__(self, "dilation", dilation)
 
     def __repr__(self) -> str:  # Spec's pair-collapsing would print dilation=(2, 2) as 2
@@ -359,18 +380,36 @@ class Dilated(Partition):
         return f"{type(self).__name__}({', '.join(parts)})"
 
     def is_generic(self) -> bool:
-        return isinstance(self.dilation, tuple)
+        return isinstance(self.dilation, tuple) and len(self.dilation) > 1
 
     def resolve(self, index: int, count: int) -> Dilated:
-        if not isinstance(self.dilation, tuple):
+        if not self.is_generic():
             return self
         if len(self.dilation) != count:
             raise AttnblocksError(
                 f"{self!r} gives one dilation per head group ({len(self.dilation)} dilations), "
                 f"but the heads are split into {count} groups: use "
-                f"heads=Split({len(self.dilation)}) or give {count} dilations."
+                f"heads=Split({len(self.dilation)}) or give {count} dilations (a per-axis "
+                f"dilation is one group's pair: dilation=((2, 3),))."
             )
-        return dataclasses.replace(self, dilation=self.dilation[index])
+        r = self.dilation[index]
+        return dataclasses.replace(self, dilation=(r,) if isinstance(r, tuple) else r)
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        """``(kh, kw)``: the window's rows and columns."""
+        k = self.kernel
+        return k if isinstance(k, tuple) else (k, k)
+
+    @property
+    def dilation_size(self) -> tuple[int, int]:
+        """``(ry, rx)``: the step between keys per axis (a concrete partition only)."""
+        r = self.dilation
+        if self.is_generic():
+            raise AttnblocksError(f"{self!r} has one dilation per head group: resolve it first.")
+        if isinstance(r, tuple):
+            return r[0]
+        return (r, r)
 
 
 @dataclass(frozen=True, repr=False)

@@ -179,7 +179,7 @@ def dilateformer(kernel: int = 3, dilations: int | tuple[int, ...] = (1, 2, 3)) 
         Attention(partition=Dilated(3, dilation=2))
     """
     partition = Dilated(kernel, dilation=dilations)
-    if isinstance(partition.dilation, tuple):
+    if partition.is_generic():
         return Attention(partition=partition, heads=Split(len(partition.dilation)))
     return Attention(partition=partition)
 

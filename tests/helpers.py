@@ -13,12 +13,12 @@ from attnblocks.encoders import RelPosBiasModule
 def _nat_bias(table: torch.Tensor, part: Dilated, H: int, W: int) -> torch.Tensor:
     """NAT's ``rpb`` for every token pair ``(h, N, N)``: ``table[:, (yk-yq)/r + k-1, (xk-xq)/r
     + k-1]`` where the key is on the query's sub-grid within ``k-1`` steps, else 0 (masked)."""
-    k, r = part.kernel, part.dilation
+    (kh, kw), (ry, rx) = part.kernel_size, part.dilation_size
     y, x = torch.arange(H).repeat_interleave(W), torch.arange(W).repeat(H)
     dy, dx = y[None, :] - y[:, None], x[None, :] - x[:, None]  # key minus query
-    near = (dy % r == 0) & (dx % r == 0) & (dy.abs() < k * r) & (dx.abs() < k * r)
-    iy = torch.where(near, dy // r + k - 1, 0)
-    ix = torch.where(near, dx // r + k - 1, 0)
+    near = (dy % ry == 0) & (dx % rx == 0) & (dy.abs() < kh * ry) & (dx.abs() < kw * rx)
+    iy = torch.where(near, dy // ry + kh - 1, 0)
+    ix = torch.where(near, dx // rx + kw - 1, 0)
     return torch.where(near, table[:, iy, ix], 0.0)
 
 

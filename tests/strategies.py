@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from attnblocks import Global, Grid, Stripe, Window
+from attnblocks import Dilated, Global, Grid, Stripe, Window
 
 sizes = st.integers(1, 24)
 
@@ -27,3 +27,25 @@ def concrete_partitions(max_size: int = 9):
         st.just(Global()),
         st.builds(Grid, st.integers(1, 6)),
     )
+
+
+@st.composite
+def maps_and_partitions(draw):
+    """A map and a concrete partition that runs on it (rectangular or sliding)."""
+    H, W = draw(st.integers(1, 11)), draw(st.integers(1, 11))
+    kind = draw(st.sampled_from(["rect", "sliding"]))
+    if kind == "rect":
+        return H, W, draw(concrete_partitions(max_size=6))
+    border = draw(st.sampled_from(["mask", "shift"]))
+    square = draw(st.booleans())
+    axes = []
+    for L in (H, W) if not square else (min(H, W),):
+        if border == "shift":  # kernel * dilation <= H, W
+            r = draw(st.integers(1, max(1, L // 2)))
+            k = draw(st.integers(1, max(1, L // r)))
+        else:
+            k = draw(st.sampled_from([1, 3, 5]))
+            r = draw(st.integers(1, 3))
+        axes.append((k, r))
+    (kh, ry), (kw, rx) = axes * 2 if square else axes
+    return H, W, Dilated((kh, kw), dilation=((ry, rx),), border=border)

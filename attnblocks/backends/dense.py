@@ -184,8 +184,8 @@ def _offset_dense_bias(table: torch.Tensor, partition: Dilated, co: WindowCoords
     """NAT's bias ``table: (h, 2k-1, 2k-1)`` for every token pair, ``(h, N, N)``: entry
     ``[h, (yk - yq)/r + k-1, (xk - xq)/r + k-1]``; pairs off the query's sub-grid or further than
     ``k-1`` steps are in no window (masked) and read the centre."""
-    k, r = partition.kernel, partition.dilation
-    step = -co.offsets()  # key minus query, in tokens
+    k, r = np.array(partition.kernel_size), np.array(partition.dilation_size)
+    step = -co.offsets()  # key minus query, in tokens, (N, N, 2)
     near = ((step % r == 0) & (np.abs(step) <= r * (k - 1))).all(-1)
     step = np.where(near[..., None], step // r, 0)
     index = torch.from_numpy(step + k - 1).to(table.device)

@@ -52,8 +52,10 @@ __all__ = [
 
 
 @size_cache(64, constant=True)
-def subgrid_order(H: int, W: int, dilation: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Sub-grid-major token order of an ``H x W`` map with dilation ``r``.
+def subgrid_order(
+    H: int, W: int, dilation: int | tuple[int, int], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """Sub-grid-major token order of an ``H x W`` map with dilation ``r`` (or ``(ry, rx)``).
 
     Returns ``(perm, inverse, y, x)``, all ``(N,)`` int64: ``perm[i]`` is the row-major index of
     the ``i``-th token in the new order (sub-grids ``(y % r, x % r)`` in row-major order, each
@@ -67,10 +69,10 @@ def subgrid_order(H: int, W: int, dilation: int, device: torch.device) -> tuple[
         >>> bool((perm[inverse] == torch.arange(12)).all())
         True
     """
-    r = dilation
+    ry, rx = dilation if isinstance(dilation, tuple) else (dilation, dilation)
     n = torch.arange(H * W, device=device)
     y, x = n // W, n % W
-    key = (((y % r) * r + x % r) * H + y // r) * W + x // r
+    key = (((y % ry) * rx + x % rx) * H + y // ry) * W + x // rx
     perm = torch.argsort(key)
     inverse = torch.argsort(perm)
     return perm, inverse, y[perm], x[perm]
@@ -90,11 +92,11 @@ def _axis_in_window(
 
 
 def _sliding_mask_mod(
-    y: torch.Tensor, x: torch.Tensor, H: int, W: int, kernel: int, r: int, border: str,
-    b, h, q_idx, kv_idx,
+    y: torch.Tensor, x: torch.Tensor, H: int, W: int, kernel: tuple[int, int],
+    r: tuple[int, int], border: str, b, h, q_idx, kv_idx,
 ):  # fmt: skip
-    in_y = _axis_in_window(y[q_idx], y[kv_idx], H, kernel, r, border)
-    return in_y & _axis_in_window(x[q_idx], x[kv_idx], W, kernel, r, border)
+    in_y = _axis_in_window(y[q_idx], y[kv_idx], H, kernel[0], r[0], border)
+    return in_y & _axis_in_window(x[q_idx], x[kv_idx], W, kernel[1], r[1], border)
 
 
 @size_cache(64)
@@ -109,10 +111,9 @@ def sliding_block_mask(partition: Dilated, H: int, W: int, device: torch.device)
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
-    _, _, y, x = subgrid_order(H, W, partition.dilation, device)
-    mod = partial(
-        _sliding_mask_mod, y, x, H, W, partition.kernel, partition.dilation, partition.border
-    )
+    r = partition.dilation_size
+    _, _, y, x = subgrid_order(H, W, r, device)
+    mod = partial(_sliding_mask_mod, y, x, H, W, partition.kernel_size, r, partition.border)
     N = H * W
     return create_block_mask(mod, None, None, N, N, device=device)
 
@@ -155,7 +156,7 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
     B, H, W, _, c = qkv.shape
     check_fits(part, H, W)
     h = g.num_heads
-    perm, inverse, _, _ = subgrid_order(H, W, part.dilation, qkv.device)
+    perm, inverse, _, _ = subgrid_order(H, W, part.dilation_size, qkv.device)
     t = qkv.reshape(B, H * W, 3, h, c // h)[:, perm].permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
     bm = sliding_block_mask(part, H, W, qkv.device)
     q, k, v, negated = fresh_inputs(t[0], t[1], t[2])

@@ -92,10 +92,10 @@ def slices_attention(
     H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
     d = c // heads
     offsets, (py, px), mask = slices_inputs(partition, H, W, qkv.dtype, qkv.device)
-    r = partition.dilation
+    ry, rx = partition.dilation_size
     q = qkv[..., 0, :].unflatten(-1, (heads, d))
     kv = F.pad(qkv[..., 1:, :], (0, 0, 0, 0, px, px, py, py))  # (B, H + 2py, W + 2px, 2, c)
-    views = [kv[:, py + oy * r :, px + ox * r :][:, :H, :W] for oy, ox in offsets]
+    views = [kv[:, py + oy * ry :, px + ox * rx :][:, :H, :W] for oy, ox in offsets]
     # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
     a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
     a = a * scale  # (n, B, H, W, h)
@@ -184,14 +184,15 @@ def tiles_attention(
     t = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=heads)
     t = F.pad(t, (0, 0, 0, 1))  # the zero token, index N
     nT, Tq = query.shape
+    d = t.shape[-1]  # explicit sizes: a batch of 0 leaves -1 ambiguous
     if bias is not None:
         mask = mask + bias.to(mask.dtype).reshape(mask.shape)
     # index_select on flat indices: several times faster than advanced indexing on CPU
-    q = t[0].index_select(2, query.view(-1)).view(B, heads * nT, Tq, -1)  # (B, h * nT, Tq, d)
-    kv = t[1:].index_select(3, key.view(-1)).view(2, B, heads * nT, key.shape[1], -1)
+    q = t[0].index_select(2, query.view(-1)).view(B, heads * nT, Tq, d)  # (B, h * nT, Tq, d)
+    kv = t[1:].index_select(3, key.view(-1)).view(2, B, heads * nT, key.shape[1], d)
     k, v = kv.unbind(0)
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    o = o.reshape(B, heads, nT * Tq, -1).index_select(2, inverse)  # (B, h, N, d)
+    o = o.reshape(B, heads, nT * Tq, d).index_select(2, inverse)  # (B, h, N, d)
     return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
 
 
