@@ -184,3 +184,11 @@ def test_shunted_mlp_adds_the_depthwise_conv_before_the_activation():
     ) + mlp.dwconv.bias.view(1, -1, 1, 1)
     expected = mlp.fc2(torch.nn.functional.gelu((h + conv).permute(0, 2, 3, 1)))
     torch.testing.assert_close(mlp(x), expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nat_tiny", "dinat_tiny"])
+def test_sliding_rows_count_k_by_k_products(name):
+    """NAT-T / DiNAT-T: 4.3G published. The count takes 7 x 7 keys per query whichever
+    lowering runs (the tiles lowering computes 13 x 13 per 7 x 7 tile: 4.75G if counted)."""
+    macs = summary(create(name, device="meta"), 224).macs
+    assert round(macs / 1e9, 1) == 4.3, macs

@@ -35,10 +35,11 @@ class ModelSummary:
     """Parameter and MAC counts of one model at one input size.
 
     ``macs`` is FlopCounterMode's FLOPs (matmuls, convolutions and attention products) divided
-    by 2, for one image, plus the ``q k^T`` and ``attn v`` products of the sliding-window
-    attentions (:class:`~attnblocks.Dilated`, :class:`~attnblocks.Neighborhood`), whose
-    gather kernels the counter does not see: ``2 * H * W * k^2 * C`` per layer, as the
-    authors' unfold-and-matmul code is counted.
+    by 2, for one image; the sliding-window attentions (:class:`~attnblocks.Dilated`,
+    :class:`~attnblocks.Neighborhood`) count the ``q k^T`` and ``attn v`` products of their
+    ``kh x kw`` keys per query, ``2 * H * W * kh * kw * C`` per layer, as the authors' code is
+    counted, whichever lowering runs (the counter sees none of the slices lowering's and more
+    than these of the tiles lowering's).
     """
 
     params: int
@@ -71,15 +72,16 @@ def summary(model: nn.Module, img_size: int | tuple[int, int] = 224) -> ModelSum
     sliding = [0]
 
     def count_sliding(module: AttentionLayer, args: tuple) -> None:
-        part = module.spec.partition
+        kh, kw = module.spec.partition.kernel_size
         B, H, W, C = args[0].shape
-        sliding[0] += 2 * B * H * W * part.kernel**2 * C
+        sliding[0] += 2 * B * H * W * kh * kw * C
 
-    hooks = [
-        m.register_forward_pre_hook(count_sliding)
-        for m in model.modules()
+    layers = {
+        name: m
+        for name, m in model.named_modules()
         if isinstance(m, AttentionLayer) and isinstance(m.spec.partition, Dilated)
-    ]
+    }
+    hooks = [m.register_forward_pre_hook(count_sliding) for m in layers.values()]
     was_training = model.training
     model.eval()
     try:
@@ -89,5 +91,18 @@ def summary(model: nn.Module, img_size: int | tuple[int, int] = 224) -> ModelSum
         model.train(was_training)
         for h in hooks:
             h.remove()
+    # what the counter saw of the sliding layers' kernels (the tiles lowering's products over
+    # its key regions) is replaced by the k x k products per query counted above
+    root = type(model).__name__
+    prefixes = tuple(f"{root}.{name}.runners." for name in layers)
+    seen = (
+        sum(
+            sum(ops.values())
+            for mod, ops in fc.get_flop_counts().items()
+            if mod.startswith(prefixes) and mod.count(".") == prefixes[0].count(".")
+        )
+        if layers
+        else 0
+    )
     params = sum(p.numel() for p in model.parameters())
-    return ModelSummary(params, fc.get_total_flops() // 2 + sliding[0], size)
+    return ModelSummary(params, (fc.get_total_flops() - seen) // 2 + sliding[0], size)
