@@ -97,7 +97,6 @@ class AttentionLayer(nn.Module):
             )
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
-        self._group_params_cache: tuple = (None, [])  # see _group_params
         # groups of windows projected per token from x: x can be put in window order first
         self._orderable = (
             all(isinstance(r, RectRunner) for r in self.runners)
@@ -179,23 +178,16 @@ class AttentionLayer(nn.Module):
 
     def _group_params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per group, its rows of the qkv weight and bias (:func:`grouped_rows`): its
-        ``[q | k | v]`` is ``F.linear(x, *params[g.index])``. Gathered per call when they need
-        a gradient; in inference cached per parameter version (gathering them took 0.3 ms of a
-        5 ms CSWin stage-3 layer at batch 1)."""
+        ``[q | k | v]`` is ``F.linear(x, *params[g.index])``. Gathered every call: a cache keyed
+        on the weights would miss edits through ``.data`` (an EMA teacher), which change
+        neither ``data_ptr`` nor ``_version``."""
         weight, bias = self.qkv.weight, self.qkv.bias
-        learns = torch.is_grad_enabled() and any(p.requires_grad for p in self.qkv.parameters())
-        cache = not learns and not torch.compiler.is_compiling()
-        key = tuple((p.data_ptr(), p._version) for p in self.qkv.parameters()) if cache else None
-        if cache and self._group_params_cache[0] == key:
-            return self._group_params_cache[1]
         rows = grouped_rows(tuple(g.channels for g in self.groups), self.dim, weight.device)
         params = []
         for g in self.groups:
             r = rows[3 * g.channels[0] : 3 * g.channels[1]]
             b = None if bias is None else bias.index_select(0, r)
             params.append((weight.index_select(0, r), b))
-        if cache:
-            self._group_params_cache = (key, params)
         return params
 
     def _split_groups(self, t: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:

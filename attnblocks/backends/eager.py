@@ -29,7 +29,6 @@ models, implementations interleaved in one process):
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -284,42 +283,22 @@ def permute_tokens(
     return _PermuteTokens.apply(x, dim, perm, inv)
 
 
-_BIAS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _head_bias(
     encoders: Sequence[EncoderModule], group: GroupPlan, layout: RectLayout, dtype, device
 ) -> torch.Tensor | None:
     """The encoders' logit biases summed, ``(h, T, T)``, or ``None``.
 
-    Cached (per encoder list, group, layout and parameter version) when no gradient flows to
-    the encoders, i.e. in inference.
+    Made every call: a cache keyed on the encoders' parameters would miss edits through
+    ``.data`` (an EMA teacher), which change neither ``data_ptr`` nor ``_version``.
     """
-    owners = [e for e in encoders if type(e).bias is not EncoderModule.bias]
-    if not owners:
-        return None
-    cacheable = not (
-        torch.is_grad_enabled() and any(p.requires_grad for e in owners for p in e.parameters())
-    )
-    key = None
-    if cacheable and isinstance(encoders, torch.nn.Module):
-        params = tuple((p.data_ptr(), p._version) for e in owners for p in e.parameters())
-        key = (group.index, layout, dtype, device, params)
-        hit = _BIAS_CACHE.get(encoders, {}).get(key)
-        if hit is not None:
-            return hit
     bias = None
-    for e in owners:
+    for e in encoders:
+        if type(e).bias is EncoderModule.bias:
+            continue
         b = e.bias(group, layout)
         if b is not None:
             bias = b if bias is None else bias + b
-    bias = None if bias is None else bias.to(dtype)
-    if key is not None and bias is not None:
-        cache = _BIAS_CACHE.setdefault(encoders, {})
-        if len(cache) > 64:
-            cache.clear()
-        cache[key] = bias
-    return bias
+    return None if bias is None else bias.to(dtype)
 
 
 def _fold_windows(
