@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,7 +111,40 @@ class AttentionLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.spec!r}, dim={self.dim}, num_heads={self.num_heads}"
 
+    def _check_input(self, x: Any, hw: Any) -> None:
+        """The input's type and dtype, and ``hw``'s form, checked before any kernel sees them."""
+        if not isinstance(x, torch.Tensor):
+            hint = " (from numpy: torch.from_numpy(x))" if type(x).__module__ == "numpy" else ""
+            raise TypeError(
+                f"{self.spec!r} expects x as a torch.Tensor, got {type(x).__name__}{hint}."
+            )
+        param = next(self.parameters(), None)
+        if not x.is_floating_point():
+            raise AttnblocksError(
+                f"{self.spec!r} expects a floating-point x, got dtype={x.dtype}: convert it "
+                f"first, e.g. x.to({param.dtype if param is not None else torch.float32})."
+            )
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if param is not None and x.dtype != param.dtype and not autocast:
+            raise AttnblocksError(
+                f"{self.spec!r}: x.dtype={x.dtype} differs from the layer's parameters "
+                f"({param.dtype}): call layer.to({x.dtype}) or pass x.to({param.dtype}) (or run "
+                f"under torch.autocast)."
+            )
+        if hw is not None:
+            ok = isinstance(hw, (tuple, list, torch.Size)) and len(hw) == 2
+            if not ok or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in hw
+            ):
+                raise AttnblocksError(
+                    f"{self.spec!r}: hw must be a pair of ints (H, W), got {hw!r}."
+                )
+            if min(hw) < 1:
+                raise AttnblocksError(f"{self.spec!r}: hw={tuple(hw)} must be positive.")
+
     def _as_map(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            self._check_input(x, hw)
         if x.dim() == 4:
             if hw is not None and tuple(hw) != tuple(x.shape[1:3]):
                 raise AttnblocksError(

@@ -77,7 +77,80 @@ def attend(
     Shapes: ``q: (B, h, Tq, d)``, ``k, v: (B, h, Tk, d)``, ``mask`` additive and broadcastable
     to ``(B, h, Tq, Tk)``; returns ``(B, h, Tq, d)``.
     """
+    inputs = (q, k, v) if mask is None else (q, k, v, mask)
+    if (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in inputs)
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+    ):
+        return _TwiceDifferentiable.apply(q, k, v, mask, scale, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+class _TwiceDifferentiable(torch.autograd.Function):
+    """:func:`attend` with a second derivative. The fused kernels SDPA picks (CPU flash, CUDA
+    flash / memory-efficient) have none, and which backward will be asked for is unknown at
+    forward time. So the forward records SDPA on detached inputs; a first-order backward runs
+    that graph (the fused backward, unchanged); a backward with ``create_graph=True`` (grad
+    mode on inside it: a gradient penalty, a Hessian-vector product) recomputes the plain
+    matmul-softmax form, which has every derivative. Dropout cannot be recomputed: that case
+    raises.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q, k, v, mask, scale: float, dropout_p: float) -> torch.Tensor:
+        inner = [
+            None if t is None else t.detach().requires_grad_(t.requires_grad)
+            for t in (q, k, v, mask)
+        ]
+        with torch.enable_grad():
+            out = F.scaled_dot_product_attention(
+                *inner[:3], attn_mask=inner[3], dropout_p=dropout_p, scale=scale
+            )
+        ctx.inner, ctx.out, ctx.scale, ctx.dropout_p = inner, out, scale, dropout_p
+        ctx.save_for_backward(q, k, v, mask)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        q, k, v, mask = ctx.saved_tensors
+        needed = [i for i, t in enumerate((q, k, v, mask)) if t is not None and t.requires_grad]
+        grads: list[torch.Tensor | None] = [None] * 6
+        if not torch.is_grad_enabled():  # first order: the fused kernel's backward
+            if ctx.out is None:  # a second pass (retain_graph): the same kernel again
+                if ctx.dropout_p > 0:
+                    raise RuntimeError(
+                        "attnblocks: a second backward pass through attention dropout "
+                        f"(attn_drop={ctx.dropout_p}) cannot redraw its mask; use attn_drop=0."
+                    )
+                ctx.inner = [
+                    None if t is None else t.detach().requires_grad_(t.requires_grad)
+                    for t in (q, k, v, mask)
+                ]
+                with torch.enable_grad():
+                    ctx.out = F.scaled_dot_product_attention(
+                        *ctx.inner[:3], attn_mask=ctx.inner[3], dropout_p=0.0, scale=ctx.scale
+                    )
+            found = torch.autograd.grad(ctx.out, [ctx.inner[i] for i in needed], grad)
+            ctx.inner = ctx.out = None  # freed with the pass, as saved tensors are
+        else:  # create_graph: the plain form, which has every derivative
+            if ctx.dropout_p > 0:
+                raise RuntimeError(
+                    "attnblocks: a second derivative through attention dropout "
+                    f"(attn_drop={ctx.dropout_p}) cannot be recomputed; use attn_drop=0 or "
+                    "model.eval() for a gradient penalty."
+                )
+            logits = (q @ k.transpose(-2, -1)) * ctx.scale
+            if mask is not None:
+                logits = logits + mask
+            out = torch.softmax(logits, dim=-1) @ v
+            found = torch.autograd.grad(
+                out, [(q, k, v, mask)[i] for i in needed], grad, create_graph=True
+            )
+        for i, g in zip(needed, found):
+            grads[i] = g
+        return tuple(grads)
 
 
 def attend_matmul(
