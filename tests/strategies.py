@@ -26,4 +26,21 @@ def concrete_partitions(max_size: int = 9):
         st.builds(Stripe, st.integers(1, max_size), st.sampled_from(["v", "h"])),
         st.just(Global()),
         st.builds(Grid, st.integers(1, 6)),
+        st.builds(Grid, st.tuples(st.integers(1, 4), st.integers(1, 4))),  # rectangular grids
     )
+
+
+@st.composite
+def divisible_maps(draw, max_cells: int = 4) -> tuple:
+    """A rectangular ``Grid`` or ``Window`` and a map it divides, often with a size-1 axis
+    (``1 x W`` or ``H x 1`` maps, one-row cells): the unpadded, ordered fast path's cases.
+
+    Returns ``(partition, H, W)``.
+    """
+    gh, gw = draw(st.integers(1, max_cells)), draw(st.integers(1, max_cells))
+    a = draw(st.sampled_from([1, 1, 2, 3]))
+    b = draw(st.sampled_from([1, 2, 3, 4]))
+    if draw(st.booleans()):
+        a, b = b, a
+    part = draw(st.sampled_from([Grid((gh, gw)), Window((gh, gw))]))
+    return part, gh * a, gw * b

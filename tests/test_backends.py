@@ -4,15 +4,25 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from attnblocks import Attention, AttnblocksError, LePE, Partition, RelPosBias, Split, Window, zoo
+from attnblocks import (
+    Attention,
+    AttnblocksError,
+    Grid,
+    LePE,
+    Partition,
+    RelPosBias,
+    Split,
+    Window,
+    zoo,
+)
 from attnblocks.backends.dense import register_dense_encoder, window_coords
 from attnblocks.encoders import EncoderModule
 from attnblocks.runners import RectRunner, register_runner
 from helpers import oracle_forward, randomize_
-from strategies import concrete_partitions
+from strategies import concrete_partitions, divisible_maps
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -151,3 +161,18 @@ def test_relpos_table_too_small_raises_on_dense():
     layer = Attention(partition=Window(4), pe=RelPosBias(size=2), backend="dense").build(4, 1)
     with pytest.raises(AttnblocksError, match=r"table for 2x2 windows, but Window.4. makes 4x4"):
         layer(torch.randn(1, 4, 4, 4))
+
+
+@given(case=divisible_maps(), heads=st.integers(1, 2), split=st.booleans())
+@example(case=(Grid((1, 2)), 1, 8), heads=1, split=False)  # an identity-order rule once wrong
+@example(case=(Grid((2, 1)), 8, 1), heads=1, split=False)
+def test_eager_equals_dense_on_divisible_and_thin_maps(case, heads, split):
+    """The ordered fast path (unpadded maps: token permutations, identity orders) on
+    rectangular grids and windows, one-row and one-column maps: equal to the dense oracle."""
+    part, H, W = case
+    spec = Attention(heads=Split(part, part)) if split else Attention(partition=part)
+    n = 2 if split else 1
+    layer = randomize_(spec.build(4 * n * heads, n * heads).double(), std=0.5)
+    x = torch.randn(2, H, W, layer.dim, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(_twin(layer, "dense")(x), layer(x), atol=1e-10, rtol=1e-9)
