@@ -176,3 +176,65 @@ def test_eager_equals_dense_on_divisible_and_thin_maps(case, heads, split):
     x = torch.randn(2, H, W, layer.dim, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(_twin(layer, "dense")(x), layer(x), atol=1e-10, rtol=1e-9)
+
+
+@st.composite
+def attn_drop_specs(draw):
+    spec = draw(
+        st.sampled_from(
+            [
+                zoo.swin(3, shift=1),
+                zoo.cswin(2),
+                zoo.maxvit_grid(2),
+                zoo.pvtv2(2),
+                zoo.shunted(4),
+                zoo.nat(3),
+                zoo.dilateformer(3, (1, 2)),
+                Attention(heads=Split(Window(3, shift=1), Grid((2, 1))), pe=LePE()),
+            ]
+        )
+    )
+    return spec, draw(st.sampled_from([0.1, 0.5, 0.9]))
+
+
+@settings(max_examples=10)
+@given(case=attn_drop_specs(), H=st.integers(4, 8), W=st.integers(4, 8))
+def test_attention_dropout_is_off_in_eval(case, H, W):
+    """``attn_drop > 0`` in ``eval()`` gives exactly ``attn_drop = 0`` (with grad recorded and
+    without)."""
+    spec, p = case
+    layer = randomize_(dataclasses.replace(spec, attn_drop=p).build(8, 2).double()).eval()
+    plain = randomize_(spec.build(8, 2).double()).eval()
+    x = torch.randn(2, H, W, 8, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(layer(x), plain(x), atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), plain(x), atol=0, rtol=0)
+
+
+def _zero_padded_windows(layer, x, wh: int, ww: int) -> torch.Tensor:
+    """An independent ``pad="zeros"`` reference: q, k, v zero-padded to whole windows, every
+    window attended with a plain softmax over all its slots (padded ones included)."""
+    B, H, W, C = x.shape
+    h = layer.num_heads
+    d = C // h
+    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
+    full = x.new_zeros(B, Hp, Wp, 3, h, d)
+    full[:, :H, :W] = layer.qkv(x).view(B, H, W, 3, h, d)
+    out = x.new_zeros(B, Hp, Wp, h, d)
+    for i in range(0, Hp, wh):
+        for j in range(0, Wp, ww):
+            q, k, v = full[:, i : i + wh, j : j + ww].reshape(B, wh * ww, 3, h, d).unbind(2)
+            a = torch.einsum("bqhd,bkhd->bhqk", q, k) * layer.scale
+            o = torch.einsum("bhqk,bkhd->bqhd", a.softmax(-1), v)
+            out[:, i : i + wh, j : j + ww] = o.reshape(B, wh, ww, h, d)
+    return layer.proj(out[:, :H, :W].reshape(B, H, W, C))
+
+
+@given(wh=st.integers(1, 5), ww=st.integers(1, 5), H=small, W=small, heads=st.integers(1, 2))
+def test_pad_zeros_matches_a_zero_padded_reference(wh, ww, H, W, heads):
+    layer = Attention(partition=Window((wh, ww)), pad="zeros").build(4 * heads, heads)
+    layer = randomize_(layer.double(), std=0.5)
+    x = torch.randn(2, H, W, layer.dim, dtype=torch.float64)
+    with torch.no_grad():
+        want = _zero_padded_windows(layer, x, wh, ww)
+        torch.testing.assert_close(layer(x), want, atol=1e-10, rtol=1e-9)
