@@ -144,3 +144,19 @@ def test_caches_bounded_over_50_map_sizes():
     peak, growth, bound = map(int, out.stdout.split())
     assert peak <= bound
     assert growth < 96 * 2**20, growth / 2**20
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("hw", [(6, 6), (7, 5)])
+def test_batch_zero(name, hw):
+    """An empty batch: the same empty shape back, forward and backward, in every mode."""
+    layer = _build(name)
+    x = torch.randn(0, *hw, 8, requires_grad=True)
+    y = layer(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    with torch.inference_mode():
+        assert layer(torch.randn(0, *hw, 8)).shape == x.shape
+    x = torch.randn(0, hw[0] * hw[1], 8)
+    assert layer(x, hw=hw).shape == x.shape

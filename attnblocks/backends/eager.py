@@ -132,7 +132,9 @@ class _TwiceDifferentiable(torch.autograd.Function):
                     ctx.out = F.scaled_dot_product_attention(
                         *ctx.inner[:3], attn_mask=ctx.inner[3], dropout_p=0.0, scale=ctx.scale
                     )
-            found = torch.autograd.grad(ctx.out, [ctx.inner[i] for i in needed], grad)
+            found = torch.autograd.grad(
+                ctx.out, [ctx.inner[i] for i in needed], grad, allow_unused=True
+            )
             ctx.inner = ctx.out = None  # freed with the pass, as saved tensors are
         else:  # create_graph: the plain form, which has every derivative
             if ctx.dropout_p > 0:
@@ -146,10 +148,14 @@ class _TwiceDifferentiable(torch.autograd.Function):
                 logits = logits + mask
             out = torch.softmax(logits, dim=-1) @ v
             found = torch.autograd.grad(
-                out, [(q, k, v, mask)[i] for i in needed], grad, create_graph=True
+                out,
+                [(q, k, v, mask)[i] for i in needed],
+                grad,
+                create_graph=True,
+                allow_unused=True,
             )
-        for i, g in zip(needed, found):
-            grads[i] = g
+        for i, g in zip(needed, found):  # unused: an empty batch's mask
+            grads[i] = torch.zeros_like((q, k, v, mask)[i]) if g is None else g
         return tuple(grads)
 
 
