@@ -147,7 +147,7 @@ def test_caches_bounded_over_50_map_sizes():
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
-@pytest.mark.parametrize("hw", [(6, 6), (7, 9)])
+@pytest.mark.parametrize("hw", [(6, 6), (7, 8)])
 def test_batch_zero(name, hw):
     """An empty batch: the same empty shape back, forward and backward, in every mode."""
     layer = _build(name)
