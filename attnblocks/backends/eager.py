@@ -83,6 +83,7 @@ def attend(
         and any(t.requires_grad for t in inputs)
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
+        and torch._C._functorch.peek_interpreter_stack() is None  # not under torch.func
     ):
         return _TwiceDifferentiable.apply(q, k, v, mask, scale, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
