@@ -124,7 +124,10 @@ class AttentionLayer(nn.Module):
                 f"{self.spec!r} expects a floating-point x, got dtype={x.dtype}: convert it "
                 f"first, e.g. x.to({param.dtype if param is not None else torch.float32})."
             )
-        autocast = torch.is_autocast_enabled(x.device.type)
+        try:
+            autocast = torch.is_autocast_enabled(x.device.type)
+        except RuntimeError:  # a device type autocast does not know (meta)
+            autocast = False
         if param is not None and x.dtype != param.dtype and not autocast:
             raise AttnblocksError(
                 f"{self.spec!r}: x.dtype={x.dtype} differs from the layer's parameters "

@@ -26,7 +26,6 @@ def concrete_partitions(max_size: int = 9):
         st.builds(Stripe, st.integers(1, max_size), st.sampled_from(["v", "h"])),
         st.just(Global()),
         st.builds(Grid, st.integers(1, 6)),
-        st.builds(Grid, st.tuples(st.integers(1, 4), st.integers(1, 4))),  # rectangular grids
     )
 
 
