@@ -22,12 +22,22 @@ def register_spec(cls: type) -> type:
     return cls
 
 
+MAX_SIZE = 2**20
+"""The largest size a spec accepts (window, stripe, kernel, ratio, dim, heads): a bound that
+no real map reaches, so a typo such as ``Window(10**12)`` in a config fails here, not in the
+allocator."""
+
+
 def positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
-    """Check that ``value`` is an int ``>= minimum`` and return it."""
+    """Check that ``value`` is an int in ``[minimum, MAX_SIZE]`` and return it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__}).")
     if value < minimum:
         raise AttnblocksError(f"{owner}: {name} must be >= {minimum}, got {value}.")
+    if value > MAX_SIZE:
+        raise AttnblocksError(
+            f"{owner}: {name}={value} exceeds the largest size a spec accepts ({MAX_SIZE} = 2**20)."
+        )
     return value
 
 

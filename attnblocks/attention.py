@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -128,8 +130,16 @@ class Attention(Spec):
                 f"Attention: backend='dense' computes the attention over the real tokens only, "
                 f"so it needs pad='mask' or 'error', got pad={self.pad!r}."
             )
+        if self.scale is not None and not _real(self.scale):
+            raise TypeError(f"Attention: scale must be a number or None, got {self.scale!r}.")
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
+            raise AttnblocksError(
+                f"Attention: scale must be a finite positive number, got {self.scale!r}."
+            )
         for name in ("attn_drop", "proj_drop"):
             p = getattr(self, name)
+            if not _real(p):
+                raise TypeError(f"Attention: {name} must be a number in [0, 1), got {p!r}.")
             if not 0.0 <= p < 1.0:
                 raise AttnblocksError(f"Attention: {name} must be in [0, 1), got {p}.")
         if self.dim is not None or self.num_heads is not None:
@@ -157,7 +167,9 @@ class Attention(Spec):
 
     def groups(self, dim: int | None = None, num_heads: int | None = None) -> tuple[GroupPlan, ...]:
         """The head groups with their concrete partitions, heads and channels."""
-        dim, num_heads = self._check_dims(dim or self.dim, num_heads or self.num_heads)
+        dim = self.dim if dim is None else dim
+        num_heads = self.num_heads if num_heads is None else num_heads
+        dim, num_heads = self._check_dims(dim, num_heads)
         return resolve_groups(self.partition, self.heads, num_heads, dim)
 
     def build(
@@ -172,5 +184,12 @@ class Attention(Spec):
             raise AttnblocksError(
                 f"{self!r}: build(num_heads={num_heads}) contradicts the spec's num_heads."
             )
-        dim, num_heads = self._check_dims(dim or self.dim, num_heads or self.num_heads)
+        dim = self.dim if dim is None else dim
+        num_heads = self.num_heads if num_heads is None else num_heads
+        dim, num_heads = self._check_dims(dim, num_heads)
         return AttentionLayer(self, dim, num_heads, device=device, dtype=dtype)
+
+
+def _real(value: object) -> bool:
+    """A real number (int or float, not bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

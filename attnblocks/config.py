@@ -73,11 +73,19 @@ def to_config(spec: Any) -> dict[str, Any]:
     return out
 
 
-def _decode(value: Any, where: str) -> Any:
+MAX_DEPTH = 32
+"""The deepest nesting of dicts and lists :func:`from_config` reads (real specs nest < 6)."""
+
+
+def _decode(value: Any, where: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise AttnblocksError(
+            f"from_config: {where} nests deeper than {MAX_DEPTH} levels of dicts and lists."
+        )
     if isinstance(value, dict):
-        return from_config(value)
+        return _from_config(value, depth + 1)
     if isinstance(value, (list, tuple)):
-        return tuple(_decode(v, where) for v in value)
+        return tuple(_decode(v, where, depth + 1) for v in value)
     if isinstance(value, _SCALARS):
         return value
     raise AttnblocksError(
@@ -90,12 +98,17 @@ def from_config(config: dict[str, Any]) -> Any:
     """Rebuild a spec from :func:`to_config`'s form; the spec validates its fields as usual.
 
     Raises:
-        AttnblocksError: for an unknown type name, an unknown field or non-data values.
+        AttnblocksError: for an unknown type name, an unknown field, non-data values or a
+            nesting deeper than :data:`MAX_DEPTH`.
 
     Example:
         >>> from_config({"type": "Stripe", "width": 7, "axis": "h"})
         Stripe(7, axis='h')
     """
+    return _from_config(config, 0)
+
+
+def _from_config(config: dict[str, Any], depth: int) -> Any:
     if not isinstance(config, dict):
         raise AttnblocksError(f"from_config expects a dict, got {type(config).__name__}.")
     if "type" not in config:
@@ -114,7 +127,7 @@ def from_config(config: dict[str, Any]) -> Any:
                 f"from_config: {name} takes exactly one field 'args' (a list), got "
                 f"{sorted(fields)}."
             )
-        return cls(*_decode(fields["args"], f"{name}.args"))
+        return cls(*_decode(fields["args"], f"{name}.args", depth))
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -122,4 +135,4 @@ def from_config(config: dict[str, Any]) -> Any:
             f"from_config: {name} has no field(s) {', '.join(map(repr, unknown))}; its fields "
             f"are {', '.join(sorted(known)) or 'none'}."
         )
-    return cls(**{k: _decode(v, f"{name}.{k}") for k, v in fields.items()})
+    return cls(**{k: _decode(v, f"{name}.{k}", depth) for k, v in fields.items()})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,7 +100,6 @@ class AttentionLayer(nn.Module):
             )
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
-        self._group_params_cache: tuple = (None, [])  # see _group_params
         # groups of windows projected per token from x: x can be put in window order first
         self._orderable = (
             all(isinstance(r, RectRunner) for r in self.runners)
@@ -109,7 +111,43 @@ class AttentionLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.spec!r}, dim={self.dim}, num_heads={self.num_heads}"
 
+    def _check_input(self, x: Any, hw: Any) -> None:
+        """The input's type and dtype, and ``hw``'s form, checked before any kernel sees them."""
+        if not isinstance(x, torch.Tensor):
+            hint = " (from numpy: torch.from_numpy(x))" if type(x).__module__ == "numpy" else ""
+            raise TypeError(
+                f"{self.spec!r} expects x as a torch.Tensor, got {type(x).__name__}{hint}."
+            )
+        param = next(self.parameters(), None)
+        if not x.is_floating_point():
+            raise AttnblocksError(
+                f"{self.spec!r} expects a floating-point x, got dtype={x.dtype}: convert it "
+                f"first, e.g. x.to({param.dtype if param is not None else torch.float32})."
+            )
+        try:
+            autocast = torch.is_autocast_enabled(x.device.type)
+        except RuntimeError:  # a device type autocast does not know (meta)
+            autocast = False
+        if param is not None and x.dtype != param.dtype and not autocast:
+            raise AttnblocksError(
+                f"{self.spec!r}: x.dtype={x.dtype} differs from the layer's parameters "
+                f"({param.dtype}): call layer.to({x.dtype}) or pass x.to({param.dtype}) (or run "
+                f"under torch.autocast)."
+            )
+        if hw is not None:
+            ok = isinstance(hw, (tuple, list, torch.Size)) and len(hw) == 2
+            if not ok or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in hw
+            ):
+                raise AttnblocksError(
+                    f"{self.spec!r}: hw must be a pair of ints (H, W), got {hw!r}."
+                )
+            if min(hw) < 1:
+                raise AttnblocksError(f"{self.spec!r}: hw={tuple(hw)} must be positive.")
+
     def _as_map(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            self._check_input(x, hw)
         if x.dim() == 4:
             if hw is not None and tuple(hw) != tuple(x.shape[1:3]):
                 raise AttnblocksError(
@@ -179,23 +217,16 @@ class AttentionLayer(nn.Module):
 
     def _group_params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per group, its rows of the qkv weight and bias (:func:`grouped_rows`): its
-        ``[q | k | v]`` is ``F.linear(x, *params[g.index])``. Gathered per call when they need
-        a gradient; in inference cached per parameter version (gathering them took 0.3 ms of a
-        5 ms CSWin stage-3 layer at batch 1)."""
+        ``[q | k | v]`` is ``F.linear(x, *params[g.index])``. Gathered every call: a cache keyed
+        on the weights would miss edits through ``.data`` (an EMA teacher), which change
+        neither ``data_ptr`` nor ``_version``."""
         weight, bias = self.qkv.weight, self.qkv.bias
-        learns = torch.is_grad_enabled() and any(p.requires_grad for p in self.qkv.parameters())
-        cache = not learns and not torch.compiler.is_compiling()
-        key = tuple((p.data_ptr(), p._version) for p in self.qkv.parameters()) if cache else None
-        if cache and self._group_params_cache[0] == key:
-            return self._group_params_cache[1]
         rows = grouped_rows(tuple(g.channels for g in self.groups), self.dim, weight.device)
         params = []
         for g in self.groups:
             r = rows[3 * g.channels[0] : 3 * g.channels[1]]
             b = None if bias is None else bias.index_select(0, r)
             params.append((weight.index_select(0, r), b))
-        if cache:
-            self._group_params_cache = (key, params)
         return params
 
     def _split_groups(self, t: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:

@@ -49,3 +49,19 @@ def maps_and_partitions(draw):
         axes.append((k, r))
     (kh, ry), (kw, rx) = axes * 2 if square else axes
     return H, W, Dilated((kh, kw), dilation=((ry, rx),), border=border)
+
+
+@st.composite
+def divisible_maps(draw, max_cells: int = 4) -> tuple:
+    """A rectangular ``Grid`` or ``Window`` and a map it divides, often with a size-1 axis
+    (``1 x W`` or ``H x 1`` maps, one-row cells): the unpadded, ordered fast path's cases.
+
+    Returns ``(partition, H, W)``.
+    """
+    gh, gw = draw(st.integers(1, max_cells)), draw(st.integers(1, max_cells))
+    a = draw(st.sampled_from([1, 1, 2, 3]))
+    b = draw(st.sampled_from([1, 2, 3, 4]))
+    if draw(st.booleans()):
+        a, b = b, a
+    part = draw(st.sampled_from([Grid((gh, gw)), Window((gh, gw))]))
+    return part, gh * a, gw * b

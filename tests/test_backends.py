@@ -4,15 +4,25 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from attnblocks import Attention, AttnblocksError, LePE, Partition, RelPosBias, Split, Window, zoo
+from attnblocks import (
+    Attention,
+    AttnblocksError,
+    Grid,
+    LePE,
+    Partition,
+    RelPosBias,
+    Split,
+    Window,
+    zoo,
+)
 from attnblocks.backends.dense import register_dense_encoder, window_coords
 from attnblocks.encoders import EncoderModule
 from attnblocks.runners import RectRunner, register_runner
 from helpers import oracle_forward, randomize_
-from strategies import concrete_partitions
+from strategies import concrete_partitions, divisible_maps
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -151,3 +161,80 @@ def test_relpos_table_too_small_raises_on_dense():
     layer = Attention(partition=Window(4), pe=RelPosBias(size=2), backend="dense").build(4, 1)
     with pytest.raises(AttnblocksError, match=r"table for 2x2 windows, but Window.4. makes 4x4"):
         layer(torch.randn(1, 4, 4, 4))
+
+
+@given(case=divisible_maps(), heads=st.integers(1, 2), split=st.booleans())
+@example(case=(Grid((1, 2)), 1, 8), heads=1, split=False)  # an identity-order rule once wrong
+@example(case=(Grid((2, 1)), 8, 1), heads=1, split=False)
+def test_eager_equals_dense_on_divisible_and_thin_maps(case, heads, split):
+    """The ordered fast path (unpadded maps: token permutations, identity orders) on
+    rectangular grids and windows, one-row and one-column maps: equal to the dense oracle."""
+    part, H, W = case
+    spec = Attention(heads=Split(part, part)) if split else Attention(partition=part)
+    n = 2 if split else 1
+    layer = randomize_(spec.build(4 * n * heads, n * heads).double(), std=0.5)
+    x = torch.randn(2, H, W, layer.dim, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(_twin(layer, "dense")(x), layer(x), atol=1e-10, rtol=1e-9)
+
+
+@st.composite
+def attn_drop_specs(draw):
+    spec = draw(
+        st.sampled_from(
+            [
+                zoo.swin(3, shift=1),
+                zoo.cswin(2),
+                zoo.maxvit_grid(2),
+                zoo.pvtv2(2),
+                zoo.shunted(4),
+                zoo.nat(3),
+                zoo.dilateformer(3, (1, 2)),
+                Attention(heads=Split(Window(3, shift=1), Grid((2, 1))), pe=LePE()),
+            ]
+        )
+    )
+    return spec, draw(st.sampled_from([0.1, 0.5, 0.9]))
+
+
+@settings(max_examples=10)
+@given(case=attn_drop_specs(), H=st.integers(4, 8), W=st.integers(4, 8))
+def test_attention_dropout_is_off_in_eval(case, H, W):
+    """``attn_drop > 0`` in ``eval()`` gives exactly ``attn_drop = 0`` (with grad recorded and
+    without)."""
+    spec, p = case
+    layer = randomize_(dataclasses.replace(spec, attn_drop=p).build(8, 2).double()).eval()
+    plain = randomize_(spec.build(8, 2).double()).eval()
+    x = torch.randn(2, H, W, 8, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(layer(x), plain(x), atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), plain(x), atol=0, rtol=0)
+
+
+def _zero_padded_windows(layer, x, wh: int, ww: int) -> torch.Tensor:
+    """An independent ``pad="zeros"`` reference: q, k, v zero-padded to whole windows, every
+    window attended with a plain softmax over all its slots (padded ones included)."""
+    B, H, W, C = x.shape
+    h = layer.num_heads
+    d = C // h
+    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
+    full = x.new_zeros(B, Hp, Wp, 3, h, d)
+    full[:, :H, :W] = layer.qkv(x).view(B, H, W, 3, h, d)
+    out = x.new_zeros(B, Hp, Wp, h, d)
+    for i in range(0, Hp, wh):
+        for j in range(0, Wp, ww):
+            q, k, v = full[:, i : i + wh, j : j + ww].reshape(B, wh * ww, 3, h, d).unbind(2)
+            a = torch.einsum("bqhd,bkhd->bhqk", q, k) * layer.scale
+            o = torch.einsum("bhqk,bkhd->bqhd", a.softmax(-1), v)
+            out[:, i : i + wh, j : j + ww] = o.reshape(B, wh, ww, h, d)
+    return layer.proj(out[:, :H, :W].reshape(B, H, W, C))
+
+
+@given(wh=st.integers(1, 5), ww=st.integers(1, 5), H=small, W=small, heads=st.integers(1, 2))
+def test_pad_zeros_matches_a_zero_padded_reference(wh, ww, H, W, heads):
+    layer = Attention(partition=Window((wh, ww)), pad="zeros").build(4 * heads, heads)
+    layer = randomize_(layer.double(), std=0.5)
+    x = torch.randn(2, H, W, layer.dim, dtype=torch.float64)
+    with torch.no_grad():
+        want = _zero_padded_windows(layer, x, wh, ww)
+        torch.testing.assert_close(layer(x), want, atol=1e-10, rtol=1e-9)

@@ -142,3 +142,34 @@ def test_inductor_flex_with_bias_on_cpu_raises():
     expected = r"backend='flex' under torch.compile on CPU cannot add the encoders' per-window bias"
     with torch.no_grad(), pytest.raises((AttnblocksError, RuntimeError), match=expected):
         compiled(torch.randn(1, 6, 6, 8))
+
+
+@pytest.mark.parametrize("name", ["swin", "swinv2", "hybrid"])
+def test_first_call_under_no_grad_at_divisible_sizes(name):
+    """Compiled, first called under no_grad on maps the windows divide (the standard case; the
+    lookup of a weight-keyed bias cache once made a data-dependent expression here), then
+    under grad; eager calls after it return what they returned before."""
+    torch._dynamo.reset()
+    layer = randomize_(CASES[name].build(8, 2).double(), seed=8)
+    x = torch.randn(2, 6, 6, 8, dtype=torch.float64)
+    before = layer(x).detach()
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), before, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(compiled(x), before, atol=1e-12, rtol=1e-12)
+    after = layer(x)
+    assert type(after) is torch.Tensor
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
+
+
+def test_inductor_cswin_across_map_sizes():
+    """Inductor with the default dynamic settings on CSWin's second map size (the recompile
+    marks the sizes dynamic; it once failed with "cannot determine truth value of
+    Relational")."""
+    torch._dynamo.reset()
+    layer = randomize_(CASES["cswin"].build(8, 2), seed=9).eval()
+    compiled = torch.compile(layer, fullgraph=True)
+    with torch.no_grad():
+        for hw in ((4, 6), (6, 8)):
+            x = torch.randn(1, *hw, 8)
+            torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)

@@ -4,6 +4,7 @@ import copy
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -138,4 +139,5 @@ def test_unregistered_object_raises():
     with pytest.raises(AttnblocksError, match="is not a registered spec class"):
         to_config(torch.nn.Linear(2, 2))
     with pytest.raises(AttnblocksError, match="cannot express"):
-        to_config(Attention(scale=torch.tensor(0.5)))
+        # a tensor scale is now refused at construction; a numpy scalar is a number but not data
+        to_config(Attention(scale=np.float32(0.5)))

@@ -133,3 +133,79 @@ def test_converter_errors():
         load_swin(layer, state)
     with pytest.raises(AttnblocksError, match=r"has no LePE encoder"):
         load_cswin(layer, state)
+
+
+# --- the layer boundary: input type, dtype and hw (issue 12) ---------------------------------
+def _swin_layer():
+    return Attention(partition=Window(3)).build(8, 2)
+
+
+@pytest.mark.parametrize(
+    "x, hw, error, match",
+    [
+        (torch.randn(1, 3, 3, 8).double(), None, AttnblocksError, r"x.dtype=torch.float64 differs"),
+        (torch.ones(1, 3, 3, 8, dtype=torch.int64), None, AttnblocksError, r"floating-point x"),
+        (torch.ones(1, 3, 3, 8, dtype=torch.bool), None, AttnblocksError, r"dtype=torch.bool"),
+        (torch.randn(1, 9, 8), (-3, -3), AttnblocksError, r"hw=\(-3, -3\) must be positive"),
+        (torch.randn(1, 9, 8), (3.0, 3), AttnblocksError, r"hw must be a pair of ints"),
+        (torch.randn(1, 9, 8), (3, 3, 1), AttnblocksError, r"got \(3, 3, 1\)"),
+        (torch.randn(1, 9, 8), (3, 4), AttnblocksError, r"hw=\(3, 4\) has 12 tokens"),
+    ],
+)
+def test_layer_input_checks_name_spec_and_values(x, hw, error, match):
+    with pytest.raises(error, match=r"Attention\(partition=Window\(3\)\)[\s\S]*" + match):
+        _swin_layer()(x, hw)
+
+
+def test_numpy_input_refused_with_a_hint():
+    np = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match=r"got ndarray \(from numpy: torch.from_numpy\(x\)\)"):
+        _swin_layer()(np.zeros((1, 3, 3, 8), np.float32))
+
+
+def test_autocast_input_of_another_dtype_is_accepted():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _swin_layer()(torch.randn(1, 3, 3, 8).bfloat16()).shape == (1, 3, 3, 8)
+
+
+def test_zero_dim_is_named_as_given():
+    with pytest.raises(AttnblocksError, match=r"dim must be >= 1, got 0"):
+        Attention(partition=Window(3)).build(dim=0, num_heads=2)
+    with pytest.raises(AttnblocksError, match=r"num_heads must be >= 1, got 0"):
+        Attention(partition=Window(3)).build(8, 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"scale": "abc"}, TypeError, r"scale must be a number or None, got 'abc'"),
+        (
+            {"scale": float("nan")},
+            AttnblocksError,
+            r"scale must be a finite positive .*, got nan",
+        ),
+        ({"scale": -1.0}, AttnblocksError, r"scale must be a finite positive .*, got -1.0"),
+        ({"attn_drop": "0.1"}, TypeError, r"attn_drop must be a number in \[0, 1\), got '0.1'"),
+        ({"proj_drop": True}, TypeError, r"proj_drop must be a number"),
+    ],
+)
+def test_scale_and_dropout_types(kwargs, error, match):
+    with pytest.raises(error, match=r"Attention: " + match):
+        Attention(partition=Window(3), **kwargs)
+
+
+def test_config_sizes_and_depth_are_bounded():
+    from attnblocks import from_config
+    from attnblocks._spec import MAX_SIZE
+    from attnblocks.config import MAX_DEPTH
+
+    with pytest.raises(AttnblocksError, match=r"Window: size=1000000000000 exceeds .*2\*\*20"):
+        from_config({"type": "Window", "size": 10**12})
+    assert Window(MAX_SIZE).size == (MAX_SIZE, MAX_SIZE)
+    with pytest.raises(TypeError, match=r"Window: size must be an int, got '7'"):
+        from_config({"type": "Window", "size": "7"})
+    config = {"type": "Window", "size": 7}
+    for _ in range(2000):
+        config = {"type": "Attention", "partition": config}
+    with pytest.raises(AttnblocksError, match=rf"nests deeper than {MAX_DEPTH} levels"):
+        from_config(config)

@@ -29,7 +29,6 @@ models, implementations interleaved in one process):
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -78,7 +77,87 @@ def attend(
     Shapes: ``q: (B, h, Tq, d)``, ``k, v: (B, h, Tk, d)``, ``mask`` additive and broadcastable
     to ``(B, h, Tq, Tk)``; returns ``(B, h, Tq, d)``.
     """
+    inputs = (q, k, v) if mask is None else (q, k, v, mask)
+    if (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in inputs)
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and torch._C._functorch.peek_interpreter_stack() is None  # not under torch.func
+    ):
+        return _TwiceDifferentiable.apply(q, k, v, mask, scale, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+class _TwiceDifferentiable(torch.autograd.Function):
+    """:func:`attend` with a second derivative. The fused kernels SDPA picks (CPU flash, CUDA
+    flash / memory-efficient) have none, and which backward will be asked for is unknown at
+    forward time. So the forward records SDPA on detached inputs; a first-order backward runs
+    that graph (the fused backward, unchanged); a backward with ``create_graph=True`` (grad
+    mode on inside it: a gradient penalty, a Hessian-vector product) recomputes the plain
+    matmul-softmax form, which has every derivative. Dropout cannot be recomputed: that case
+    raises.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q, k, v, mask, scale: float, dropout_p: float) -> torch.Tensor:
+        inner = [
+            None if t is None else t.detach().requires_grad_(t.requires_grad)
+            for t in (q, k, v, mask)
+        ]
+        with torch.enable_grad():
+            out = F.scaled_dot_product_attention(
+                *inner[:3], attn_mask=inner[3], dropout_p=dropout_p, scale=scale
+            )
+        ctx.inner, ctx.out, ctx.scale, ctx.dropout_p = inner, out, scale, dropout_p
+        ctx.save_for_backward(q, k, v, mask)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        q, k, v, mask = ctx.saved_tensors
+        needed = [i for i, t in enumerate((q, k, v, mask)) if t is not None and t.requires_grad]
+        grads: list[torch.Tensor | None] = [None] * 6
+        if not torch.is_grad_enabled():  # first order: the fused kernel's backward
+            if ctx.out is None:  # a second pass (retain_graph): the same kernel again
+                if ctx.dropout_p > 0:
+                    raise RuntimeError(
+                        "attnblocks: a second backward pass through attention dropout "
+                        f"(attn_drop={ctx.dropout_p}) cannot redraw its mask; use attn_drop=0."
+                    )
+                ctx.inner = [
+                    None if t is None else t.detach().requires_grad_(t.requires_grad)
+                    for t in (q, k, v, mask)
+                ]
+                with torch.enable_grad():
+                    ctx.out = F.scaled_dot_product_attention(
+                        *ctx.inner[:3], attn_mask=ctx.inner[3], dropout_p=0.0, scale=ctx.scale
+                    )
+            found = torch.autograd.grad(
+                ctx.out, [ctx.inner[i] for i in needed], grad, allow_unused=True
+            )
+            ctx.inner = ctx.out = None  # freed with the pass, as saved tensors are
+        else:  # create_graph: the plain form, which has every derivative
+            if ctx.dropout_p > 0:
+                raise RuntimeError(
+                    "attnblocks: a second derivative through attention dropout "
+                    f"(attn_drop={ctx.dropout_p}) cannot be recomputed; use attn_drop=0 or "
+                    "model.eval() for a gradient penalty."
+                )
+            logits = (q @ k.transpose(-2, -1)) * ctx.scale
+            if mask is not None:
+                logits = logits + mask
+            out = torch.softmax(logits, dim=-1) @ v
+            found = torch.autograd.grad(
+                out,
+                [(q, k, v, mask)[i] for i in needed],
+                grad,
+                create_graph=True,
+                allow_unused=True,
+            )
+        for i, g in zip(needed, found):  # unused: an empty batch's mask
+            grads[i] = torch.zeros_like((q, k, v, mask)[i]) if g is None else g
+        return tuple(grads)
 
 
 def attend_matmul(
@@ -284,42 +363,22 @@ def permute_tokens(
     return _PermuteTokens.apply(x, dim, perm, inv)
 
 
-_BIAS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _head_bias(
     encoders: Sequence[EncoderModule], group: GroupPlan, layout: RectLayout, dtype, device
 ) -> torch.Tensor | None:
     """The encoders' logit biases summed, ``(h, T, T)``, or ``None``.
 
-    Cached (per encoder list, group, layout and parameter version) when no gradient flows to
-    the encoders, i.e. in inference.
+    Made every call: a cache keyed on the encoders' parameters would miss edits through
+    ``.data`` (an EMA teacher), which change neither ``data_ptr`` nor ``_version``.
     """
-    owners = [e for e in encoders if type(e).bias is not EncoderModule.bias]
-    if not owners:
-        return None
-    cacheable = not (
-        torch.is_grad_enabled() and any(p.requires_grad for e in owners for p in e.parameters())
-    )
-    key = None
-    if cacheable and isinstance(encoders, torch.nn.Module):
-        params = tuple((p.data_ptr(), p._version) for e in owners for p in e.parameters())
-        key = (group.index, layout, dtype, device, params)
-        hit = _BIAS_CACHE.get(encoders, {}).get(key)
-        if hit is not None:
-            return hit
     bias = None
-    for e in owners:
+    for e in encoders:
+        if type(e).bias is EncoderModule.bias:
+            continue
         b = e.bias(group, layout)
         if b is not None:
             bias = b if bias is None else bias + b
-    bias = None if bias is None else bias.to(dtype)
-    if key is not None and bias is not None:
-        cache = _BIAS_CACHE.setdefault(encoders, {})
-        if len(cache) > 64:
-            cache.clear()
-        cache[key] = bias
-    return bias
+    return None if bias is None else bias.to(dtype)
 
 
 def _fold_windows(

@@ -26,6 +26,7 @@ from .._cache import size_cache
 from ..masks import additive
 from ..neighborhood import offset_bias_index, offset_plan, tile_bias_index, tile_plan
 from ..partition import Dilated
+from .eager import attend
 
 __all__ = [
     "offset_bias",
@@ -191,7 +192,7 @@ def tiles_attention(
     q = t[0].index_select(2, query.view(-1)).view(B, heads * nT, Tq, d)  # (B, h * nT, Tq, d)
     kv = t[1:].index_select(3, key.view(-1)).view(2, B, heads * nT, key.shape[1], d)
     k, v = kv.unbind(0)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    o = attend(q, k, v, mask, scale, dropout_p)
     o = o.reshape(B, heads, nT * Tq, d).index_select(2, inverse)  # (B, h, N, d)
     return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
 
