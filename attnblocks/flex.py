@@ -261,7 +261,11 @@ def block_mask(
     """The :class:`~torch.nn.attention.flex_attention.BlockMask` of a partition.
 
     Args:
-        partition, shape, num_heads, order, device: as :func:`mask_mod`.
+        partition (Partition | Split): as :func:`mask_mod`.
+        shape (tuple[int, int]): the query map ``(H, W)``, as :func:`mask_mod`.
+        num_heads (int | None): as :func:`mask_mod`.
+        order (str): ``"row-major"`` or ``"lowering"``, as :func:`mask_mod`.
+        device (torch.device | str): where the block mask is built.
         kv_shape: the key map for :class:`~attnblocks.Downsample` (default: the partition's
             reduced size); other partitions' keys are the query map.
         BLOCK_SIZE: FlexAttention's block size; ``None`` is 128, and in the lowering order of

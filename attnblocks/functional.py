@@ -126,12 +126,13 @@ def attention(
 
     Args:
         q: ``(B, H, W, heads, D)`` queries on an ``H x W`` map (NATTEN's layout).
-        k, v: ``(B, Hk, Wk, heads, D)`` keys and values. For token partitions (windows,
+        k: ``(B, Hk, Wk, heads, D)`` keys. For token partitions (windows,
             stripes, grids, sliding windows) ``Hk, Wk = H, W``: the keys are tokens of a map of
             the query's size (their own map, or another one: cross-attention). :class:`Global`
             takes keys of any size (every query attends to every key); :class:`Downsample`
             takes the reduced map, ``(H // ratio, W // ratio)``. Under a split, ``k`` and ``v``
             may be sequences with one tensor per head group (groups reduced differently).
+        v: ``(B, Hk, Wk, heads, D)`` values, on the keys' map (a sequence where ``k`` is one).
         partition: a concrete :class:`~attnblocks.Partition` (``None``: :class:`Global`), a
             generic one with ``heads``, or ``Split(p0, p1, ...)``: group ``i`` takes heads
             ``[i*heads/n, (i+1)*heads/n)`` and partition ``p_i``.
