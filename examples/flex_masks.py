@@ -7,7 +7,13 @@ end against the dense form of the same attention.
 Run: python examples/flex_masks.py
 """
 
+# ruff: noqa: E402 (arguments first: --help and a wrong flag answer before torch loads)
+import argparse
 import warnings
+
+argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+).parse_args()
 
 import torch
 
@@ -17,14 +23,14 @@ warnings.filterwarnings("ignore", ".*flex_attention.*")  # uncompiled on CPU: un
 torch.manual_seed(0)
 
 # --8<-- [start:recipe]
-from torch.nn.attention.flex_attention import (  # noqa: E402
+from torch.nn.attention.flex_attention import (
     and_masks,
     create_block_mask,
     flex_attention,
     or_masks,
 )
 
-from attnblocks.flex import block_mask, mask_mod, token_order  # noqa: E402
+from attnblocks.flex import block_mask, mask_mod, token_order
 
 H, W = 14, 14  # the token map; tokens row-major, n = y * W + x
 N = H * W
