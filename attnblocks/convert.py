@@ -54,9 +54,24 @@ def _strict_load(
     limit: int | None = None,
     assign: bool = False,
 ) -> torch.nn.Module:
-    """Load ``mapped`` into ``module`` strictly, naming every missing or unexpected key (the
-    first ``limit`` of each) and any shape mismatch; values are cast to the module's dtypes
-    (``assign``: the tensors replace the module's, e.g. on a ``meta`` model)."""
+    """Load ``mapped`` into ``module`` strictly (:func:`_check_mapped`); values are cast to the
+    module's dtypes (``assign``: the tensors replace the module's, e.g. on a ``meta`` model)."""
+    own = _check_mapped(module, mapped, source, target, noun, limit)
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, assign=assign)
+    return module
+
+
+def _check_mapped(
+    module: torch.nn.Module,
+    mapped: dict[str, torch.Tensor],
+    source: str,
+    target: str,
+    noun: str = "module",
+    limit: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Refuse ``mapped`` unless it has exactly ``module``'s keys and shapes, naming every
+    missing or unexpected key (the first ``limit`` of each) and any shape mismatch; returns the
+    module's state dict."""
 
     def keys(names: list[str]) -> str:
         if limit is None or len(names) <= limit:
@@ -76,8 +91,7 @@ def _strict_load(
                 f"{source} -> {target}: {k} has shape {fmt_shape(v.shape)}, the {noun} "
                 f"expects {fmt_shape(own[k].shape)}."
             )
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, assign=assign)
-    return module
+    return own
 
 
 # set by map_attention: _load checks the mapped weights and hands them back instead of loading
@@ -98,18 +112,7 @@ def _load(layer: AttentionLayer, mapped: dict[str, torch.Tensor], source: str) -
     captured = _CAPTURE.get()
     if captured is None:
         return _strict_load(layer, mapped, source, repr(layer.spec))
-    own = layer.state_dict()
-    missing, extra = sorted(set(own) - set(mapped)), sorted(set(mapped) - set(own))
-    if missing or extra:
-        raise AttnblocksError(
-            f"{source} -> {layer.spec!r}: missing keys {missing}, unexpected keys {extra}."
-        )
-    for k, v in mapped.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise AttnblocksError(
-                f"{source} -> {layer.spec!r}: {k} has shape {fmt_shape(v.shape)}, the module "
-                f"expects {fmt_shape(own[k].shape)}."
-            )
+    _check_mapped(layer, mapped, source, repr(layer.spec))
     captured.append(mapped)
     return layer
 
