@@ -58,8 +58,10 @@ def zeros_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     return out
 
 
-def build_like(meta: dict) -> Backbone:
-    """The attnblocks table of the authors' constructor arguments (``meta["constructor"]``)."""
+def build_like(meta: dict, **build: object) -> Backbone:
+    """The attnblocks table of the authors' constructor arguments (``meta["constructor"]``),
+    built in float64 and eval mode; ``build`` replaces the defaults of ``spec.build`` (e.g.
+    ``features_only=True``)."""
     c, fam = meta["constructor"], meta["family"]
     if fam == "swin":
         spec = swin_spec(
@@ -89,4 +91,5 @@ def build_like(meta: dict) -> Backbone:
             tuple(c["sr_ratios"]),
             tuple(c["mlp_ratios"]),
         )
-    return spec.build(num_classes=c["num_classes"], dtype=torch.float64).eval()
+    build = {"num_classes": c["num_classes"], "dtype": torch.float64, **build}
+    return spec.build(**build).eval()

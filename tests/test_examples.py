@@ -42,6 +42,11 @@ def _missing(path: Path) -> list[str]:
     return [m for m in NEEDS.get(path.name, []) if importlib.util.find_spec(m) is None]
 
 
+def _skip_if_missing(path: Path) -> None:
+    if _missing(path):
+        pytest.skip(f"{path.name} needs {_missing(path)} (pip install -e '.[test,examples]')")
+
+
 def _start(path: Path, *args: str, fast: bool = True) -> subprocess.Popen:
     # this checkout's attnblocks first, whatever is installed; python puts the script's own
     # folder on the path, so examples import their helpers
@@ -101,8 +106,7 @@ def flag_runs() -> dict[tuple[str, str], subprocess.Popen]:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_help_describes_it_without_running_it(path, flag_runs):
-    if _missing(path):
-        pytest.skip(f"{path.name} needs {_missing(path)} (pip install -e '.[test,examples]')")
+    _skip_if_missing(path)
     proc = flag_runs[(path.name, "--help")]
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, f"{path.name} --help failed:\n{stdout}\n{stderr}"
@@ -117,8 +121,7 @@ def test_example_help_describes_it_without_running_it(path, flag_runs):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_refuses_an_unknown_flag(path, flag_runs):
-    if _missing(path):
-        pytest.skip(f"{path.name} needs {_missing(path)} (pip install -e '.[test,examples]')")
+    _skip_if_missing(path)
     proc = flag_runs[(path.name, "--fsat")]
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, f"{path.name} --fsat did not fail:\n{stdout}\n{stderr}"
@@ -128,8 +131,7 @@ def test_example_refuses_an_unknown_flag(path, flag_runs):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs_in_fast_mode(path, runs):
-    if _missing(path):
-        pytest.skip(f"{path.name} needs {_missing(path)} (pip install -e '.[test,examples]')")
+    _skip_if_missing(path)
     stdout, stderr = runs[path.name].communicate(timeout=300)
     assert runs[path.name].returncode == 0, f"{path.name} failed:\n{stdout}\n{stderr}"
     for text in PRINTS.get(path.name, []):

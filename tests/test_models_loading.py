@@ -99,17 +99,7 @@ def test_head_of_another_size_is_left_fresh_with_a_warning(pvt):
 
 
 def test_head_into_features_only_is_ignored(pvt):
-    c = pvt["meta"]["constructor"]
-    from attnblocks.models.pvtv2 import pvtv2_spec
-
-    spec = pvtv2_spec(
-        tuple(c["embed_dims"]),
-        tuple(c["depths"]),
-        tuple(c["num_heads"]),
-        tuple(c["sr_ratios"]),
-        tuple(c["mlp_ratios"]),
-    )
-    model = spec.build(features_only=True, out_indices=(-1,), dtype=torch.float64)
+    model = build_like(pvt["meta"], num_classes=1000, features_only=True, out_indices=(-1,))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_checkpoint(model, pvt["state"])
