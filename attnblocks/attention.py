@@ -58,7 +58,8 @@ class Attention(Spec):
             q, k, v with zeros that stay in the softmax, as CSWin's segmentation code does),
             ``"timm"`` (as if the input were zero-padded before the projection, unmasked,
             with Swin's shift bands on the padded canvas: timm 1.0's ``SwinTransformerBlock``),
-            or ``"error"``.
+            ``"torchvision"`` (the same, but the padded map is what is rolled:
+            torchvision's ``shifted_window_attention``), or ``"error"``.
         backend: how the groups run: ``"eager"`` (batched windows, fused SDPA), ``"flex"``
             (FlexAttention with a block mask over window-major tokens; no backward on CPU),
             ``"dense"`` (the oracle: all ``N`` tokens with the dense mask; ``pad="mask"`` or

@@ -14,13 +14,17 @@ from contextvars import ContextVar
 import torch
 
 from ._errors import AttnblocksError, fmt_shape
+from .attention import Attention
 from .downsample import LocalConvModule
 from .encoders import ContinuousPosBiasModule, CPEModule, LePEModule, RelPosBiasModule
 from .nn import AttentionLayer
-from .partition import Stripe
+from .partition import Stripe, Window
+from .pe import ContinuousPosBias, RelPosBias
+from .score import Cosine
 
 __all__ = [
     "embed_rel_table",
+    "from_torchvision",
     "load_cswin",
     "load_dilateformer",
     "load_pvtv2",
@@ -595,3 +599,77 @@ def load_dilateformer(
             if f"pos_embed.{part}" in state:
                 mapped[f"pe.{i}.conv.{part}"] = state[f"pos_embed.{part}"]
     return _load(layer, mapped, "DilateFormer state dict")
+
+
+def from_torchvision(module: torch.nn.Module) -> AttentionLayer:
+    """The attnblocks layer that computes what a torchvision Swin attention computes.
+
+    ``module``: torchvision's ``ShiftedWindowAttention`` or ``ShiftedWindowAttentionV2``
+    (``torchvision.models.swin_transformer``), or a ``SwinTransformerBlock(V2)`` holding one.
+    Its configuration is read from the module (window, shift, heads, biases, dropouts) and its
+    weights are copied, on the module's device and in its dtype. torchvision's rules are named
+    in the spec: ``Window(..., clamp="torchvision")`` (the window keeps its size; no shift on
+    an axis the map does not exceed) and ``pad="timm"`` (the map is zero-padded before the
+    projection and the padded tokens stay in the softmax).
+
+    Shapes: the returned layer maps ``(B, H, W, C) -> (B, H, W, C)``, as ``module`` does.
+
+    Example:
+        >>> from torchvision.models.swin_transformer import ShiftedWindowAttention
+        >>> attn = ShiftedWindowAttention(32, [7, 7], [3, 3], num_heads=4)
+        >>> from_torchvision(attn).spec
+        Attention(partition=Window(7, shift=3, clamp='torchvision'), pe=RelPosBias(), pad='timm')
+    """
+    fn = "from_torchvision"
+    attn = getattr(module, "attn", module)
+    kind = type(attn).__name__
+    if kind == "ShiftedWindowAttention3d":
+        raise AttnblocksError(
+            f"{fn}: {kind} attends over (T, H, W) token maps; attnblocks layers are 2-D so far, "
+            f"so only the 2-D ShiftedWindowAttention and ShiftedWindowAttentionV2 convert."
+        )
+    if kind not in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2"):
+        raise TypeError(
+            f"{fn}: expected torchvision's ShiftedWindowAttention(V2) or a SwinTransformerBlock "
+            f"holding one, got {type(module).__name__}."
+        )
+    window, shift = tuple(attn.window_size), tuple(attn.shift_size)
+    if len(window) != 2 or len(shift) != 2:
+        raise AttnblocksError(
+            f"{fn}: expected 2-D window_size and shift_size, got {window}, {shift}."
+        )
+    if attn.proj.bias is None:
+        raise AttnblocksError(
+            f"{fn}: the {kind} has proj_bias=False; attnblocks layers always have one."
+        )
+    if any(s >= w for s, w in zip(shift, window)):
+        raise AttnblocksError(
+            f"{fn}: the {kind} has shift_size={list(shift)} not smaller than its window_size="
+            f"{list(window)}; Window needs 0 <= shift < size per axis."
+        )
+    v2 = kind.endswith("V2")
+    has_bias = attn.qkv.bias is not None
+    common = {
+        "partition": Window(window, shift=shift, clamp="torchvision"),
+        "pad": "torchvision",
+        "attn_drop": float(attn.attention_dropout),
+        "proj_drop": float(attn.dropout),
+    }
+    if v2:
+        spec = Attention(
+            pe=ContinuousPosBias(), score=Cosine(), qkv_bias="qv" if has_bias else False, **common
+        )
+    else:
+        spec = Attention(pe=RelPosBias(), qkv_bias=has_bias, **common)
+    weight = attn.qkv.weight
+    layer = spec.build(
+        attn.qkv.in_features, attn.num_heads, device=weight.device, dtype=weight.dtype
+    )
+    state = {k: v for k, v in attn.state_dict().items() if k not in _SWINV2_DERIVED}
+    if not v2:
+        return load_swin(layer, state, window=window)
+    if has_bias:
+        c = attn.qkv.in_features
+        bias = state.pop("qkv.bias")  # torchvision zeroes the key third at every call
+        state["q_bias"], state["v_bias"] = bias[:c], bias[2 * c :]
+    return load_swinv2(layer, state)

@@ -27,7 +27,9 @@ __all__ = [
     "resolve_groups",
 ]
 
-PAD_MODES = ("mask", "zeros", "timm", "error")
+PAD_MODES = ("mask", "zeros", "timm", "torchvision", "error")
+# the pad modes whose padded tokens are zero inputs to the projection (they carry its bias)
+INPUT_PADS = ("timm", "torchvision")
 BACKENDS = ("auto", "eager", "flex", "dense")
 
 
@@ -59,7 +61,8 @@ class GroupPlan:
 class RectLayout:
     """Window geometry of a rectangular partition on an ``H x W`` map.
 
-    The map is rolled by ``-shift``, padded on the bottom/right to ``Hp x Wp`` and cut into
+    The map is rolled by ``-shift``, padded on the bottom/right to ``Hp x Wp`` (padded, then
+    rolled, for ``pad_mode="torchvision"``) and cut into
     ``nh x nw`` windows of ``window`` tokens: contiguous blocks (``grid=False``,
     ``b (nh wh) (nw ww) c``) or dilated grids (``grid=True``, ``b (wh nh) (ww nw) c``).
     ``regions`` says how the shift's wrapped-around tokens are kept apart (``"wrap"``: by
@@ -115,7 +118,7 @@ class RectLayout:
     def regions(self) -> str | None:
         if self.shift == (0, 0):
             return None
-        return "timm" if self.pad_mode == "timm" else "wrap"
+        return "timm" if self.pad_mode in INPUT_PADS else "wrap"
 
     @property
     def needs_mask(self) -> bool:
@@ -177,6 +180,8 @@ def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> Rect
             window, shift = (min(H, W),) * 2, (0, 0)
         elif partition.clamp == "timm":
             window = (min(H, window[0]), min(W, window[1]))
+            shift = tuple(0 if r <= w else s for r, w, s in zip((H, W), window, shift))
+        elif partition.clamp == "torchvision":
             shift = tuple(0 if r <= w else s for r, w, s in zip((H, W), window, shift))
     elif isinstance(partition, Stripe):
         if partition.axis is None:

@@ -14,7 +14,7 @@ from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
 from .backends.eager import is_identity_order, permute_tokens, window_order
 from .backends.registry import choose_backend
-from .lowering import RectLayout
+from .lowering import INPUT_PADS, RectLayout
 from .projection import qkv_projection
 from .runners import RectRunner, RunContext, run_group, runner_for
 
@@ -255,7 +255,7 @@ class AttentionLayer(nn.Module):
                 rest = xm.new_zeros(2, g.dim) if own else kvb[:, r0 : r0 + g.dim]
                 fills.append(torch.cat([self.q.bias[None, c0:c1], rest]))
             r0 += 0 if own else g.dim
-        fill = torch.cat(fills, dim=1) if self.spec.pad == "timm" and fills else None
+        fill = torch.cat(fills, dim=1) if self.spec.pad in INPUT_PADS and fills else None
         return inputs, fill
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
@@ -292,7 +292,7 @@ class AttentionLayer(nn.Module):
                 qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
                 inputs = self._split_groups(qkv)
             fill = None
-            if self.spec.pad == "timm" and self.qkv.bias is not None:
+            if self.spec.pad in INPUT_PADS and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
         ctx = self._context(xm, fill)
         outs = [run_group(r, t, ctx) for t, r in zip(inputs, self.runners)]

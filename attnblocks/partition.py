@@ -29,7 +29,7 @@ __all__ = [
     "Window",
 ]
 
-CLAMP_RULES = (None, "swin", "timm")
+CLAMP_RULES = (None, "swin", "timm", "torchvision")
 ACTIVATIONS = (None, "gelu")
 _AXES = {"v": "v", "vertical": "v", "h": "h", "horizontal": "h"}
 # "|" and "&" on partitions: filled by attnblocks.extend (KeyUnion, KeyIntersection), which
@@ -88,6 +88,9 @@ class Window(Partition):
             authors' rule, if ``min(H, W) <= size`` the window becomes ``min(H, W)`` and the
             shift 0. ``"timm"``: timm 1.0's rule, per axis: the window becomes ``min(H, size)``
             and the shift is 0 on any axis where the map is not larger than the window.
+            ``"torchvision"``: torchvision's rule, per axis: the window keeps its size (the map
+            is padded) and the shift is 0 on any axis where the map is not larger than the
+            window.
 
     Example:
         >>> Window(7, shift=3)

@@ -15,7 +15,7 @@ def windows(draw, max_size: int = 9) -> Window:
     ww = draw(st.one_of(st.just(wh), st.integers(1, max_size)))
     sh = draw(st.integers(0, wh - 1))
     sw = draw(st.one_of(st.just(min(sh, ww - 1)), st.integers(0, ww - 1)))
-    clamp = draw(st.sampled_from([None, "timm", "swin"]))
+    clamp = draw(st.sampled_from([None, "timm", "swin", "torchvision"]))
     return Window((wh, ww), shift=(sh, sw), clamp=clamp)
 
 

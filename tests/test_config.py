@@ -37,7 +37,7 @@ def attention_specs(draw):
         qkv_bias=draw(st.booleans()),
         scale=draw(st.sampled_from([None, 0.125])),
         attn_drop=draw(st.sampled_from([0.0, 0.25])),
-        pad=draw(st.sampled_from(["mask", "zeros", "timm", "error"])),
+        pad=draw(st.sampled_from(["mask", "zeros", "timm", "torchvision", "error"])),
         backend=draw(st.sampled_from(["auto", "eager", "flex"])),
     )
 

@@ -39,7 +39,7 @@ if aten._scaled_dot_product_flash_attention_for_cpu.default not in (
 def specs(draw, backend):
     parts = draw(st.lists(concrete_partitions(max_size=5), min_size=1, max_size=2))
     pe = draw(st.sampled_from([None, LePE(), RelPosBias(size=9), (LePE(), RelPosBias(size=9))]))
-    pads = ["mask"] if backend == "dense" else ["mask", "zeros", "timm"]
+    pads = ["mask"] if backend == "dense" else ["mask", "zeros", "timm", "torchvision"]
     heads = Split(*parts) if len(parts) > 1 else None
     return Attention(
         partition=None if heads else parts[0],

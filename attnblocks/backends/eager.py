@@ -284,8 +284,10 @@ def _rect_attention_padded(
     H, W = qkv.shape[1:3]
     h = group.num_heads
     (wh, ww), (sh, sw) = layout.window, layout.shift
-    t = torch.roll(qkv, (-sh, -sw), (1, 2)) if sh or sw else qkv
-    t = _pad_map(t, layout, fill)
+    pad_first = layout.pad_mode == "torchvision"  # torchvision rolls the padded map
+    t = _pad_map(qkv, layout, fill) if pad_first else qkv
+    t = torch.roll(t, (-sh, -sw), (1, 2)) if sh or sw else t
+    t = t if pad_first else _pad_map(t, layout, fill)
     pattern = layout.pattern.replace("(h d) ->", "three (h d) -> three")
     q, k, v = rearrange(t, pattern, h=h, wh=wh, ww=ww)
 
@@ -302,9 +304,11 @@ def _rect_attention_padded(
     inverse = " -> ".join(reversed(layout.pattern.split(" -> ")))
     nh, nw = layout.counts
     out = rearrange(o, inverse, wh=wh, ww=ww, nh=nh, nw=nw)
+    if pad_first and (sh or sw):
+        out = torch.roll(out, (sh, sw), (1, 2))
     if layout.pad != (0, 0):
         out = out[:, :H, :W]
-    if sh or sw:
+    if not pad_first and (sh or sw):
         out = torch.roll(out, (sh, sw), (1, 2))
     return out
 
