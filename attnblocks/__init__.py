@@ -21,8 +21,9 @@ from .config import from_config, to_config
 from .cost import Cost, cost
 from .extend import KeyIntersection, KeyUnion, RulePartition
 from .heads import Split
-from .lowering import GroupPlan, RectLayout, explain, rect_layout
-from .masks import dense_mask, region_ids, window_mask
+from .introspect import dense_mask, explain
+from .lowering import GroupPlan, RectLayout, rect_layout
+from .masks import region_ids, window_mask
 from .nn import AttentionLayer
 from .partition import Dilated, Downsample, Global, Grid, Neighborhood, Partition, Stripe, Window
 from .pe import CPE, AxialRoPE, ContinuousPosBias, LePE, LocalConv, PositionalEncoder, RelPosBias

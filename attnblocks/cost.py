@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from . import hooks
 from ._errors import AttnblocksError
 from .attention import Attention
 from .lowering import GroupPlan, RectLayout, rect_layout
@@ -82,59 +83,52 @@ class Cost:
 
 
 GroupCostFn = Callable[[GroupPlan, int, int, str, int, int, bool], GroupCost]
-_COSTS: dict[tuple[str, type], GroupCostFn] = {}
 EncoderCostFn = Callable[[Any, GroupPlan, GroupCost, str], int]
-_ENCODER_COSTS: dict[type, EncoderCostFn] = {}
 KvCostFn = Callable[[GroupPlan, int, int, int, int], int]
-_KV_COSTS: dict[type, KvCostFn] = {}
 
 
 def register_cost(backend: str, *types: type) -> Callable[[GroupCostFn], GroupCostFn]:
-    """Decorator: ``fn(group, H, W, pad, batch, itemsize, has_bias) -> GroupCost``."""
+    """Decorator: ``fn(group, H, W, pad, batch, itemsize, has_bias) -> GroupCost`` (the
+    ``cost:BACKEND`` hook of :mod:`attnblocks.hooks`)."""
 
     def deco(fn: GroupCostFn) -> GroupCostFn:
-        for t in types:
-            _COSTS[(backend, t)] = fn
-        return fn
+        return hooks.register(f"cost:{backend}", types, fn)
 
     return deco
 
 
 def register_encoder_cost(*types: type) -> Callable[[EncoderCostFn], EncoderCostFn]:
-    """Decorator: ``fn(encoder_spec, group, group_cost, backend) -> MACs`` of an encoder."""
+    """Decorator: ``fn(encoder_spec, group, group_cost, backend) -> MACs`` of an encoder (the
+    ``encoder_cost`` hook)."""
 
     def deco(fn: EncoderCostFn) -> EncoderCostFn:
-        for t in types:
-            _ENCODER_COSTS[t] = fn
-        return fn
+        return hooks.register("encoder_cost", types, fn)
 
     return deco
 
 
 def register_kv_cost(*types: type) -> Callable[[KvCostFn], KvCostFn]:
     """Decorator: ``fn(group, H, W, batch, dim) -> MACs`` of a group's own key/value path
-    (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys.
+    (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys
+    (the ``kv_cost`` hook).
 
     Example:
         >>> from attnblocks import Downsample
-        >>> _KV_COSTS[Downsample].__name__
+        >>> hooks.lookup(Downsample, "kv_cost").__name__
         '_downsample_kv'
     """
 
     def deco(fn: KvCostFn) -> KvCostFn:
-        for t in types:
-            _KV_COSTS[t] = fn
-        return fn
+        return hooks.register("kv_cost", types, fn)
 
     return deco
 
 
-def _lookup(table: dict, key_prefix: Any, obj: Any, what: str, hook: str):
-    for t in type(obj).__mro__:
-        fn = table.get((key_prefix, t) if key_prefix is not None else t)
-        if fn is not None:
-            return fn
-    raise AttnblocksError(f"cost: no cost model for {obj!r}{what} ({hook}).")
+def _lookup(hook: str, obj: Any, what: str, register: str):
+    fn = hooks.lookup(obj, hook, None)
+    if fn is None:
+        raise AttnblocksError(f"cost: no cost model for {obj!r}{what} ({register}).")
+    return fn
 
 
 @register_cost("eager", Window, Stripe, Global, Grid)
@@ -234,17 +228,15 @@ def cost(
     has_bias = any(isinstance(e, RelPosBias) for e in encoders)
     groups, enc_macs, own_channels = [], 0, 0
     for g in spec.groups(dim, num_heads):
-        fn = _lookup(_COSTS, backend, g.partition, f" on backend={backend!r}", "register_cost")
+        fn = _lookup(f"cost:{backend}", g.partition, f" on backend={backend!r}", "register_cost")
         gc = fn(g, H, W, spec.pad, batch, itemsize, has_bias)
         groups.append(gc)
         if runner_for(g.partition).kv_source == "own":
-            kv = _lookup(_KV_COSTS, None, g.partition, "'s own keys", "register_kv_cost")
+            kv = _lookup("kv_cost", g.partition, "'s own keys", "register_kv_cost")
             enc_macs += kv(g, H, W, batch, dim)
             own_channels += g.dim
         for e in encoders:
-            enc_macs += _lookup(_ENCODER_COSTS, None, e, "", "register_encoder_cost")(
-                e, g, gc, backend
-            )
+            enc_macs += _lookup("encoder_cost", e, "", "register_encoder_cost")(e, g, gc, backend)
     N = H * W
     parts = {
         "qkv": batch * N * dim * (3 * dim - 2 * own_channels),

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from . import partition as _partition
+from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .backends.dense import WindowCoords, _dense_form, dense_attention, register_coords
@@ -629,4 +629,5 @@ class KeyIntersection(_KeySetOp):
         return a & b
 
 
-_partition.SET_OPERATIONS.update({"|": KeyUnion, "&": KeyIntersection})
+hooks.register("set:|", [Partition], KeyUnion)
+hooks.register("set:&", [Partition], KeyIntersection)

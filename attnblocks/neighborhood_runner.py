@@ -36,15 +36,17 @@ Neighborhood(7) (4.6 MiB projection) slices 17.2, tiles 17.3, dense masked SDPA 
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 
+from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .backends.neighborhood import offset_bias, slices_attention, tile_bias, tiles_attention
 from .lowering import GroupPlan
-from .neighborhood import check_fits, offset_plan
+from .neighborhood import _axes, check_fits, offset_plan, tile_plan
 from .partition import Dilated
 from .runners import GroupRunner, RunContext, register_runner
 
@@ -56,6 +58,7 @@ __all__ = [
     "DilatedRunner",
     "choose_lowering",
     "choose_tile",
+    "describe_sliding",
     "num_offsets",
 ]
 
@@ -180,3 +183,33 @@ class DilatedRunner(GroupRunner):
         return tiles_attention(
             qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, tile, bias=bias
         )
+
+
+def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> for line in describe_sliding(Neighborhood(7, dilation=2), 56, 56):
+        ...     print(line)
+        7x7 keys 2 apart per query, border 'shift'
+        slices: 169 offsets, pad (12, 12), masked
+        tiles: 64 tiles of 7x7 queries, 13x13 keys each
+    """
+    if not isinstance(partition, Dilated):
+        raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
+    (kh, kw), (ry, rx) = _axes(partition)
+    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
+    nT, Tq, Tk = tp.allowed.shape
+    tq, tk = math.isqrt(Tq), math.isqrt(Tk)
+    tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
+    return [
+        f"{kh}x{kw} keys {ry if ry == rx else f'{ry}x{rx}'} apart per query, border "
+        f"{partition.border!r}",
+        f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
+        + ("zero keys in the softmax" if op.allowed is None else "masked"),
+        f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
+    ]
+
+
+hooks.register("describe", [Dilated], describe_sliding)

@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from . import hooks
 from ._errors import AttnblocksError
 from .backends.eager import loops_per_head, ordered_attention, rect_attention
 from .backends.registry import check_backend, choose_backend
@@ -27,8 +28,6 @@ __all__ = [
     "run_group",
     "runner_for",
 ]
-
-_RUNNERS: dict[type, type[GroupRunner]] = {}
 
 
 @dataclass
@@ -68,12 +67,11 @@ class GroupRunner(nn.Module):
 
 
 def register_runner(*types: type[Partition]):
-    """Class decorator: run groups whose partition is one of ``types`` with this runner."""
+    """Class decorator: run groups whose partition is one of ``types`` with this runner (the
+    ``runner`` hook of :mod:`attnblocks.hooks`)."""
 
     def deco(cls: type[GroupRunner]) -> type[GroupRunner]:
-        for t in types:
-            _RUNNERS[t] = cls
-        return cls
+        return hooks.register("runner", types, cls)
 
     return deco
 
@@ -90,10 +88,10 @@ def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.
 
 def runner_for(partition: Partition) -> type[GroupRunner]:
     """The runner class of a concrete partition."""
-    for t in type(partition).__mro__:
-        if t in _RUNNERS:
-            return _RUNNERS[t]
-    raise AttnblocksError(f"No lowering is registered for {partition!r}.")
+    cls = hooks.lookup(partition, "runner", None)
+    if cls is None:
+        raise AttnblocksError(f"No lowering is registered for {partition!r}.")
+    return cls
 
 
 @register_runner(Window, Stripe, Global, Grid)

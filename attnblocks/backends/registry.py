@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import hooks
 from .._errors import AttnblocksError
 
 if TYPE_CHECKING:
@@ -31,11 +32,11 @@ __all__ = ["AUTO_FLEX_ON_CUDA", "choose_backend", "lowering_for", "register_lowe
 AUTO_FLEX_ON_CUDA = False
 
 Lowering = Callable[[Any, torch.Tensor, Any], torch.Tensor]
-_LOWERINGS: dict[tuple[str, type], Lowering] = {}
 
 
 def register_lowering(backend: str, *types: type) -> Callable[[Lowering], Lowering]:
-    """Decorator: ``fn(runner, qkv, ctx)`` runs groups of these partition types on ``backend``.
+    """Decorator: ``fn(runner, qkv, ctx)`` runs groups of these partition types on ``backend``
+    (the ``backend:NAME`` hook of :mod:`attnblocks.hooks`).
 
     Example:
         >>> from attnblocks.backends.registry import lowering_for
@@ -45,20 +46,14 @@ def register_lowering(backend: str, *types: type) -> Callable[[Lowering], Loweri
     """
 
     def deco(fn: Lowering) -> Lowering:
-        for t in types:
-            _LOWERINGS[(backend, t)] = fn
-        return fn
+        return hooks.register(f"backend:{backend}", types, fn)
 
     return deco
 
 
 def lowering_for(partition: Partition, backend: str) -> Lowering | None:
     """The registered lowering of ``partition`` on ``backend``, or ``None``."""
-    for t in type(partition).__mro__:
-        fn = _LOWERINGS.get((backend, t))
-        if fn is not None:
-            return fn
-    return None
+    return hooks.lookup(partition, f"backend:{backend}", None)
 
 
 def needs_grad(qkv: torch.Tensor, modules: Any) -> bool:
