@@ -28,3 +28,8 @@ def test_one_type_registry_and_one_class_hierarchy_lookup():
     # functional._RUNNERS is a cache of runner instances per head group, not a registry
     assert sorted(type_registries) == ["attnblocks.functional._RUNNERS", "attnblocks.hooks._HOOKS"]
     assert [loc.split(":")[0] for loc in data["lookups"]] == ["attnblocks.hooks"]
+
+
+def test_no_import_cycle_longer_than_two_modules():
+    cycles = [c for c in strongly_connected(scan(ROOT)["edges"]) if len(c) > 1]
+    assert all(len(c) <= 2 for c in cycles), cycles
