@@ -9,11 +9,9 @@ Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
 from . import (
-    cost_sliding,  # noqa: F401  (registers the Dilated and Downsample cost models)
-    downsample,  # noqa: F401  (registers the Downsample runner)
+    families,  # noqa: F401  (every partition family registers its hooks: attnblocks.hooks)
     flex,  # noqa: F401  (attnblocks.flex.mask_mod / block_mask / token_order)
     functional,  # noqa: F401  (attnblocks.functional.attention)
-    neighborhood_runner,  # noqa: F401  (registers the Dilated runner and oracle)
 )
 from ._errors import AttnblocksError
 from .attention import Attention

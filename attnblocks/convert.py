@@ -14,8 +14,13 @@ from contextvars import ContextVar
 import torch
 
 from ._errors import AttnblocksError, fmt_shape
-from .downsample import LocalConvModule
-from .encoders import ContinuousPosBiasModule, CPEModule, LePEModule, RelPosBiasModule
+from .encoders import (
+    ContinuousPosBiasModule,
+    CPEModule,
+    LePEModule,
+    LocalConvModule,
+    RelPosBiasModule,
+)
 from .nn import AttentionLayer
 from .partition import Stripe
 

@@ -10,7 +10,7 @@ counted as ``"eager"`` (what it runs on CPU). A group that makes its own keys an
 (:class:`~attnblocks.Downsample`) takes its channels out of the fused ``[k | v]`` projection, and
 its own path (reduction, ``kv`` linear) is counted with the encoders, from a function registered
 per partition type with :func:`register_kv_cost`. Sliding windows and downsampled keys are
-registered in :mod:`attnblocks.cost_sliding`.
+registered in :mod:`attnblocks.families.sliding.cost`, :mod:`attnblocks.families.reduced`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from . import hooks
 from ._errors import AttnblocksError
 from .attention import Attention
-from .lowering import GroupPlan, RectLayout, rect_layout
-from .masks import partition_oracle, window_mask
-from .partition import Global, Grid, Partition, Stripe, Window
+from .lowering import GroupPlan
+from .masks import partition_oracle
+from .partition import Partition
 from .pe import LePE, PositionalEncoder, RelPosBias
 
 __all__ = [
@@ -129,34 +128,6 @@ def _lookup(hook: str, obj: Any, what: str, register: str):
     if fn is None:
         raise AttnblocksError(f"cost: no cost model for {obj!r}{what} ({register}).")
     return fn
-
-
-@register_cost("eager", Window, Stripe, Global, Grid)
-@register_cost("flex", Window, Stripe, Global, Grid)
-def _rect_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
-    return _layout_cost(rect_layout(g.partition, H, W, pad), g, H, W, batch, itemsize, bias)
-
-
-def _layout_cost(
-    lay: RectLayout, g: GroupPlan, H: int, W: int, batch: int, itemsize: int, bias: bool
-) -> GroupCost:
-    """The cost of one head group run by the eager (or flex) window lowering on ``lay``."""
-    nW, T, h, d = lay.num_windows, lay.tokens, g.num_heads, g.dim // g.num_heads
-    real = torch.zeros(1, lay.Hp, lay.Wp, 1)
-    real[:, :H, :W] = 1
-    real = rearrange(real, lay.pattern, h=1, wh=lay.window[0], ww=lay.window[1])[0, :, 0, :, 0]
-    allowed = window_mask(lay)
-    keys = torch.full((nW, T), T) if allowed is None else allowed.sum(-1)
-    keys = keys[real.bool()].double()
-    scores = batch * nW * h * T * T
-    mask = 0
-    if lay.needs_mask:  # the cached (nW, 1, T, T) mask and its (1, nW*h, T, T) fold
-        mask = nW * T * T * itemsize + nW * h * T * T * itemsize
-    elif bias:
-        mask = h * T * T * itemsize
-    return GroupCost(
-        2 * scores * d, keys.mean().item(), int(keys.max()), scores, mask, batch * nW * T
-    )
 
 
 @register_cost("dense", Partition)

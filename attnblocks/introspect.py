@@ -2,37 +2,22 @@
 group, as text) and :func:`dense_mask` (who may attend to whom, from the partitions' oracles).
 
 Both read the registry of :mod:`attnblocks.hooks`: a partition family says how it lowers with
-a ``describe`` hook (:func:`register_describe`) and what it allows with an ``oracle``
-(:func:`~attnblocks.masks.register_oracle`).
+a ``describe`` hook (:func:`~attnblocks.lowering.register_describe`) and what it allows with
+an ``oracle`` (:func:`~attnblocks.masks.register_oracle`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
 from . import hooks
 from ._errors import AttnblocksError
 from .attention import Attention
-from .lowering import rect_layout, resolve_groups
+from .lowering import resolve_groups
 from .masks import partition_oracle
-from .partition import Global, Grid, Partition, Stripe, Window
+from .partition import Partition
 
-__all__ = ["dense_mask", "describe", "explain", "register_describe"]
-
-Describe = Callable[[Partition, int, int, str], list[str]]
-
-
-def register_describe(*types: type[Partition]) -> Callable[[Describe], Describe]:
-    """Decorator: ``fn(partition, H, W, pad) -> lines`` says how ``types`` lower, for
-    :func:`explain` (the ``describe`` hook). A partition class with a ``describe(H, W, pad)``
-    method needs none."""
-
-    def deco(fn: Describe) -> Describe:
-        return hooks.register("describe", types, fn)
-
-    return deco
+__all__ = ["dense_mask", "describe", "explain"]
 
 
 def explain(spec, hw: tuple[int, int], dim: int | None = None, num_heads: int | None = None):
@@ -73,19 +58,6 @@ def describe(partition: Partition, H: int, W: int, pad: str = "mask") -> list[st
     if fn is None:
         raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
     return fn(partition, H, W, pad)
-
-
-@register_describe(Window, Stripe, Global, Grid)
-def _describe_rect(partition: Partition, H: int, W: int, pad: str) -> list[str]:
-    lay = rect_layout(partition, H, W, pad)
-    (nh, nw), (wh, ww) = lay.counts, lay.window
-    lines = [f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}", lay.pattern]
-    masks = [
-        name for name, on in (("shift regions", lay.regions), ("padded keys", lay.mask_pad)) if on
-    ]
-    if masks:
-        lines.append("mask: " + " + ".join(masks))
-    return lines
 
 
 def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tensor:

@@ -11,8 +11,10 @@ slices and tiles.) :func:`~attnblocks.explain` prints the plans of a spec.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .heads import Split
@@ -24,6 +26,7 @@ __all__ = [
     "GroupPlan",
     "RectLayout",
     "rect_layout",
+    "register_describe",
     "resolve_groups",
 ]
 
@@ -194,3 +197,17 @@ def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> Rect
     if pad == "error" and (H % window[0] or W % window[1]):
         raise AttnblocksError(_divisibility_error(partition, H, W, window))
     return RectLayout(H, W, window, shift, grid, pad)
+
+
+Describe = Callable[[Partition, int, int, str], list[str]]
+
+
+def register_describe(*types: type[Partition]) -> Callable[[Describe], Describe]:
+    """Decorator: ``fn(partition, H, W, pad) -> lines`` says how ``types`` lower, for
+    :func:`~attnblocks.explain` (the ``describe`` hook). A partition class with a
+    ``describe(H, W, pad)`` method needs none."""
+
+    def deco(fn: Describe) -> Describe:
+        return hooks.register("describe", types, fn)
+
+    return deco

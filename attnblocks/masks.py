@@ -16,8 +16,8 @@ from einops import rearrange
 from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
-from .lowering import RectLayout, rect_layout
-from .partition import Global, Grid, Partition, Stripe, Window
+from .lowering import RectLayout
+from .partition import Partition
 
 __all__ = [
     "additive",
@@ -147,16 +147,3 @@ def additive_mask(
     if allowed is None:
         return None
     return additive(allowed, dtype)[:, None]
-
-
-@register_oracle(Window, Stripe, Global, Grid)
-def _rect_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
-    """``(N, N)`` oracle for one concrete rectangular partition, from token coordinates."""
-    lay = rect_layout(partition, H, W, "mask")
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
-    y, x = np.divmod(np.arange(H * W), W)
-    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled canvas
-    # window id: blocks of wh x ww tokens, or (grid) tokens congruent modulo the window count
-    win = (r % nh) * nw + (c % nw) if lay.grid else (r // wh) * nw + (c // ww)
-    region = 3 * (r >= H - sh) * (sh > 0) + (c >= W - sw) * (sw > 0)
-    return (win[:, None] == win[None, :]) & (region[:, None] == region[None, :])

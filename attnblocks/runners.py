@@ -15,14 +15,12 @@ from torch import nn
 
 from . import hooks
 from ._errors import AttnblocksError
-from .backends.eager import loops_per_head, ordered_attention, rect_attention
 from .backends.registry import check_backend, choose_backend
-from .lowering import GroupPlan, RectLayout, rect_layout
-from .partition import Global, Grid, Partition, Stripe, Window
+from .lowering import GroupPlan
+from .partition import Partition
 
 __all__ = [
     "GroupRunner",
-    "RectRunner",
     "RunContext",
     "register_runner",
     "run_group",
@@ -92,34 +90,3 @@ def runner_for(partition: Partition) -> type[GroupRunner]:
     if cls is None:
         raise AttnblocksError(f"No lowering is registered for {partition!r}.")
     return cls
-
-
-@register_runner(Window, Stripe, Global, Grid)
-class RectRunner(GroupRunner):
-    """Windows, stripes, grids and global attention: batched windows + one fused call."""
-
-    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-        g = self.group
-        layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
-        fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
-        return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
-
-    def ordered_layout(
-        self, H: int, W: int, pad: str, batch: int = 1, device: torch.device | str = "cpu"
-    ) -> RectLayout | None:
-        """The group's layout on an ``H x W`` map if tokens in window order can be attended as
-        they are (:meth:`forward_ordered`): no padding, and no mask or windows that run head by
-        head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
-        layout = rect_layout(self.group.partition, H, W, pad)
-        if layout.pad != (0, 0):
-            return None
-        windows = batch * layout.num_windows
-        if layout.needs_mask and not loops_per_head(layout.tokens, windows, device):
-            return None
-        return layout
-
-    def forward_ordered(
-        self, qkv: torch.Tensor, layout: RectLayout, ctx: RunContext
-    ) -> torch.Tensor:
-        """``qkv: (B, N, 3, c)`` in the layout's window order -> ``(B, N, c)``, same order."""
-        return ordered_attention(qkv, layout, self.group, ctx.scale, ctx.encoders, ctx.dropout_p)

@@ -21,9 +21,9 @@ from einops import rearrange
 from .. import hooks
 from .._errors import AttnblocksError
 from ..encoders import EncoderModule, LePEModule, RelPosBiasModule
-from ..lowering import GroupPlan, rect_layout
+from ..lowering import GroupPlan
 from ..masks import partition_oracle
-from ..partition import Dilated, Global, Grid, Partition, Stripe, Window
+from ..partition import Dilated, Partition
 from .registry import register_lowering
 
 __all__ = [
@@ -112,25 +112,6 @@ def window_coords(partition: Partition, H: int, W: int, pad: str = "mask") -> Wi
         f"backend='dense': {partition!r} has no window coordinates (register_coords), which its "
         f"positional encoders need."
     )
-
-
-@register_coords(Window, Stripe, Global, Grid)
-def _rect_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
-    lay = rect_layout(partition, H, W, pad)  # raises for pad="error" on an indivisible map
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
-    y, x = np.divmod(np.arange(H * W), W)
-    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled map
-    if lay.grid:  # rows (wh nh): window r % nh, frame row r // nh
-        return WindowCoords((r % nh) * nw + (c % nw), np.stack([r // nh, c // nw], 1))
-    return WindowCoords((r // wh) * nw + (c // ww), np.stack([r % wh, c % ww], 1))
-
-
-@register_coords(Dilated)
-def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
-    """Sliding windows share no frame (each query has its own window): the map is the one frame
-    in which their key offsets are measured; the oracle mask says which pairs count."""
-    y, x = np.divmod(np.arange(H * W), W)
-    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
 
 
 DenseBias = Callable[[Any, GroupPlan, WindowCoords], torch.Tensor]

@@ -23,6 +23,7 @@ import torch
 
 from .. import hooks
 from .._errors import AttnblocksError
+from ..kernels import needs_grad
 
 if TYPE_CHECKING:
     from ..partition import Partition
@@ -54,13 +55,6 @@ def register_lowering(backend: str, *types: type) -> Callable[[Lowering], Loweri
 def lowering_for(partition: Partition, backend: str) -> Lowering | None:
     """The registered lowering of ``partition`` on ``backend``, or ``None``."""
     return hooks.lookup(partition, f"backend:{backend}", None)
-
-
-def needs_grad(qkv: torch.Tensor, modules: Any) -> bool:
-    """True when this call records a graph: grad mode on and an input or parameter needs it."""
-    if not torch.is_grad_enabled():
-        return False
-    return qkv.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
 
 
 def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:

@@ -36,15 +36,14 @@ from typing import Any
 
 import torch
 
-from .._cache import size_cache
-from .._errors import AttnblocksError
-from ..neighborhood import check_fits
-from ..partition import Dilated, Downsample
-from .flex import check_flex_call, fresh_inputs
-from .registry import register_lowering
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...backends.registry import register_lowering
+from ...kernels import check_flex_call, fresh_inputs
+from ...partition import Dilated
+from .plan import check_fits
 
 __all__ = [
-    "flex_downsample_lowering",
     "flex_sliding_lowering",
     "sliding_block_mask",
     "subgrid_order",
@@ -163,29 +162,3 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
     o = flex_attention(q, k, v, block_mask=bm, scale=ctx.scale)  # (B, h, N, d)
     o = o.transpose(1, 2)[:, inverse].reshape(B, H, W, c)
     return -o if negated else o
-
-
-@register_lowering("flex", Downsample)
-def flex_downsample_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """A :class:`~attnblocks.Downsample` group with FlexAttention (no mask): the runner's own
-    forward with its attention kernel swapped; ``qkv: (B, H, W, 1, c) -> (B, H, W, c)``.
-
-    Example:
-        >>> import warnings
-        >>> from attnblocks import zoo
-        >>> import dataclasses
-        >>> spec = dataclasses.replace(zoo.shunted(4), backend="flex")
-        >>> with torch.no_grad(), warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     spec.build(16, 2)(torch.randn(1, 8, 9, 16)).shape
-        torch.Size([1, 8, 9, 16])
-    """
-    check_flex_call(runner.group, qkv, ctx)
-    return runner(qkv, ctx, kernel=_flex_attend)
-
-
-def _flex_attend(q, k, v, mask, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
-    """``attend`` with FlexAttention: ``q: (B, h, N, d)``, ``k, v: (B, h, M, d)``."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return flex_attention(q, k, v, scale=scale)

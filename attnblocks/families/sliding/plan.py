@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._cache import size_cache
-from ._errors import AttnblocksError
-from .masks import register_oracle
-from .partition import Dilated
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...backends.dense import WindowCoords, register_coords
+from ...masks import register_oracle
+from ...partition import Dilated, Partition
 
 __all__ = [
     "OffsetPlan",
@@ -322,3 +323,11 @@ def _dilated_oracle(partition: Dilated, H: int, W: int) -> np.ndarray:
         return same_grid & (key // r >= lo) & (key // r < lo + k)
 
     return in_window(yq, yk, H, kh, ry) & in_window(xq, xk, W, kw, rx)
+
+
+@register_coords(Dilated)
+def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
+    """Sliding windows share no frame (each query has its own window): the map is the one frame
+    in which their key offsets are measured; the oracle mask says which pairs count."""
+    y, x = np.divmod(np.arange(H * W), W)
+    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))

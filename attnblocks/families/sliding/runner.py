@@ -1,6 +1,6 @@
 """The group runner of :class:`~attnblocks.Dilated` (and :class:`~attnblocks.Neighborhood`).
 
-Picks one of the two lowerings of :mod:`attnblocks.backends.neighborhood` per call, from the
+Picks one of the two lowerings of :mod:`attnblocks.families.sliding.kernels` per call, from the
 number of key offsets per query (``k*k`` for zero or masked borders, up to ``(2k-1)^2`` for
 shifted ones, fewer on tiny maps) and whether the call will be back-propagated.
 
@@ -41,14 +41,13 @@ from typing import ClassVar
 
 import torch
 
-from . import hooks
-from ._cache import size_cache
-from ._errors import AttnblocksError
-from .backends.neighborhood import offset_bias, slices_attention, tile_bias, tiles_attention
-from .lowering import GroupPlan
-from .neighborhood import _axes, check_fits, offset_plan, tile_plan
-from .partition import Dilated
-from .runners import GroupRunner, RunContext, register_runner
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...lowering import GroupPlan, register_describe
+from ...partition import Dilated
+from ...runners import GroupRunner, RunContext, register_runner
+from .kernels import offset_bias, slices_attention, tile_bias, tiles_attention
+from .plan import _axes, check_fits, offset_plan, tile_plan
 
 __all__ = [
     "LOWERINGS",
@@ -185,6 +184,7 @@ class DilatedRunner(GroupRunner):
         )
 
 
+@register_describe(Dilated)
 def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> list[str]:
     """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
 
@@ -210,6 +210,3 @@ def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> l
         + ("zero keys in the softmax" if op.allowed is None else "masked"),
         f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
     ]
-
-
-hooks.register("describe", [Dilated], describe_sliding)
