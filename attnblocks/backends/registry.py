@@ -4,11 +4,9 @@
 ``fn(runner, qkv, ctx) -> (B, H, W, c)`` for partition types (looked up along the MRO, so a
 registration for :class:`~attnblocks.Partition` is a fallback for every partition).
 
-``"auto"`` picks per call (:func:`choose_backend`). Measured with ``benchmarks/backends.py``
-(torch 2.14.1, fp32, no grad, 2 threads on a CPU shared with other jobs, so only the ratios
-mean much): ``zoo.swin(7, shift=3)``, dim 96, ``x: (2, 28, 28, 96)``: flex without compile
-4.3x the eager time (it materialises the scores), dense 1.9x (and ``N^2`` memory). FlexAttention
-has no CPU backward and a compiled first call of seconds. So ``auto`` runs the eager lowering.
+``"auto"`` picks per call (:func:`choose_backend`): the eager lowering, since on CPU flex
+without compile materialises the scores, dense costs ``N^2`` memory, and FlexAttention has
+no CPU backward and a compiled first call of seconds (measured: ``benchmarks/rules.md``).
 The rule that would pick ``"flex"`` (CUDA, inside ``torch.compile``, no gradient, where the fused
 kernel skips masked blocks) is written but off until it is measured on a GPU: set
 ``AUTO_FLEX_ON_CUDA = True`` to try it.

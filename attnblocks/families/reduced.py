@@ -135,8 +135,8 @@ class DownsampleRunner(GroupRunner):
         v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)
         q = qkv.squeeze(3).reshape(B, H * W, h, d).transpose(1, 2)  # a view: no zero-filled grad
         if kernel is attend and use_matmul(k, None):
-            # training with at most 64 reduced keys: explicit matmuls (PVTv2-b2 stage 1, 49 keys,
-            # batch 8 fwd+bwd: 12.4 vs 13.2 ms for CPU SDPA; at 196 keys SDPA wins, 24.5 vs 28.5)
+            # training with at most 64 reduced keys: explicit matmuls beat CPU SDPA (measured:
+            # benchmarks/rules.md)
             kernel = attend_matmul
         o = kernel(q, k, v, None, ctx.scale, ctx.dropout_p)  # (B, h, N, d)
         out = o.transpose(1, 2).reshape(B, H, W, c)

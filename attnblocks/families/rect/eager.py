@@ -1,7 +1,6 @@
 """The eager backend: tokens gathered into batched windows, attended on strided views.
 
-Measured rules (CPU, fp32, 2 threads, torch 2.14; ``benchmarks/``, stage-1 shapes of the Tiny
-models, implementations interleaved in one process):
+Measured rules (CPU; the numbers behind them: ``benchmarks/rules.md``):
 
 - Roll + window partition (and their inverses) are one ``index_select`` each with a cached
   token permutation (:func:`window_order`), none where the order is already row-major
@@ -12,14 +11,11 @@ models, implementations interleaved in one process):
 - In window order, windows join the batch axis and q, k, v are strided views of the projected
   tokens (:func:`ordered_attention`): no copy. Windows of up to :data:`LOOP_MAX_TOKENS` tokens,
   at least :data:`LOOP_MIN_WINDOWS` of them (or any with a learned bias in training), run one
-  ``baddbmm`` (bias folded in) + softmax + ``bmm`` per head on those views. Inference:
-  MaxViT-T stage 1 windows (512 x 2 heads x 49 tokens) 13 ms against 18.5 ms for SDPA on the
-  same views and 21 ms after a copy to contiguous; 98 tokens 1.15x faster; from 196 tokens
-  SDPA wins (1.1-1.3x), and below 16 windows too (per-call overhead); CPU SDPA reads strided
-  q/k/v and its output is token-major. Training (fwd+bwd): 56 tokens 10.4 vs 15.3 ms for SDPA,
-  98 tokens 3.7 vs 5.0 ms, 196 tokens 13.0 vs 14.3 ms; beyond that SDPA keeps memory down (it
-  never stores the scores). SDPA falls back to its unfused path for a bias that needs a
-  gradient.
+  ``baddbmm`` (bias folded in) + softmax + ``bmm`` per head on those views: faster than SDPA
+  on the same views for short windows, in inference and training; longer windows, and fewer
+  windows (per-call overhead), run one SDPA call (CPU SDPA reads strided q/k/v, its output is
+  token-major, and it never stores the scores). SDPA falls back to its unfused path for a bias
+  that needs a gradient.
 - Shift masks are added per window (``(nW, T, T)`` over the batch of windows); long masked
   windows instead fold windows into the head axis, ``(B, h*nW, T, d)``, so bias and mask are
   one ``(1, h*nW, T, T)`` tensor, never a per-batch ``(B*nW, h, T, T)`` copy.
@@ -364,8 +360,8 @@ def loops_per_head(tokens: int, windows: int, device: torch.device | str = "cpu"
     """The measured rule: on CPU, windows of at most :data:`LOOP_MAX_TOKENS` tokens, at least
     :data:`LOOP_MIN_WINDOWS` of them (batch x windows), run head by head (bmm) rather than in
     one SDPA call, in inference and in training. With fewer windows the loop's small calls
-    cost more than they save (2 windows x 4 heads x 98 tokens: 0.60 vs 0.46 ms; 16 windows:
-    3.6 vs 4.5 ms). Elsewhere (CUDA: the fused kernels; not measured here) one SDPA call."""
+    cost more than they save (measured: ``benchmarks/rules.md``). Elsewhere (CUDA: the fused
+    kernels; not measured here) one SDPA call."""
     return (
         tokens <= LOOP_MAX_TOKENS
         and windows >= LOOP_MIN_WINDOWS

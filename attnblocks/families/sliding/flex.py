@@ -20,13 +20,9 @@ runs without a block mask.
 
 On CPU FlexAttention has no backward (torch 2.14): a call that records a graph raises.
 
-Measured (torch 2.14.1, CPU, 2 threads shared with other jobs, no grad, compiled
-``flex_attention`` alone on ``(1, 2, 3136, 24)``, the 56x56 map, default 128x128 blocks of
-which 625 exist): ``Neighborhood(7, dilation=2)`` computes 77 blocks in this order against 175
-in row-major order, 161-170 ms against 352-356 ms a call; ``dilation=4``: 73 against 319 blocks,
-121-181 ms against 464-619 ms. (Dilation 1 is the row-major order itself.) The first compiled
-call took 30-38 s. Uncompiled (what the layer runs on CPU) FlexAttention materialises the
-scores: 3-8x the eager lowering's time on a 28x28 map, so ``"auto"`` never picks it there.
+In this order a dilated window's blocks hug the diagonal (a fraction of the blocks of the
+row-major order, and so of the time, compiled); uncompiled, FlexAttention materialises the
+scores, so ``"auto"`` never picks it on CPU. Measurements: ``benchmarks/rules.md``.
 """
 
 from __future__ import annotations

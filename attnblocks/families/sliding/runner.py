@@ -4,34 +4,9 @@ Picks one of the two lowerings of :mod:`attnblocks.families.sliding.kernels` per
 number of key offsets per query (``k*k`` for zero or masked borders, up to ``(2k-1)^2`` for
 shifted ones, fewer on tiny maps) and whether the call will be back-propagated.
 
-Measured with ``benchmarks/neighborhood.py`` (torch 2.14.1, fp32, tuned malloc, 56x56 map,
-batch 2, one head group of 24 channels; median ms per call, implementations interleaved) on a
-2-vCPU Xeon that other jobs kept at a load of about 10:
-
-=========================  =======  =======  =====  ==========================
-group, threads             slices   tiles    mode   note
-=========================  =======  =======  =====  ==========================
-Dilated(3), 1              32.4     54.9     fw     slices 1.7x
-Dilated(3, dilation=2), 1  55.5     82.8     fw     slices 1.5x
-Dilated(3, dilation=3), 1  37.1     106.2    fw     slices 2.9x
-Dilated(3), 1              264.4    150.4    fw+bw  tiles 1.8x
-Dilated(3, dilation=2), 1  276.0    213.8    fw+bw  tiles 1.3x
-Dilated(3, dilation=3), 1  248.6    287.3    fw+bw  slices 1.2x
-Dilated(3), 2              603.4    324.2    fw     tiles (contended threads)
-Neighborhood(3), 2         1247     168      fw     25 offsets: tiles 7.4x
-Neighborhood(7), 2         5743     259      fw     169 offsets: tiles 22x
-=========================  =======  =======  =====  ==========================
-
-The slices lowering issues ``2n`` small kernels and its backward accumulates one gradient
-slice per offset, so it wins only for few offsets, in inference, on uncontended threads; the
-rule is ``slices`` for inference with at most ``SLICES_MAX_OFFSETS`` offsets, else ``tiles``.
-(Against dense masked SDPA over all pairs, tiles ran 2.9x faster for Neighborhood(7) forward
-and 1.8x for Neighborhood(3) forward+backward; against DilateFormer's unfold algorithm 1.6-2x
-for Dilated(3) at dilation 1-2, same load.) Re-measure on a quiet machine before tuning.
-
-Tensors saved for backward (storage bytes, same shapes; q/k/v projection 1.7 MiB): Dilated(3)
-slices 3.2 MiB, tiles 4.2, unfold 12.3; Dilated(3, dilation=3) slices 3.3, tiles 7.0;
-Neighborhood(7) (4.6 MiB projection) slices 17.2, tiles 17.3, dense masked SDPA 43.7.
+The rule: ``slices`` for inference with at most ``SLICES_MAX_OFFSETS`` offsets, else
+``tiles`` (the slices issue ``2n`` small kernels, and their backward accumulates one gradient
+slice per offset). Its measurements: ``benchmarks/rules.md``.
 """
 
 from __future__ import annotations
@@ -105,9 +80,7 @@ def choose_tile(partition: Dilated, H: int, W: int) -> int:
     Each tile of ``t x t`` queries on a dilation sub-grid computes ``(t + k - 1)^2`` scores per
     query slot, and sub-grids not divisible by ``t`` add padded query slots: the rule counts
     both, so 7 wins unless 8 divides the sub-grids better (16 x 16 maps). Tiles below 7 lost to
-    per-tile overhead. Measured on 56 x 56 (2 threads, ms, tile 7 vs 8): batch 8 fwd+bwd
-    Dilated(3, dilation=3) 85 vs 104, Dilated(3) 69 vs 71, Neighborhood(7) 297 vs 275; forward
-    Neighborhood(7) 10.0 vs 13.8 at batch 1, 78 vs 76 at batch 8, dilation 2 72 vs 94.
+    per-tile overhead (measured: ``benchmarks/rules.md``).
 
     Example:
         >>> from attnblocks import Dilated
