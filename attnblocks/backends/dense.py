@@ -102,6 +102,7 @@ def window_coords(partition: Partition, H: int, W: int, pad: str = "mask") -> Wi
     """The registered window coordinates of a concrete partition on an ``H x W`` map.
 
     Example:
+        >>> from attnblocks import Window
         >>> window_coords(Window(2), 2, 4).window.tolist()
         [0, 0, 1, 1, 0, 0, 1, 1]
     """
