@@ -9,11 +9,9 @@ Attention(partition=Stripe(7), heads=Split(2), pe=LePE())
 """
 
 from . import (
-    cost_sliding,  # noqa: F401  (registers the Dilated and Downsample cost models)
-    downsample,  # noqa: F401  (registers the Downsample runner)
+    families,  # noqa: F401  (every partition family registers its hooks: attnblocks.hooks)
     flex,  # noqa: F401  (attnblocks.flex.mask_mod / block_mask / token_order)
     functional,  # noqa: F401  (attnblocks.functional.attention)
-    neighborhood_runner,  # noqa: F401  (registers the Dilated runner and oracle)
 )
 from ._errors import AttnblocksError
 from .attention import Attention
@@ -21,8 +19,9 @@ from .config import from_config, to_config
 from .cost import Cost, cost
 from .extend import KeyIntersection, KeyUnion, RulePartition
 from .heads import Split
-from .lowering import GroupPlan, RectLayout, explain, rect_layout
-from .masks import dense_mask, region_ids, window_mask
+from .introspect import dense_mask, explain
+from .lowering import GroupPlan, RectLayout, rect_layout
+from .masks import region_ids, window_mask
 from .nn import AttentionLayer
 from .partition import Dilated, Downsample, Global, Grid, Neighborhood, Partition, Stripe, Window
 from .pe import CPE, AxialRoPE, ContinuousPosBias, LePE, LocalConv, PositionalEncoder, RelPosBias

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from . import hooks
 from ._errors import AttnblocksError
 
 __all__ = ["SPEC_TYPES", "Spec", "pair", "positive_int", "register_spec"]
 
-# Every spec class by name, for the plain-data form of :mod:`attnblocks.config`.
-SPEC_TYPES: dict[str, type] = {}
+
+class _SpecNames(Mapping):
+    """Every spec class by name (a later class of the same name wins): a view of the
+    ``config_name`` hooks, for the plain-data form of :mod:`attnblocks.config`."""
+
+    def _names(self) -> dict[str, type]:
+        return {name: cls for cls, name in hooks.table("config_name").items()}
+
+    def __getitem__(self, name: str) -> type:
+        return self._names()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+SPEC_TYPES: Mapping[str, type] = _SpecNames()
 
 
 def register_spec(cls: type) -> type:
@@ -18,7 +37,7 @@ def register_spec(cls: type) -> type:
 
     Subclasses of :class:`Spec` register themselves; other spec classes (``Split``) use this.
     """
-    SPEC_TYPES[cls.__name__] = cls
+    hooks.register("config_name", [cls], cls.__name__)
     return cls
 
 

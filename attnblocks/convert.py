@@ -15,8 +15,13 @@ import torch
 
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
-from .downsample import LocalConvModule
-from .encoders import ContinuousPosBiasModule, CPEModule, LePEModule, RelPosBiasModule
+from .encoders import (
+    ContinuousPosBiasModule,
+    CPEModule,
+    LePEModule,
+    LocalConvModule,
+    RelPosBiasModule,
+)
 from .nn import AttentionLayer
 from .partition import Stripe, Window
 from .pe import ContinuousPosBias, RelPosBias

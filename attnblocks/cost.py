@@ -10,7 +10,7 @@ counted as ``"eager"`` (what it runs on CPU). A group that makes its own keys an
 (:class:`~attnblocks.Downsample`) takes its channels out of the fused ``[k | v]`` projection, and
 its own path (reduction, ``kv`` linear) is counted with the encoders, from a function registered
 per partition type with :func:`register_kv_cost`. Sliding windows and downsampled keys are
-registered in :mod:`attnblocks.cost_sliding`.
+registered in :mod:`attnblocks.families.sliding.cost`, :mod:`attnblocks.families.reduced`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 
+from . import hooks
 from ._errors import AttnblocksError
 from .attention import Attention
-from .lowering import GroupPlan, RectLayout, rect_layout
-from .masks import partition_oracle, window_mask
-from .partition import Global, Grid, Partition, Stripe, Window
+from .lowering import GroupPlan
+from .masks import partition_oracle
+from .partition import Partition
 from .pe import LePE, PositionalEncoder, RelPosBias
 
 __all__ = [
@@ -82,87 +82,52 @@ class Cost:
 
 
 GroupCostFn = Callable[[GroupPlan, int, int, str, int, int, bool], GroupCost]
-_COSTS: dict[tuple[str, type], GroupCostFn] = {}
 EncoderCostFn = Callable[[Any, GroupPlan, GroupCost, str], int]
-_ENCODER_COSTS: dict[type, EncoderCostFn] = {}
 KvCostFn = Callable[[GroupPlan, int, int, int, int], int]
-_KV_COSTS: dict[type, KvCostFn] = {}
 
 
 def register_cost(backend: str, *types: type) -> Callable[[GroupCostFn], GroupCostFn]:
-    """Decorator: ``fn(group, H, W, pad, batch, itemsize, has_bias) -> GroupCost``."""
+    """Decorator: ``fn(group, H, W, pad, batch, itemsize, has_bias) -> GroupCost`` (the
+    ``cost:BACKEND`` hook of :mod:`attnblocks.hooks`)."""
 
     def deco(fn: GroupCostFn) -> GroupCostFn:
-        for t in types:
-            _COSTS[(backend, t)] = fn
-        return fn
+        return hooks.register(f"cost:{backend}", types, fn)
 
     return deco
 
 
 def register_encoder_cost(*types: type) -> Callable[[EncoderCostFn], EncoderCostFn]:
-    """Decorator: ``fn(encoder_spec, group, group_cost, backend) -> MACs`` of an encoder."""
+    """Decorator: ``fn(encoder_spec, group, group_cost, backend) -> MACs`` of an encoder (the
+    ``encoder_cost`` hook)."""
 
     def deco(fn: EncoderCostFn) -> EncoderCostFn:
-        for t in types:
-            _ENCODER_COSTS[t] = fn
-        return fn
+        return hooks.register("encoder_cost", types, fn)
 
     return deco
 
 
 def register_kv_cost(*types: type) -> Callable[[KvCostFn], KvCostFn]:
     """Decorator: ``fn(group, H, W, batch, dim) -> MACs`` of a group's own key/value path
-    (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys.
+    (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys
+    (the ``kv_cost`` hook).
 
     Example:
         >>> from attnblocks import Downsample
-        >>> _KV_COSTS[Downsample].__name__
+        >>> hooks.lookup(Downsample, "kv_cost").__name__
         '_downsample_kv'
     """
 
     def deco(fn: KvCostFn) -> KvCostFn:
-        for t in types:
-            _KV_COSTS[t] = fn
-        return fn
+        return hooks.register("kv_cost", types, fn)
 
     return deco
 
 
-def _lookup(table: dict, key_prefix: Any, obj: Any, what: str, hook: str):
-    for t in type(obj).__mro__:
-        fn = table.get((key_prefix, t) if key_prefix is not None else t)
-        if fn is not None:
-            return fn
-    raise AttnblocksError(f"cost: no cost model for {obj!r}{what} ({hook}).")
-
-
-@register_cost("eager", Window, Stripe, Global, Grid)
-@register_cost("flex", Window, Stripe, Global, Grid)
-def _rect_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
-    return _layout_cost(rect_layout(g.partition, H, W, pad), g, H, W, batch, itemsize, bias)
-
-
-def _layout_cost(
-    lay: RectLayout, g: GroupPlan, H: int, W: int, batch: int, itemsize: int, bias: bool
-) -> GroupCost:
-    """The cost of one head group run by the eager (or flex) window lowering on ``lay``."""
-    nW, T, h, d = lay.num_windows, lay.tokens, g.num_heads, g.dim // g.num_heads
-    real = torch.zeros(1, lay.Hp, lay.Wp, 1)
-    real[:, :H, :W] = 1
-    real = rearrange(real, lay.pattern, h=1, wh=lay.window[0], ww=lay.window[1])[0, :, 0, :, 0]
-    allowed = window_mask(lay)
-    keys = torch.full((nW, T), T) if allowed is None else allowed.sum(-1)
-    keys = keys[real.bool()].double()
-    scores = batch * nW * h * T * T
-    mask = 0
-    if lay.needs_mask:  # the cached (nW, 1, T, T) mask and its (1, nW*h, T, T) fold
-        mask = nW * T * T * itemsize + nW * h * T * T * itemsize
-    elif bias:
-        mask = h * T * T * itemsize
-    return GroupCost(
-        2 * scores * d, keys.mean().item(), int(keys.max()), scores, mask, batch * nW * T
-    )
+def _lookup(hook: str, obj: Any, what: str, register: str):
+    fn = hooks.lookup(obj, hook, None)
+    if fn is None:
+        raise AttnblocksError(f"cost: no cost model for {obj!r}{what} ({register}).")
+    return fn
 
 
 @register_cost("dense", Partition)
@@ -234,17 +199,15 @@ def cost(
     has_bias = any(isinstance(e, RelPosBias) for e in encoders)
     groups, enc_macs, own_channels = [], 0, 0
     for g in spec.groups(dim, num_heads):
-        fn = _lookup(_COSTS, backend, g.partition, f" on backend={backend!r}", "register_cost")
+        fn = _lookup(f"cost:{backend}", g.partition, f" on backend={backend!r}", "register_cost")
         gc = fn(g, H, W, spec.pad, batch, itemsize, has_bias)
         groups.append(gc)
         if runner_for(g.partition).kv_source == "own":
-            kv = _lookup(_KV_COSTS, None, g.partition, "'s own keys", "register_kv_cost")
+            kv = _lookup("kv_cost", g.partition, "'s own keys", "register_kv_cost")
             enc_macs += kv(g, H, W, batch, dim)
             own_channels += g.dim
         for e in encoders:
-            enc_macs += _lookup(_ENCODER_COSTS, None, e, "", "register_encoder_cost")(
-                e, g, gc, backend
-            )
+            enc_macs += _lookup("encoder_cost", e, "", "register_encoder_cost")(e, g, gc, backend)
     N = H * W
     parts = {
         "qkv": batch * N * dim * (3 * dim - 2 * own_channels),

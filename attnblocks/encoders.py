@@ -35,6 +35,7 @@ __all__ = [
     "ContinuousPosBiasModule",
     "EncoderModule",
     "LePEModule",
+    "LocalConvModule",
     "RelPosBiasModule",
     "log_relative_coords",
     "relative_position_index",
@@ -194,6 +195,35 @@ class LePEModule(EncoderModule):
             padding = (0, pad)
         out = F.conv2d(frames, weight, self.conv.bias[c0:c1], padding=padding, groups=c1 - c0)
         return rearrange(out, "(b n) (h d) wh ww -> b n h (wh ww) d", n=v.shape[1], h=v.shape[2])
+
+
+class LocalConvModule(LePEModule):
+    """The depthwise conv of :class:`~attnblocks.LocalConv`, one channel per V channel.
+
+    Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``; head group ``g`` uses the
+    channels ``g.channels`` of both. On window, stripe and global groups it acts through the
+    ``value`` hook exactly as LePE; :class:`~attnblocks.families.reduced.DownsampleRunner`
+    calls :meth:`term` itself.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Attention, Downsample, LocalConv, Split
+        >>> spec = Attention(partition=Downsample((4, 2), act="gelu"), heads=Split(2),
+        ...                  pe=LocalConv())
+        >>> spec.build(16, 2).pe[0].conv.weight.shape
+        torch.Size([16, 1, 3, 3])
+    """
+
+    def term(self, group: GroupPlan, v: torch.Tensor) -> torch.Tensor:
+        """``DWConv(v)`` with the group's channels; ``v: (B, c, H', W') -> (B, c, H', W')``."""
+        c0, c1 = group.channels
+        return F.conv2d(
+            v,
+            self.conv.weight[c0:c1],
+            self.conv.bias[c0:c1],
+            padding=self.kernel // 2,
+            groups=c1 - c0,
+        )
 
 
 @size_cache(128)

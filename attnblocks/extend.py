@@ -58,19 +58,21 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from . import partition as _partition
+from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .backends.dense import WindowCoords, _dense_form, dense_attention, register_coords
-from .backends.eager import loops_per_head, rect_attention
-from .backends.flex import check_flex_call, fresh_inputs
 from .backends.registry import register_lowering
-from .cost import GroupCost, _dense_cost, _layout_cost, register_cost
+from .cost import GroupCost, _dense_cost, register_cost
 from .encoders import LePEModule, RelPosBiasModule
+from .families.rect.cost import _layout_cost
+from .families.rect.eager import loops_per_head, rect_attention
+from .families.rect.runner import RectRunner
+from .kernels import check_flex_call, fresh_inputs
 from .lowering import RectLayout
 from .masks import partition_oracle, register_oracle
 from .partition import Partition
-from .runners import RectRunner, RunContext, register_runner
+from .runners import RunContext, register_runner
 
 __all__ = [
     "KeyIntersection",
@@ -629,4 +631,5 @@ class KeyIntersection(_KeySetOp):
         return a & b
 
 
-_partition.SET_OPERATIONS.update({"|": KeyUnion, "&": KeyIntersection})
+hooks.register("set:|", [Partition], KeyUnion)
+hooks.register("set:&", [Partition], KeyIntersection)

@@ -18,7 +18,7 @@ Two token orders:
 
 The row-major ``mask_mod`` of windows, stripes and grids is written from token coordinates
 (the window and shift region of each index); in the lowering order the masks are those the
-flex backend runs (:mod:`attnblocks.backends.flex`, :mod:`attnblocks.backends.flex_sliding`),
+flex backend runs (:mod:`attnblocks.families.rect.flex`, :mod:`attnblocks.families.sliding.flex`),
 so what is exported is what the backend computes. :class:`~attnblocks.Downsample` keys are a
 reduced map every query sees: the mask is all-true over ``kv_shape``.
 """
@@ -31,13 +31,13 @@ from functools import partial
 import torch
 
 from ._errors import AttnblocksError
-from .backends.eager import window_order
-from .backends.flex import _allowed, _mask_mod
-from .backends.flex import block_mask as _window_block_mask
-from .backends.flex_sliding import _sliding_mask_mod, sliding_block_mask, subgrid_order
+from .families.rect.eager import window_order
+from .families.rect.flex import _allowed, _mask_mod
+from .families.rect.flex import block_mask as _window_block_mask
+from .families.sliding.flex import _sliding_mask_mod, sliding_block_mask, subgrid_order
+from .families.sliding.plan import check_fits
 from .heads import Split
 from .lowering import RectLayout, resolve_groups
-from .neighborhood import check_fits
 from .partition import Dilated, Downsample, Global, Grid, Partition, Stripe, Window
 
 __all__ = ["ORDERS", "block_mask", "mask_mod", "token_order"]

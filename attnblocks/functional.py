@@ -19,11 +19,10 @@ from torch import nn
 
 from ._errors import AttnblocksError, fmt_shape
 from .backends.dense import dense_attention
-from .backends.eager import attend, attend_matmul, use_matmul
-from .backends.flex import check_flex_call
-from .backends.flex_sliding import _flex_attend
 from .encoders import EncoderModule
 from .heads import Split
+from .kernels import attend, attend_matmul, check_flex_call, use_matmul
+from .kernels import flex_attend as _flex_attend
 from .lowering import BACKENDS, PAD_MODES, GroupPlan, RectLayout, resolve_groups
 from .partition import Downsample, Global, Partition
 from .runners import GroupRunner, RunContext, run_group, runner_for

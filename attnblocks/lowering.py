@@ -3,14 +3,18 @@
 ``resolve_groups`` turns an attention spec into its head groups (each with its concrete
 partition, heads and channels); ``rect_layout`` turns a rectangular partition and a map size
 into the window geometry (padding, roll, window shape, masking rules). Both are pure and
-cached, so a module computes each plan once per map size.
+cached, so a module computes each plan once per map size. (How a plan is then run is a
+*backend* per head group, and a family may have several *strategies*: the sliding windows'
+slices and tiles.) :func:`~attnblocks.explain` prints the plans of a spec.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
 from .heads import Split
@@ -21,9 +25,8 @@ __all__ = [
     "PAD_MODES",
     "GroupPlan",
     "RectLayout",
-    "describe",
-    "explain",
     "rect_layout",
+    "register_describe",
     "resolve_groups",
 ]
 
@@ -201,52 +204,15 @@ def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> Rect
     return RectLayout(H, W, window, shift, grid, pad)
 
 
-def explain(spec, hw: tuple[int, int], dim: int | None = None, num_heads: int | None = None):
-    """A readable account of how ``spec`` lowers on a map of size ``hw``.
-
-    Example:
-        >>> from attnblocks import Attention, Window
-        >>> print(explain(Attention(partition=Window(7, shift=3)), (14, 14), 96, 3))
-        Attention(partition=Window(7, shift=3)) on a 14x14 map, dim=96, num_heads=3
-          group 0: heads [0, 3), channels [0, 96), Window(7, shift=3)
-            windows 2x2 of 7x7 tokens, pad (0, 0), roll (3, 3)
-            b (nh wh) (nw ww) (h d) -> b (nh nw) h (wh ww) d
-            mask: shift regions
-    """
-    from .attention import Attention
-
-    if not isinstance(spec, Attention):
-        spec = Attention(partition=spec)
-    dim = dim or spec.dim
-    num_heads = num_heads or spec.num_heads
-    if dim is None or num_heads is None:
-        raise AttnblocksError(f"explain({spec!r}) needs dim and num_heads.")
-    H, W = hw
-    lines = [f"{spec!r} on a {H}x{W} map, dim={dim}, num_heads={num_heads}"]
-    for g in spec.groups(dim, num_heads):
-        lines.append(
-            f"  group {g.index}: heads [{g.heads[0]}, {g.heads[1]}), channels "
-            f"[{g.channels[0]}, {g.channels[1]}), {g.partition!r}"
-        )
-        lines.extend("    " + line for line in describe(g.partition, H, W, spec.pad))
-    return "\n".join(lines)
+Describe = Callable[[Partition, int, int, str], list[str]]
 
 
-def describe(partition: Partition, H: int, W: int, pad: str = "mask") -> list[str]:
-    """Lines that say how ``partition`` lowers on an ``H x W`` map."""
-    own = getattr(partition, "describe", None)  # partitions that are not window geometry
-    if own is not None:
-        return own(H, W, pad)
-    if not isinstance(partition, (Window, Stripe, Global, Grid)):
-        from .neighborhood import describe_sliding  # sliding windows: their own geometry
+def register_describe(*types: type[Partition]) -> Callable[[Describe], Describe]:
+    """Decorator: ``fn(partition, H, W, pad) -> lines`` says how ``types`` lower, for
+    :func:`~attnblocks.explain` (the ``describe`` hook). A partition class with a
+    ``describe(H, W, pad)`` method needs none."""
 
-        return describe_sliding(partition, H, W)
-    lay = rect_layout(partition, H, W, pad)
-    (nh, nw), (wh, ww) = lay.counts, lay.window
-    lines = [f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}", lay.pattern]
-    masks = [
-        name for name, on in (("shift regions", lay.regions), ("padded keys", lay.mask_pad)) if on
-    ]
-    if masks:
-        lines.append("mask: " + " + ".join(masks))
-    return lines
+    def deco(fn: Describe) -> Describe:
+        return hooks.register("describe", types, fn)
+
+    return deco

@@ -13,15 +13,15 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
-from .lowering import RectLayout, rect_layout, resolve_groups
-from .partition import Global, Grid, Partition, Stripe, Window
+from .lowering import RectLayout
+from .partition import Partition
 
 __all__ = [
     "additive",
     "additive_mask",
-    "dense_mask",
     "mask_value",
     "region_ids",
     "register_oracle",
@@ -29,29 +29,27 @@ __all__ = [
 ]
 
 Oracle = Callable[[Partition, int, int], np.ndarray]
-_ORACLES: dict[type, Oracle] = {}
 
 
 def register_oracle(*types: type[Partition]) -> Callable[[Oracle], Oracle]:
-    """Decorator: ``fn(partition, H, W) -> (N, N) bool ndarray`` is the oracle of ``types``.
+    """Decorator: ``fn(partition, H, W) -> (N, N) bool ndarray`` is the oracle of ``types``
+    (the ``oracle`` hook of :mod:`attnblocks.hooks`).
 
     Oracles are written from token coordinates, independently of the fast lowering.
     """
 
     def deco(fn: Oracle) -> Oracle:
-        for t in types:
-            _ORACLES[t] = fn
-        return fn
+        return hooks.register("oracle", types, fn)
 
     return deco
 
 
 def partition_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
     """``(N, N)`` bool: the registered oracle of a concrete partition on ``H x W``."""
-    for t in type(partition).__mro__:
-        if t in _ORACLES:
-            return _ORACLES[t](partition, H, W)
-    raise AttnblocksError(f"dense_mask: no oracle is registered for {partition!r}.")
+    fn = hooks.lookup(partition, "oracle", None)
+    if fn is None:
+        raise AttnblocksError(f"dense_mask: no oracle is registered for {partition!r}.")
+    return fn(partition, H, W)
 
 
 def mask_value(dtype: torch.dtype) -> float:
@@ -149,55 +147,3 @@ def additive_mask(
     if allowed is None:
         return None
     return additive(allowed, dtype)[:, None]
-
-
-@register_oracle(Window, Stripe, Global, Grid)
-def _rect_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
-    """``(N, N)`` oracle for one concrete rectangular partition, from token coordinates."""
-    lay = rect_layout(partition, H, W, "mask")
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
-    y, x = np.divmod(np.arange(H * W), W)
-    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled canvas
-    # window id: blocks of wh x ww tokens, or (grid) tokens congruent modulo the window count
-    win = (r % nh) * nw + (c % nw) if lay.grid else (r // wh) * nw + (c // ww)
-    region = 3 * (r >= H - sh) * (sh > 0) + (c >= W - sw) * (sw > 0)
-    return (win[:, None] == win[None, :]) & (region[:, None] == region[None, :])
-
-
-def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tensor:
-    """The dense "who may attend to whom" mask of a partition or attention spec.
-
-    Tokens are row-major (``n = y * W + x``); padded positions do not exist here, which is
-    the ``pad="mask"`` semantics.
-
-    Args:
-        spec (Partition | Attention): a concrete :class:`~attnblocks.Partition`, or an
-            :class:`~attnblocks.Attention`.
-        H: the map height.
-        W: the map width.
-        num_heads: for an ``Attention`` whose spec does not fix it.
-
-    Returns:
-        ``(N, N)`` bool for a partition; ``(G, N, N)`` bool, one per head group, for an
-        ``Attention``.
-
-    Example:
-        >>> from attnblocks import Window
-        >>> dense_mask(Window(2), 2, 4).int()[0]
-        tensor([1, 1, 0, 0, 1, 1, 0, 0], dtype=torch.int32)
-    """
-    from .attention import Attention
-
-    if isinstance(spec, Partition):
-        if spec.is_generic():
-            raise AttnblocksError(
-                f"dense_mask({spec!r}): a generic partition needs heads=Split(...)."
-            )
-        return torch.from_numpy(partition_oracle(spec, H, W))
-    if not isinstance(spec, Attention):
-        raise TypeError(
-            f"dense_mask expects a Partition or an Attention, got {type(spec).__name__}."
-        )
-    heads = num_heads or spec.num_heads or (spec.heads.count if spec.heads else 1)
-    groups = resolve_groups(spec.partition, spec.heads, heads, heads)
-    return torch.stack([torch.from_numpy(partition_oracle(g.partition, H, W)) for g in groups])

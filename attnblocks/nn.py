@@ -12,11 +12,12 @@ from torch import nn
 from ._cache import size_cache
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
-from .backends.eager import is_identity_order, permute_tokens, window_order
 from .backends.registry import choose_backend
+from .families.rect.eager import is_identity_order, permute_tokens, window_order
+from .families.rect.runner import RectRunner
 from .lowering import INPUT_PADS, RectLayout
 from .projection import qkv_projection
-from .runners import RectRunner, RunContext, run_group, runner_for
+from .runners import RunContext, run_group, runner_for
 
 __all__ = ["AttentionLayer", "grouped_rows"]
 

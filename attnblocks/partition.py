@@ -7,10 +7,10 @@ arithmetic for a concrete map size happens in :mod:`attnblocks.lowering`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from . import hooks
 from ._errors import AttnblocksError
 from ._spec import Spec, pair, positive_int
 
@@ -18,7 +18,6 @@ __all__ = [
     "ACTIVATIONS",
     "BORDERS",
     "CLAMP_RULES",
-    "SET_OPERATIONS",
     "Dilated",
     "Downsample",
     "Global",
@@ -32,9 +31,6 @@ __all__ = [
 CLAMP_RULES = (None, "swin", "timm", "torchvision")
 ACTIVATIONS = (None, "gelu")
 _AXES = {"v": "v", "vertical": "v", "h": "h", "horizontal": "h"}
-# "|" and "&" on partitions: filled by attnblocks.extend (KeyUnion, KeyIntersection), which
-# imports this module, so the specs here need no import of the lowering machinery
-SET_OPERATIONS: dict[str, Callable[[tuple[Partition, ...]], Partition]] = {}
 
 
 class Partition(Spec):
@@ -62,9 +58,12 @@ class Partition(Spec):
     def _set_op(self, other: object, op: str) -> Partition:
         if not isinstance(other, Partition):
             return NotImplemented
-        if op not in SET_OPERATIONS:
+        # the "set:|" and "set:&" hooks: registered by attnblocks.extend (KeyUnion,
+        # KeyIntersection), which imports this module, so the specs need no lowering machinery
+        make = hooks.lookup(self, f"set:{op}", None)
+        if make is None:
             raise AttnblocksError(f"{self!r} {op} {other!r}: import attnblocks.extend first.")
-        return SET_OPERATIONS[op]((self, other))
+        return make((self, other))
 
     def __or__(self, other: object) -> Partition:
         """``p | q``: one softmax over the union of the key sets (:class:`~attnblocks.KeyUnion`)."""
@@ -280,7 +279,7 @@ class Downsample(Partition):
         return (H // r, W // r)
 
     def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
-        """Lines for :func:`~attnblocks.lowering.explain`."""
+        """Lines for :func:`~attnblocks.explain`."""
         Hr, Wr = self.reduced_size(H, W)
         if not self.reduces:
             return [f"keys: all {H}x{W} tokens, no reduction"]

@@ -238,7 +238,7 @@ class LocalConv(PositionalEncoder):
             raise AttnblocksError(f"LocalConv: kernel must be odd, got kernel={self.kernel}.")
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
-        from .downsample import LocalConvModule
+        from .encoders import LocalConvModule
 
         return LocalConvModule(self, dim, device=device, dtype=dtype)
 

@@ -13,22 +13,19 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from . import hooks
 from ._errors import AttnblocksError
-from .backends.eager import loops_per_head, ordered_attention, rect_attention
 from .backends.registry import check_backend, choose_backend
-from .lowering import GroupPlan, RectLayout, rect_layout
-from .partition import Global, Grid, Partition, Stripe, Window
+from .lowering import GroupPlan
+from .partition import Partition
 
 __all__ = [
     "GroupRunner",
-    "RectRunner",
     "RunContext",
     "register_runner",
     "run_group",
     "runner_for",
 ]
-
-_RUNNERS: dict[type, type[GroupRunner]] = {}
 
 
 @dataclass
@@ -68,12 +65,11 @@ class GroupRunner(nn.Module):
 
 
 def register_runner(*types: type[Partition]):
-    """Class decorator: run groups whose partition is one of ``types`` with this runner."""
+    """Class decorator: run groups whose partition is one of ``types`` with this runner (the
+    ``runner`` hook of :mod:`attnblocks.hooks`)."""
 
     def deco(cls: type[GroupRunner]) -> type[GroupRunner]:
-        for t in types:
-            _RUNNERS[t] = cls
-        return cls
+        return hooks.register("runner", types, cls)
 
     return deco
 
@@ -90,38 +86,7 @@ def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.
 
 def runner_for(partition: Partition) -> type[GroupRunner]:
     """The runner class of a concrete partition."""
-    for t in type(partition).__mro__:
-        if t in _RUNNERS:
-            return _RUNNERS[t]
-    raise AttnblocksError(f"No lowering is registered for {partition!r}.")
-
-
-@register_runner(Window, Stripe, Global, Grid)
-class RectRunner(GroupRunner):
-    """Windows, stripes, grids and global attention: batched windows + one fused call."""
-
-    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-        g = self.group
-        layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
-        fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
-        return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
-
-    def ordered_layout(
-        self, H: int, W: int, pad: str, batch: int = 1, device: torch.device | str = "cpu"
-    ) -> RectLayout | None:
-        """The group's layout on an ``H x W`` map if tokens in window order can be attended as
-        they are (:meth:`forward_ordered`): no padding, and no mask or windows that run head by
-        head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
-        layout = rect_layout(self.group.partition, H, W, pad)
-        if layout.pad != (0, 0):
-            return None
-        windows = batch * layout.num_windows
-        if layout.needs_mask and not loops_per_head(layout.tokens, windows, device):
-            return None
-        return layout
-
-    def forward_ordered(
-        self, qkv: torch.Tensor, layout: RectLayout, ctx: RunContext
-    ) -> torch.Tensor:
-        """``qkv: (B, N, 3, c)`` in the layout's window order -> ``(B, N, c)``, same order."""
-        return ordered_attention(qkv, layout, self.group, ctx.scale, ctx.encoders, ctx.dropout_p)
+    cls = hooks.lookup(partition, "runner", None)
+    if cls is None:
+        raise AttnblocksError(f"No lowering is registered for {partition!r}.")
+    return cls

@@ -14,8 +14,8 @@ import numpy as np
 
 from ._errors import AttnblocksError
 from .attention import Attention
+from .introspect import dense_mask
 from .lowering import resolve_groups
-from .masks import dense_mask
 from .partition import Partition
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attnblocks import AttentionLayer, rect_layout
-from attnblocks.backends.eager import is_identity_order, window_order
+from attnblocks.families.rect.eager import is_identity_order, window_order
 from attnblocks.runners import RunContext
 
 __all__ = ["core_step", "floor_step"]

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from attnblocks import Dilated, Neighborhood, dense_mask
-from attnblocks.backends.neighborhood import slices_attention, tiles_attention
+from attnblocks.families.sliding.kernels import slices_attention, tiles_attention
+from attnblocks.families.sliding.plan import offset_plan
 from attnblocks.masks import mask_value
-from attnblocks.neighborhood import offset_plan
 
 
 def unfold_attention(qkv, k, r, heads, scale):

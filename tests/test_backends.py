@@ -20,7 +20,8 @@ from attnblocks import (
 )
 from attnblocks.backends.dense import register_dense_encoder, window_coords
 from attnblocks.encoders import EncoderModule
-from attnblocks.runners import RectRunner, register_runner
+from attnblocks.families.rect.runner import RectRunner
+from attnblocks.runners import register_runner
 from helpers import oracle_forward, randomize_
 from strategies import concrete_partitions, divisible_maps
 

@@ -353,7 +353,7 @@ def test_a_layout_that_contradicts_the_rule_is_refused():
 
 
 def test_a_declared_layout_runs_the_eager_window_runner():
-    from attnblocks.runners import RectRunner
+    from attnblocks.families.rect.runner import RectRunner
 
     layer = Attention(partition=custom_partition.Tiles(4)).build(8, 2)
     assert isinstance(layer.runners[0], RectRunner) and layer._orderable

@@ -79,7 +79,7 @@ def test_backend_on_device_matches_cpu_float64(name, backend, device):
     if not _allowed(name, backend):
         pytest.skip(f"{name} has no {backend} lowering")
     if device == "cpu" and backend == "flex" and name != "hybrid":
-        pytest.skip("uncompiled CPU flex: tests/test_backends.py and test_flex_sliding.py")
+        pytest.skip("uncompiled CPU flex: tests/test_backends.py, test_flex_sliding.py")
     ref, dut = _pair(name, backend, device, torch.float32)
     x64 = torch.randn(2, 7, 8, 16, dtype=torch.float64, requires_grad=True)
     x = x64.detach().float().to(device).requires_grad_(True)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnblocks import Attention, LePE, RelPosBias, Split, Window, rect_layout
-from attnblocks.backends import dense_attention, window_kernel
+from attnblocks.backends import dense_attention
+from attnblocks.families.rect.eager import window_kernel
 from attnblocks.masks import mask_value, window_mask
 from helpers import randomize_
 from strategies import concrete_partitions

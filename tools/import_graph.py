@@ -6,7 +6,7 @@ Reads the sources with ``ast`` (nothing is imported). An edge ``a -> b`` is an i
 package module ``b`` inside module ``a``, at module level or inside a function; ``TYPE_CHECKING``
 imports are left out (they never run). Cycles are the strongly connected components of that
 graph. A registry is a module-level dict assigned an empty ``{}`` whose name is in capitals
-(``_ORACLES: dict[type, Oracle] = {}``); a hand-written class-hierarchy lookup is a loop
+(``_HOOKS: dict[type, dict[str, Any]] = {}``); a hand-written class-hierarchy lookup is a loop
 ``for t in type(x).__mro__``.
 """
 

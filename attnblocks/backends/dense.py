@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .. import hooks
 from .._errors import AttnblocksError
 from ..encoders import EncoderModule, LePEModule, RelPosBiasModule
-from ..lowering import GroupPlan, rect_layout
+from ..lowering import GroupPlan
 from ..masks import partition_oracle
-from ..partition import Dilated, Global, Grid, Partition, Stripe, Window
+from ..partition import Dilated, Partition
 from .registry import register_lowering
 
 __all__ = [
@@ -85,16 +86,14 @@ class WindowCoords:
 
 
 Coords = Callable[[Partition, int, int, str], WindowCoords]
-_COORDS: dict[type, Coords] = {}
 
 
 def register_coords(*types: type) -> Callable[[Coords], Coords]:
-    """Decorator: ``fn(partition, H, W, pad) -> WindowCoords`` for these partition types."""
+    """Decorator: ``fn(partition, H, W, pad) -> WindowCoords`` for these partition types (the
+    ``coords`` hook of :mod:`attnblocks.hooks`)."""
 
     def deco(fn: Coords) -> Coords:
-        for t in types:
-            _COORDS[t] = fn
-        return fn
+        return hooks.register("coords", types, fn)
 
     return deco
 
@@ -103,40 +102,21 @@ def window_coords(partition: Partition, H: int, W: int, pad: str = "mask") -> Wi
     """The registered window coordinates of a concrete partition on an ``H x W`` map.
 
     Example:
+        >>> from attnblocks import Window
         >>> window_coords(Window(2), 2, 4).window.tolist()
         [0, 0, 1, 1, 0, 0, 1, 1]
     """
-    for t in type(partition).__mro__:
-        if t in _COORDS:
-            return _COORDS[t](partition, H, W, pad)
+    fn = hooks.lookup(partition, "coords", None)
+    if fn is not None:
+        return fn(partition, H, W, pad)
     raise AttnblocksError(
         f"backend='dense': {partition!r} has no window coordinates (register_coords), which its "
         f"positional encoders need."
     )
 
 
-@register_coords(Window, Stripe, Global, Grid)
-def _rect_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
-    lay = rect_layout(partition, H, W, pad)  # raises for pad="error" on an indivisible map
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
-    y, x = np.divmod(np.arange(H * W), W)
-    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled map
-    if lay.grid:  # rows (wh nh): window r % nh, frame row r // nh
-        return WindowCoords((r % nh) * nw + (c % nw), np.stack([r // nh, c // nw], 1))
-    return WindowCoords((r // wh) * nw + (c // ww), np.stack([r % wh, c % ww], 1))
-
-
-@register_coords(Dilated)
-def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
-    """Sliding windows share no frame (each query has its own window): the map is the one frame
-    in which their key offsets are measured; the oracle mask says which pairs count."""
-    y, x = np.divmod(np.arange(H * W), W)
-    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
-
-
 DenseBias = Callable[[Any, GroupPlan, WindowCoords], torch.Tensor]
 DenseValue = Callable[[Any, GroupPlan, torch.Tensor, WindowCoords], torch.Tensor]
-_DENSE_ENCODERS: dict[type, tuple[DenseBias | None, DenseValue | None]] = {}
 
 
 def register_dense_encoder(
@@ -146,14 +126,15 @@ def register_dense_encoder(
 
     ``bias(module, group, coords) -> (h_g, N, N)`` additive logits; ``value(module, group, v,
     coords)`` with ``v: (B, h_g, N, d)`` returns the term added to the output, same shape.
+    (The ``dense_encoder`` hook of :mod:`attnblocks.hooks`.)
     """
-    _DENSE_ENCODERS[module_type] = (bias, value)
+    hooks.register("dense_encoder", [module_type], (bias, value))
 
 
 def _dense_form(module: EncoderModule) -> tuple[DenseBias | None, DenseValue | None]:
-    for t in type(module).__mro__:
-        if t in _DENSE_ENCODERS:
-            return _DENSE_ENCODERS[t]
+    form = hooks.lookup(module, "dense_encoder", None)
+    if form is not None:
+        return form
     if module.acts_per_window():
         raise AttnblocksError(
             f"backend='dense': the encoder {type(module).__name__} has no dense form "
@@ -229,7 +210,7 @@ def dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     H, W = qkv.shape[1:3]
     forms = [(e, *_dense_form(e)) for e in ctx.encoders]
     coords = None
-    has_coords = any(t in _COORDS for t in type(g.partition).__mro__)
+    has_coords = hooks.lookup(g.partition, "coords", None) is not None
     if (ctx.pad == "error" and has_coords) or any(bf or vf for _, bf, vf in forms):
         coords = window_coords(g.partition, H, W, ctx.pad)  # also checks pad="error"
     allowed = torch.from_numpy(partition_oracle(g.partition, H, W)).to(qkv.device)

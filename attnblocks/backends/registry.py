@@ -4,11 +4,9 @@
 ``fn(runner, qkv, ctx) -> (B, H, W, c)`` for partition types (looked up along the MRO, so a
 registration for :class:`~attnblocks.Partition` is a fallback for every partition).
 
-``"auto"`` picks per call (:func:`choose_backend`). Measured with ``benchmarks/backends.py``
-(torch 2.14.1, fp32, no grad, 2 threads on a CPU shared with other jobs, so only the ratios
-mean much): ``zoo.swin(7, shift=3)``, dim 96, ``x: (2, 28, 28, 96)``: flex without compile
-4.3x the eager time (it materialises the scores), dense 1.9x (and ``N^2`` memory). FlexAttention
-has no CPU backward and a compiled first call of seconds. So ``auto`` runs the eager lowering.
+``"auto"`` picks per call (:func:`choose_backend`): the eager lowering, since on CPU flex
+without compile materialises the scores, dense costs ``N^2`` memory, and FlexAttention has
+no CPU backward and a compiled first call of seconds (measured: ``benchmarks/rules.md``).
 The rule that would pick ``"flex"`` (CUDA, inside ``torch.compile``, no gradient, where the fused
 kernel skips masked blocks) is written but off until it is measured on a GPU: set
 ``AUTO_FLEX_ON_CUDA = True`` to try it.
@@ -21,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import hooks
 from .._errors import AttnblocksError
+from ..kernels import needs_grad
 
 if TYPE_CHECKING:
     from ..partition import Partition
@@ -31,11 +31,11 @@ __all__ = ["AUTO_FLEX_ON_CUDA", "choose_backend", "lowering_for", "register_lowe
 AUTO_FLEX_ON_CUDA = False
 
 Lowering = Callable[[Any, torch.Tensor, Any], torch.Tensor]
-_LOWERINGS: dict[tuple[str, type], Lowering] = {}
 
 
 def register_lowering(backend: str, *types: type) -> Callable[[Lowering], Lowering]:
-    """Decorator: ``fn(runner, qkv, ctx)`` runs groups of these partition types on ``backend``.
+    """Decorator: ``fn(runner, qkv, ctx)`` runs groups of these partition types on ``backend``
+    (the ``backend:NAME`` hook of :mod:`attnblocks.hooks`).
 
     Example:
         >>> from attnblocks.backends.registry import lowering_for
@@ -45,27 +45,14 @@ def register_lowering(backend: str, *types: type) -> Callable[[Lowering], Loweri
     """
 
     def deco(fn: Lowering) -> Lowering:
-        for t in types:
-            _LOWERINGS[(backend, t)] = fn
-        return fn
+        return hooks.register(f"backend:{backend}", types, fn)
 
     return deco
 
 
 def lowering_for(partition: Partition, backend: str) -> Lowering | None:
     """The registered lowering of ``partition`` on ``backend``, or ``None``."""
-    for t in type(partition).__mro__:
-        fn = _LOWERINGS.get((backend, t))
-        if fn is not None:
-            return fn
-    return None
-
-
-def needs_grad(qkv: torch.Tensor, modules: Any) -> bool:
-    """True when this call records a graph: grad mode on and an input or parameter needs it."""
-    if not torch.is_grad_enabled():
-        return False
-    return qkv.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
+    return hooks.lookup(partition, f"backend:{backend}", None)
 
 
 def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:

@@ -23,7 +23,9 @@ from .layers import ConvMerge, ConvStem, PatchMerging, drop_path_rates
 
 __all__ = ["Backbone", "BackboneSpec", "FeatureInfo", "Stage"]
 
-Downsample = PatchMerging | ConvMerge
+# The layer between stages that halves the map: Swin's patch merging or a strided conv (not the
+# Downsample partition, which reduces a head group's keys)
+MergeLayer = PatchMerging | ConvMerge
 
 
 @dataclass(frozen=True, repr=False)
@@ -89,7 +91,7 @@ class BackboneSpec(Spec):
 
     stages: tuple[Stage, ...]
     stem: ConvStem
-    downsample: Downsample
+    downsample: MergeLayer
     block: PreNorm = PreNorm()  # noqa: RUF009 (a frozen, immutable spec)
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-5

@@ -63,10 +63,12 @@ __all__ = [
     "convert_pvtv2",
     "convert_shunted",
     "convert_swinv2",
+    "convert_timm_pvtv2",
     "convert_timm_swin",
     "detect_layout",
     "load_checkpoint",
     "load_cswin_checkpoint",
+    "load_timm_pvtv2_checkpoint",
     "load_timm_swin_checkpoint",
     "read_checkpoint",
 ]
@@ -369,6 +371,60 @@ LAYOUTS = {
 _WRAPPERS = ("model", "state_dict", "state_dict_ema", "model_ema")
 
 
+_ATTN_OWN = re.compile(r"^(stages\.\d+\.blocks\.\d+\.attn)\.(kv|sr|norm)\.")
+
+
+def convert_timm_pvtv2(source: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map timm's ``PyramidVisionTransformerV2`` weights onto :class:`Backbone` key names.
+
+    timm's names: ``patch_embed.{proj,norm}`` (the stem), ``stages.{i}.downsample.{proj,norm}``
+    (``i >= 1``), ``stages.{i}.blocks.{j}.{norm1, attn.{q,kv,sr,norm,proj}, norm2,
+    mlp.{fc1,dwconv,fc2}}``, ``stages.{i}.norm``, ``head``. The attention's ``kv``, ``sr`` and
+    ``norm`` become ``attn.runners.0.*`` (as :func:`~attnblocks.convert.load_pvtv2` does).
+
+    Args:
+        source: a timm model or its state dict (``{"model": ...}``/``{"state_dict": ...}``
+            are unwrapped).
+
+    Returns:
+        The state dict for ``load_state_dict`` of a
+        :func:`~attnblocks.models.pvtv2.pvtv2_spec` model.
+
+    Example:
+        >>> convert_timm_pvtv2({"stages.1.downsample.proj.bias": torch.zeros(2)})
+        {'stages.1.downsample.conv.bias': tensor([0., 0.])}
+    """
+    if isinstance(source, nn.Module):
+        state = dict(source.state_dict())
+    elif isinstance(source, Mapping):
+        state = _unwrap(source, ("model", "state_dict"))
+    else:
+        raise TypeError(
+            f"Expected a state dict or a timm PVTv2 model, got {type(source).__name__}."
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = re.sub(r"^patch_embed\.", "stem.", key)
+        k = re.sub(r"^(stages\.\d+\.downsample)\.proj\.", r"\1.conv.", k)
+        k = _ATTN_OWN.sub(r"\1.runners.0.\2.", k)
+        out[k] = value
+    return out
+
+
+def load_timm_pvtv2_checkpoint(model: Backbone, source) -> Backbone:
+    """Load timm's PVTv2 (see :func:`convert_timm_pvtv2`) into ``model``, strictly.
+
+    Example:
+        >>> from attnblocks.models import create
+        >>> model = create("pvtv2_b2", num_classes=10, device="meta")
+        >>> load_timm_pvtv2_checkpoint(model, {"head.weight": torch.zeros(1)})
+        Traceback (most recent call last):
+        ...
+        attnblocks._errors.AttnblocksError: PVTv2 checkpoint -> Backbone: missing keys [...
+    """
+    return _load_strict(model, convert_timm_pvtv2(source), "PVTv2 checkpoint")
+
+
 def read_checkpoint(
     source: str | os.PathLike | Mapping[str, torch.Tensor], ema: bool = False
 ) -> dict[str, torch.Tensor]:
@@ -483,8 +539,6 @@ def convert_checkpoint(
     elif layout == "pvtv2":
         mapped = convert_pvtv2(state, model)
     elif layout == "pvtv2_timm":
-        from .pvtv2 import convert_timm_pvtv2
-
         mapped = convert_timm_pvtv2(source if isinstance(source, nn.Module) else state)
     else:
         mapped = dict(state)

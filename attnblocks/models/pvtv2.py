@@ -9,16 +9,10 @@ the end of every stage. Load timm's ``pvt_v2_b2`` with :func:`load_timm_pvtv2_ch
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-
-import torch
-from torch import nn
-
 from .. import zoo
-from .backbone import Backbone, BackboneSpec, Stage
+from .backbone import BackboneSpec, Stage
 from .block import PreNorm
-from .checkpoints import _load_strict, _unwrap
+from .checkpoints import convert_timm_pvtv2, load_timm_pvtv2_checkpoint  # the converters' home
 from .layers import ConvMerge, ConvStem
 from .registry import register_model
 
@@ -49,6 +43,7 @@ def pvtv2_spec(
         >>> spec = pvtv2_spec((32, 64), (1, 1), (1, 2), srs=(2, 1), mlp_ratios=(4, 4))
         >>> [s.attn for s in spec.stages]
         [Attention(partition=Downsample(2)), Attention(partition=Downsample(1))]
+        >>> import torch
         >>> spec.build(num_classes=5)(torch.randn(1, 3, 40, 56)).shape
         torch.Size([1, 5])
     """
@@ -111,56 +106,3 @@ def pvtv2_b5(**options) -> BackboneSpec:
     """PVTv2-b5: 64-128-320-512, depths 3-6-40-3, MLP ratio 4 in every stage (82.0M, 11.8G)."""
     options.setdefault("drop_path_rate", 0.3)
     return pvtv2_spec(_B, (3, 6, 40, 3), _HEADS, mlp_ratios=(4, 4, 4, 4), **options)
-
-
-_ATTN_OWN = re.compile(r"^(stages\.\d+\.blocks\.\d+\.attn)\.(kv|sr|norm)\.")
-
-
-def convert_timm_pvtv2(source: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map timm's ``PyramidVisionTransformerV2`` weights onto :class:`Backbone` key names.
-
-    timm's names: ``patch_embed.{proj,norm}`` (the stem), ``stages.{i}.downsample.{proj,norm}``
-    (``i >= 1``), ``stages.{i}.blocks.{j}.{norm1, attn.{q,kv,sr,norm,proj}, norm2,
-    mlp.{fc1,dwconv,fc2}}``, ``stages.{i}.norm``, ``head``. The attention's ``kv``, ``sr`` and
-    ``norm`` become ``attn.runners.0.*`` (as :func:`~attnblocks.convert.load_pvtv2` does).
-
-    Args:
-        source: a timm model or its state dict (``{"model": ...}``/``{"state_dict": ...}``
-            are unwrapped).
-
-    Returns:
-        The state dict for ``load_state_dict`` of a :func:`pvtv2_spec` model.
-
-    Example:
-        >>> convert_timm_pvtv2({"stages.1.downsample.proj.bias": torch.zeros(2)})
-        {'stages.1.downsample.conv.bias': tensor([0., 0.])}
-    """
-    if isinstance(source, nn.Module):
-        state = dict(source.state_dict())
-    elif isinstance(source, Mapping):
-        state = _unwrap(source, ("model", "state_dict"))
-    else:
-        raise TypeError(
-            f"Expected a state dict or a timm PVTv2 model, got {type(source).__name__}."
-        )
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        k = re.sub(r"^patch_embed\.", "stem.", key)
-        k = re.sub(r"^(stages\.\d+\.downsample)\.proj\.", r"\1.conv.", k)
-        k = _ATTN_OWN.sub(r"\1.runners.0.\2.", k)
-        out[k] = value
-    return out
-
-
-def load_timm_pvtv2_checkpoint(model: Backbone, source) -> Backbone:
-    """Load timm's PVTv2 (see :func:`convert_timm_pvtv2`) into ``model``, strictly.
-
-    Example:
-        >>> from attnblocks.models import create
-        >>> model = create("pvtv2_b2", num_classes=10, device="meta")
-        >>> load_timm_pvtv2_checkpoint(model, {"head.weight": torch.zeros(1)})
-        Traceback (most recent call last):
-        ...
-        attnblocks._errors.AttnblocksError: PVTv2 checkpoint -> Backbone: missing keys [...
-    """
-    return _load_strict(model, convert_timm_pvtv2(source), "PVTv2 checkpoint")

@@ -19,21 +19,20 @@ sub-grid of residue ``p % r`` at sub-grid index ``p // r``; that sub-grid has
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._cache import size_cache
-from ._errors import AttnblocksError
-from .masks import register_oracle
-from .partition import Dilated
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...backends.dense import WindowCoords, register_coords
+from ...masks import register_oracle
+from ...partition import Dilated, Partition
 
 __all__ = [
     "OffsetPlan",
     "TilePlan",
     "check_fits",
-    "describe_sliding",
     "offset_bias_index",
     "offset_plan",
     "tile_bias_index",
@@ -289,35 +288,6 @@ def tile_bias_index(partition: Dilated, H: int, W: int, tile: int = 8) -> np.nda
     return index.reshape(ny * nx, ty * tx, Ry * Rx)
 
 
-def describe_sliding(partition: Dilated, H: int, W: int) -> list[str]:
-    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
-
-    Example:
-        >>> from attnblocks import Neighborhood
-        >>> for line in describe_sliding(Neighborhood(7, dilation=2), 56, 56):
-        ...     print(line)
-        7x7 keys 2 apart per query, border 'shift'
-        slices: 169 offsets, pad (12, 12), masked
-        tiles: 64 tiles of 7x7 queries, 13x13 keys each
-    """
-    from .neighborhood_runner import choose_tile
-
-    if not isinstance(partition, Dilated):
-        raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
-    (kh, kw), (ry, rx) = _axes(partition)
-    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
-    nT, Tq, Tk = tp.allowed.shape
-    tq, tk = math.isqrt(Tq), math.isqrt(Tk)
-    tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
-    return [
-        f"{kh}x{kw} keys {ry if ry == rx else f'{ry}x{rx}'} apart per query, border "
-        f"{partition.border!r}",
-        f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
-        + ("zero keys in the softmax" if op.allowed is None else "masked"),
-        f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # the oracle: per token pair, from coordinates
 # ---------------------------------------------------------------------------------------------
@@ -353,3 +323,11 @@ def _dilated_oracle(partition: Dilated, H: int, W: int) -> np.ndarray:
         return same_grid & (key // r >= lo) & (key // r < lo + k)
 
     return in_window(yq, yk, H, kh, ry) & in_window(xq, xk, W, kw, rx)
+
+
+@register_coords(Dilated)
+def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
+    """Sliding windows share no frame (each query has its own window): the map is the one frame
+    in which their key offsets are measured; the oracle mask says which pairs count."""
+    y, x = np.divmod(np.arange(H * W), W)
+    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))

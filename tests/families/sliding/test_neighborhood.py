@@ -19,8 +19,8 @@ from attnblocks import (
     Split,
     dense_mask,
 )
-from attnblocks.backends.neighborhood import slices_attention, tiles_attention
-from attnblocks.neighborhood import check_fits
+from attnblocks.families.sliding.kernels import slices_attention, tiles_attention
+from attnblocks.families.sliding.plan import check_fits
 from helpers import oracle_forward, randomize_
 
 try:

@@ -17,7 +17,7 @@ from attnblocks import (
     Neighborhood,
     Split,
 )
-from attnblocks.backends.flex_sliding import subgrid_order
+from attnblocks.families.sliding.flex import subgrid_order
 from helpers import oracle_forward, randomize_
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")

@@ -1,55 +1,39 @@
-"""Downsampled keys and values: the runner of :class:`~attnblocks.Downsample` head groups and
-the module behind :class:`~attnblocks.LocalConv` (PVTv2's spatial-reduction attention,
-Shunted's multi-scale token aggregation).
+"""The reduced-keys family (:class:`~attnblocks.Downsample`: PVTv2's spatial-reduction
+attention, Shunted's multi-scale token aggregation): its runner, flex lowering and cost.
 
 A :class:`DownsampleRunner` owns its group's reduction (``sr``: strided conv, ``norm``,
 activation) and its ``kv`` projection; the layer hands it only the group's queries.
+:class:`~attnblocks.LocalConv` (:class:`~attnblocks.encoders.LocalConvModule`) convolves its
+reduced V map.
+
+Costs: a group attends to all ``M = (H // r) * (W // r)`` reduced tokens (``2 * B * N * M *
+c`` MACs, no mask), and makes its own keys and values: the strided ``Conv2d(C, C, r)``
+(``B * M * C * C * r * r``; none for ratio 1 unless ``conv1x1``) and ``kv`` (``B * M * C * 2c``)
+are counted with the encoders (:func:`~attnblocks.cost.register_kv_cost`); LayerNorm and GELU
+are not MACs. :class:`~attnblocks.LocalConv` convolves the group's reduced V map (``k*k *
+B * M * c``), or acts as LePE on other partitions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import AttnblocksError
-from .backends.eager import attend, attend_matmul, use_matmul
-from .encoders import EncoderModule, LePEModule
-from .lowering import GroupPlan
-from .partition import Downsample
-from .runners import GroupRunner, RunContext, register_runner
+from .._errors import AttnblocksError
+from ..backends.registry import register_lowering
+from ..cost import GroupCost, _lepe_cost, register_cost, register_encoder_cost, register_kv_cost
+from ..encoders import EncoderModule, LocalConvModule
+from ..kernels import attend, attend_matmul, check_flex_call, flex_attend, use_matmul
+from ..lowering import GroupPlan
+from ..partition import Downsample
+from ..pe import LocalConv
+from ..runners import GroupRunner, RunContext, register_runner
 
-__all__ = ["DownsampleRunner", "LocalConvModule"]
-
-
-class LocalConvModule(LePEModule):
-    """The depthwise conv of :class:`~attnblocks.LocalConv`, one channel per V channel.
-
-    Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``; head group ``g`` uses the
-    channels ``g.channels`` of both. On window, stripe and global groups it acts through the
-    ``value`` hook exactly as LePE; :class:`DownsampleRunner` calls :meth:`term` itself.
-
-    Example:
-        >>> import torch
-        >>> from attnblocks import Attention, Downsample, LocalConv, Split
-        >>> spec = Attention(partition=Downsample((4, 2), act="gelu"), heads=Split(2),
-        ...                  pe=LocalConv())
-        >>> spec.build(16, 2).pe[0].conv.weight.shape
-        torch.Size([16, 1, 3, 3])
-    """
-
-    def term(self, group: GroupPlan, v: torch.Tensor) -> torch.Tensor:
-        """``DWConv(v)`` with the group's channels; ``v: (B, c, H', W') -> (B, c, H', W')``."""
-        c0, c1 = group.channels
-        return F.conv2d(
-            v,
-            self.conv.weight[c0:c1],
-            self.conv.bias[c0:c1],
-            padding=self.kernel // 2,
-            groups=c1 - c0,
-        )
+__all__ = ["DownsampleRunner", "flex_downsample_lowering"]
 
 
 def _overrides(module: nn.Module, hook: str) -> bool:
@@ -126,7 +110,7 @@ class DownsampleRunner(GroupRunner):
         self, qkv: torch.Tensor, ctx: RunContext, kernel: Callable = attend
     ) -> torch.Tensor:
         """``kernel``: the attention of ``q: (B, h, N, d)`` over the reduced ``k, v``
-        (:func:`~attnblocks.backends.eager.attend`, or the flex backend's)."""
+        (:func:`~attnblocks.kernels.attend`, or the flex backend's)."""
         g = self.group
         B, H, W = qkv.shape[:3]
         h, c = g.num_heads, g.dim
@@ -151,11 +135,66 @@ class DownsampleRunner(GroupRunner):
         v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)
         q = qkv.squeeze(3).reshape(B, H * W, h, d).transpose(1, 2)  # a view: no zero-filled grad
         if kernel is attend and use_matmul(k, None):
-            # training with at most 64 reduced keys: explicit matmuls (PVTv2-b2 stage 1, 49 keys,
-            # batch 8 fwd+bwd: 12.4 vs 13.2 ms for CPU SDPA; at 196 keys SDPA wins, 24.5 vs 28.5)
+            # training with at most 64 reduced keys: explicit matmuls beat CPU SDPA (measured:
+            # benchmarks/rules.md)
             kernel = attend_matmul
         o = kernel(q, k, v, None, ctx.scale, ctx.dropout_p)  # (B, h, N, d)
         out = o.transpose(1, 2).reshape(B, H, W, c)
         if local is not None and self.sr is None:  # Shunted sr = 1: LePE over the whole map
             out = out + local.term(g, v_map).permute(0, 2, 3, 1)
         return out
+
+
+@register_lowering("flex", Downsample)
+def flex_downsample_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """A :class:`~attnblocks.Downsample` group with FlexAttention (no mask): the runner's own
+    forward with its attention kernel swapped; ``qkv: (B, H, W, 1, c) -> (B, H, W, c)``.
+
+    Example:
+        >>> import warnings
+        >>> from attnblocks import zoo
+        >>> import dataclasses
+        >>> spec = dataclasses.replace(zoo.shunted(4), backend="flex")
+        >>> with torch.no_grad(), warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     spec.build(16, 2)(torch.randn(1, 8, 9, 16)).shape
+        torch.Size([1, 8, 9, 16])
+    """
+    check_flex_call(runner.group, qkv, ctx)
+    return runner(qkv, ctx, kernel=flex_attend)
+
+
+@register_cost("eager", Downsample)
+def _downsample_cost(g, H, W, pad, batch, itemsize, bias) -> GroupCost:
+    part: Downsample = g.partition  # type: ignore[assignment]
+    Hr, Wr = part.reduced_size(H, W)
+    if pad == "error" and (H % part.ratio or W % part.ratio):
+        raise AttnblocksError(
+            f"cost: {part!r} cannot reduce a {H}x{W} token map without dropping tokens "
+            f"(pad='error')."
+        )
+    M = Hr * Wr
+    scores = batch * g.num_heads * H * W * M
+    return GroupCost(2 * scores * (g.dim // g.num_heads), float(M), M, scores, 0, batch * M)
+
+
+@register_cost("dense", Downsample)
+def _downsample_dense(g, H, W, pad, batch, itemsize, bias) -> GroupCost:
+    raise AttnblocksError(f"cost: backend='dense' has no lowering for {g.partition!r}.")
+
+
+@register_kv_cost(Downsample)
+def _downsample_kv(g: GroupPlan, H: int, W: int, batch: int, dim: int) -> int:
+    """The group's reduction (strided conv) and ``kv`` linear."""
+    part: Downsample = g.partition  # type: ignore[assignment]
+    Hr, Wr = part.reduced_size(H, W)
+    tokens = batch * Hr * Wr
+    conv = tokens * dim * dim * part.ratio**2 if part.reduces else 0
+    return conv + tokens * dim * 2 * g.dim
+
+
+@register_encoder_cost(LocalConv)
+def _local_conv_cost(spec: LocalConv, g: GroupPlan, gc: GroupCost, backend: str) -> int:
+    if isinstance(g.partition, Downsample):  # over the group's (reduced) V map
+        return spec.kernel**2 * gc.frames * g.dim
+    return _lepe_cost(spec, g, gc, backend)  # the LePE form on windows, stripes, global

@@ -16,9 +16,10 @@ from attnblocks import (
     Split,
     Stripe,
     Window,
+    kernels,
     rect_layout,
 )
-from attnblocks.backends import eager
+from attnblocks.families.rect import eager
 from helpers import randomize_
 
 
@@ -122,13 +123,13 @@ def test_grouped_qkv_cache_follows_parameter_updates():
 def test_matmul_and_fused_attention_agree(T):
     q, k, v = (torch.randn(2, 3, T, 5, dtype=torch.float64, requires_grad=True) for _ in range(3))
     mask = torch.randn(1, 3, T, T, dtype=torch.float64, requires_grad=True)
-    a = eager.attend_matmul(q, k, v, mask, 0.3)
-    b = eager.attend(q, k, v, mask, 0.3)
+    a = kernels.attend_matmul(q, k, v, mask, 0.3)
+    b = kernels.attend(q, k, v, mask, 0.3)
     torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
-    assert eager.use_matmul(q, mask)  # a learned bias in training: matmuls
-    assert eager.use_matmul(q, None) == (T <= eager.MATMUL_MAX_TOKENS)
+    assert kernels.use_matmul(q, mask)  # a learned bias in training: matmuls
+    assert kernels.use_matmul(q, None) == (T <= kernels.MATMUL_MAX_TOKENS)
     with torch.no_grad():
-        assert not eager.use_matmul(q, mask)
+        assert not kernels.use_matmul(q, mask)
 
 
 @pytest.mark.parametrize("pe", [None, RelPosBias(size=(12, 12))])

@@ -26,15 +26,16 @@ from typing import Any
 
 import torch
 
-from .._cache import size_cache
-from .._errors import AttnblocksError
-from ..lowering import RectLayout, rect_layout
-from ..masks import window_mask
-from ..partition import Global, Grid, Stripe, Window
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...backends.registry import register_lowering
+from ...kernels import _check_dropout, check_flex_call, fresh_inputs
+from ...lowering import RectLayout, rect_layout
+from ...masks import window_mask
+from ...partition import Global, Grid, Stripe, Window
 from .eager import rect_attention
-from .registry import needs_grad, register_lowering
 
-__all__ = ["check_flex_call", "flex_lowering", "flex_window_kernel", "fresh_inputs"]
+__all__ = ["block_mask", "flex_lowering", "flex_window_kernel"]
 
 
 def _mask_mod(allowed: torch.Tensor | None, T: int, b, h, q_idx, kv_idx):
@@ -65,22 +66,6 @@ def block_mask(layout: RectLayout, device: torch.device):
     allowed = _allowed(tuple(getattr(layout, f.name) for f in fields(layout)), device)
     mod = partial(_mask_mod, allowed, T)
     return create_block_mask(mod, None, None, L, L, device=device, BLOCK_SIZE=T)
-
-
-def fresh_inputs(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """``q, k, v`` as computed buffers when inductor compiles for CPU; the flag says they (and
-    so the output) are negated.
-
-    inductor's CPU flex kernel (torch 2.14.1) reads the sizes of its inputs' base buffers, which
-    for views of 5-d layouts are wrong: a crash for q and k, silently wrong values for v. Negating
-    q, k and v (and the output) is exact, leaves ``q k^T`` unchanged, and is not an op inductor
-    removes as a no-op (a clone is). Elsewhere the inputs pass unchanged.
-    """
-    if torch.compiler.is_compiling() and q.device.type == "cpu":
-        return -q, -k, -v, True
-    return q, k, v, False
 
 
 def flex_window_kernel(
@@ -127,23 +112,3 @@ def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     return rect_attention(
         qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill, kernel=flex_window_kernel
     )
-
-
-def check_flex_call(group: Any, qkv: torch.Tensor, ctx: Any) -> None:
-    """Raise for what FlexAttention cannot do in this call: a backward on CPU (a graph is
-    recorded), attention dropout. ``group``: the :class:`~attnblocks.GroupPlan` to name."""
-    if qkv.device.type == "cpu" and needs_grad(qkv, ctx.encoders):
-        raise AttnblocksError(
-            f"backend='flex' cannot run {group.partition!r} with gradients on CPU: FlexAttention "
-            f"has no CPU backward in torch {torch.__version__}. Use backend='eager' (or 'auto') "
-            f"to train, or call under torch.no_grad()."
-        )
-    _check_dropout(ctx.dropout_p)
-
-
-def _check_dropout(dropout_p: float) -> None:
-    if dropout_p:
-        raise AttnblocksError(
-            f"backend='flex' has no attention dropout: got attn_drop={dropout_p} in training; "
-            f"use backend='eager' or attn_drop=0."
-        )

@@ -20,13 +20,9 @@ runs without a block mask.
 
 On CPU FlexAttention has no backward (torch 2.14): a call that records a graph raises.
 
-Measured (torch 2.14.1, CPU, 2 threads shared with other jobs, no grad, compiled
-``flex_attention`` alone on ``(1, 2, 3136, 24)``, the 56x56 map, default 128x128 blocks of
-which 625 exist): ``Neighborhood(7, dilation=2)`` computes 77 blocks in this order against 175
-in row-major order, 161-170 ms against 352-356 ms a call; ``dilation=4``: 73 against 319 blocks,
-121-181 ms against 464-619 ms. (Dilation 1 is the row-major order itself.) The first compiled
-call took 30-38 s. Uncompiled (what the layer runs on CPU) FlexAttention materialises the
-scores: 3-8x the eager lowering's time on a 28x28 map, so ``"auto"`` never picks it there.
+In this order a dilated window's blocks hug the diagonal (a fraction of the blocks of the
+row-major order, and so of the time, compiled); uncompiled, FlexAttention materialises the
+scores, so ``"auto"`` never picks it on CPU. Measurements: ``benchmarks/rules.md``.
 """
 
 from __future__ import annotations
@@ -36,15 +32,14 @@ from typing import Any
 
 import torch
 
-from .._cache import size_cache
-from .._errors import AttnblocksError
-from ..neighborhood import check_fits
-from ..partition import Dilated, Downsample
-from .flex import check_flex_call, fresh_inputs
-from .registry import register_lowering
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...backends.registry import register_lowering
+from ...kernels import check_flex_call, fresh_inputs
+from ...partition import Dilated
+from .plan import check_fits
 
 __all__ = [
-    "flex_downsample_lowering",
     "flex_sliding_lowering",
     "sliding_block_mask",
     "subgrid_order",
@@ -163,29 +158,3 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
     o = flex_attention(q, k, v, block_mask=bm, scale=ctx.scale)  # (B, h, N, d)
     o = o.transpose(1, 2)[:, inverse].reshape(B, H, W, c)
     return -o if negated else o
-
-
-@register_lowering("flex", Downsample)
-def flex_downsample_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """A :class:`~attnblocks.Downsample` group with FlexAttention (no mask): the runner's own
-    forward with its attention kernel swapped; ``qkv: (B, H, W, 1, c) -> (B, H, W, c)``.
-
-    Example:
-        >>> import warnings
-        >>> from attnblocks import zoo
-        >>> import dataclasses
-        >>> spec = dataclasses.replace(zoo.shunted(4), backend="flex")
-        >>> with torch.no_grad(), warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     spec.build(16, 2)(torch.randn(1, 8, 9, 16)).shape
-        torch.Size([1, 8, 9, 16])
-    """
-    check_flex_call(runner.group, qkv, ctx)
-    return runner(qkv, ctx, kernel=_flex_attend)
-
-
-def _flex_attend(q, k, v, mask, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
-    """``attend`` with FlexAttention: ``q: (B, h, N, d)``, ``k, v: (B, h, M, d)``."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return flex_attention(q, k, v, scale=scale)

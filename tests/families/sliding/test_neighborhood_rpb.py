@@ -19,7 +19,7 @@ from attnblocks import (
     Window,
     zoo,
 )
-from attnblocks.backends.neighborhood import (
+from attnblocks.families.sliding.kernels import (
     offset_bias,
     slices_attention,
     tile_bias,

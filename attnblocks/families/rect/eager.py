@@ -1,7 +1,6 @@
 """The eager backend: tokens gathered into batched windows, attended on strided views.
 
-Measured rules (CPU, fp32, 2 threads, torch 2.14; ``benchmarks/``, stage-1 shapes of the Tiny
-models, implementations interleaved in one process):
+Measured rules (CPU; the numbers behind them: ``benchmarks/rules.md``):
 
 - Roll + window partition (and their inverses) are one ``index_select`` each with a cached
   token permutation (:func:`window_order`), none where the order is already row-major
@@ -12,14 +11,11 @@ models, implementations interleaved in one process):
 - In window order, windows join the batch axis and q, k, v are strided views of the projected
   tokens (:func:`ordered_attention`): no copy. Windows of up to :data:`LOOP_MAX_TOKENS` tokens,
   at least :data:`LOOP_MIN_WINDOWS` of them (or any with a learned bias in training), run one
-  ``baddbmm`` (bias folded in) + softmax + ``bmm`` per head on those views. Inference:
-  MaxViT-T stage 1 windows (512 x 2 heads x 49 tokens) 13 ms against 18.5 ms for SDPA on the
-  same views and 21 ms after a copy to contiguous; 98 tokens 1.15x faster; from 196 tokens
-  SDPA wins (1.1-1.3x), and below 16 windows too (per-call overhead); CPU SDPA reads strided
-  q/k/v and its output is token-major. Training (fwd+bwd): 56 tokens 10.4 vs 15.3 ms for SDPA,
-  98 tokens 3.7 vs 5.0 ms, 196 tokens 13.0 vs 14.3 ms; beyond that SDPA keeps memory down (it
-  never stores the scores). SDPA falls back to its unfused path for a bias that needs a
-  gradient.
+  ``baddbmm`` (bias folded in) + softmax + ``bmm`` per head on those views: faster than SDPA
+  on the same views for short windows, in inference and training; longer windows, and fewer
+  windows (per-call overhead), run one SDPA call (CPU SDPA reads strided q/k/v, its output is
+  token-major, and it never stores the scores). SDPA falls back to its unfused path for a bias
+  that needs a gradient.
 - Shift masks are added per window (``(nW, T, T)`` over the batch of windows); long masked
   windows instead fold windows into the head axis, ``(B, h*nW, T, d)``, so bias and mask are
   one ``(1, h*nW, T, T)`` tensor, never a per-batch ``(B*nW, h, T, T)`` copy.
@@ -36,21 +32,19 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .._cache import size_cache
-from ..encoders import EncoderModule
-from ..lowering import GroupPlan, RectLayout
-from ..masks import additive_mask, window_mask
+from ..._cache import size_cache
+from ...encoders import EncoderModule
+from ...kernels import attend, attend_matmul, use_matmul
+from ...lowering import GroupPlan, RectLayout
+from ...masks import additive_mask, window_mask
 
 __all__ = [
     "WindowKernel",
-    "attend",
-    "attend_matmul",
     "is_identity_order",
     "loops_per_head",
     "ordered_attention",
     "permute_tokens",
     "rect_attention",
-    "use_matmul",
     "window_kernel",
     "window_order",
 ]
@@ -60,141 +54,6 @@ WindowKernel = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None", RectLayout, float, float],
     torch.Tensor,
 ]
-
-MATMUL_MAX_TOKENS = 64  # training with windows of at most this many tokens: matmuls (measured)
-
-
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    scale: float,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """Softmax attention ``softmax(q k^T * scale + mask) v`` with one fused call.
-
-    Shapes: ``q: (B, h, Tq, d)``, ``k, v: (B, h, Tk, d)``, ``mask`` additive and broadcastable
-    to ``(B, h, Tq, Tk)``; returns ``(B, h, Tq, d)``.
-    """
-    inputs = (q, k, v) if mask is None else (q, k, v, mask)
-    if (
-        torch.is_grad_enabled()
-        and any(t.requires_grad for t in inputs)
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and torch._C._functorch.peek_interpreter_stack() is None  # not under torch.func
-    ):
-        return _TwiceDifferentiable.apply(q, k, v, mask, scale, dropout_p)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-
-
-class _TwiceDifferentiable(torch.autograd.Function):
-    """:func:`attend` with a second derivative. The fused kernels SDPA picks (CPU flash, CUDA
-    flash / memory-efficient) have none, and which backward will be asked for is unknown at
-    forward time. So the forward records SDPA on detached inputs; a first-order backward runs
-    that graph (the fused backward, unchanged); a backward with ``create_graph=True`` (grad
-    mode on inside it: a gradient penalty, a Hessian-vector product) recomputes the plain
-    matmul-softmax form, which has every derivative. Dropout cannot be recomputed: that case
-    raises.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, q, k, v, mask, scale: float, dropout_p: float) -> torch.Tensor:
-        inner = [
-            None if t is None else t.detach().requires_grad_(t.requires_grad)
-            for t in (q, k, v, mask)
-        ]
-        with torch.enable_grad():
-            out = F.scaled_dot_product_attention(
-                *inner[:3], attn_mask=inner[3], dropout_p=dropout_p, scale=scale
-            )
-        ctx.inner, ctx.out, ctx.scale, ctx.dropout_p = inner, out, scale, dropout_p
-        ctx.save_for_backward(q, k, v, mask)
-        return out.detach()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):
-        q, k, v, mask = ctx.saved_tensors
-        needed = [i for i, t in enumerate((q, k, v, mask)) if t is not None and t.requires_grad]
-        grads: list[torch.Tensor | None] = [None] * 6
-        if not torch.is_grad_enabled():  # first order: the fused kernel's backward
-            if ctx.out is None:  # a second pass (retain_graph): the same kernel again
-                if ctx.dropout_p > 0:
-                    raise RuntimeError(
-                        "attnblocks: a second backward pass through attention dropout "
-                        f"(attn_drop={ctx.dropout_p}) cannot redraw its mask; use attn_drop=0."
-                    )
-                ctx.inner = [
-                    None if t is None else t.detach().requires_grad_(t.requires_grad)
-                    for t in (q, k, v, mask)
-                ]
-                with torch.enable_grad():
-                    ctx.out = F.scaled_dot_product_attention(
-                        *ctx.inner[:3], attn_mask=ctx.inner[3], dropout_p=0.0, scale=ctx.scale
-                    )
-            found = torch.autograd.grad(
-                ctx.out, [ctx.inner[i] for i in needed], grad, allow_unused=True
-            )
-            ctx.inner = ctx.out = None  # freed with the pass, as saved tensors are
-        else:  # create_graph: the plain form, which has every derivative
-            if ctx.dropout_p > 0:
-                raise RuntimeError(
-                    "attnblocks: a second derivative through attention dropout "
-                    f"(attn_drop={ctx.dropout_p}) cannot be recomputed; use attn_drop=0 or "
-                    "model.eval() for a gradient penalty."
-                )
-            logits = (q @ k.transpose(-2, -1)) * ctx.scale
-            if mask is not None:
-                logits = logits + mask
-            out = torch.softmax(logits, dim=-1) @ v
-            found = torch.autograd.grad(
-                out,
-                [(q, k, v, mask)[i] for i in needed],
-                grad,
-                create_graph=True,
-                allow_unused=True,
-            )
-        for i, g in zip(needed, found):  # unused: an empty batch's mask
-            grads[i] = torch.zeros_like((q, k, v, mask)[i]) if g is None else g
-        return tuple(grads)
-
-
-def attend_matmul(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    scale: float,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """:func:`attend` as explicit matmuls; same shapes and result.
-
-    Example:
-        >>> q = torch.randn(1, 2, 5, 4)
-        >>> torch.allclose(attend_matmul(q, q, q, None, 0.5), attend(q, q, q, None, 0.5), atol=1e-6)
-        True
-    """
-    a = (q * scale) @ k.transpose(-2, -1)
-    if mask is not None:
-        a = a + mask
-    a = a.softmax(-1)
-    if dropout_p:
-        a = F.dropout(a, dropout_p)
-    return a @ v
-
-
-def use_matmul(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
-    """The measured rule: explicit matmuls when training with a learned bias or short windows.
-
-    ``q: (B, h, T, d)``. Inference (no gradient) always uses the fused call.
-    """
-    if not torch.is_grad_enabled():
-        return False
-    learned = mask is not None and mask.requires_grad
-    if not (learned or q.requires_grad):
-        return False
-    return learned or q.shape[-2] <= MATMUL_MAX_TOKENS
 
 
 def window_kernel(
@@ -505,8 +364,8 @@ def loops_per_head(tokens: int, windows: int, device: torch.device | str = "cpu"
     """The measured rule: on CPU, windows of at most :data:`LOOP_MAX_TOKENS` tokens, at least
     :data:`LOOP_MIN_WINDOWS` of them (batch x windows), run head by head (bmm) rather than in
     one SDPA call, in inference and in training. With fewer windows the loop's small calls
-    cost more than they save (2 windows x 4 heads x 98 tokens: 0.60 vs 0.46 ms; 16 windows:
-    3.6 vs 4.5 ms). Elsewhere (CUDA: the fused kernels; not measured here) one SDPA call."""
+    cost more than they save (measured: ``benchmarks/rules.md``). Elsewhere (CUDA: the fused
+    kernels; not measured here) one SDPA call."""
     return (
         tokens <= LOOP_MAX_TOKENS
         and windows >= LOOP_MIN_WINDOWS

@@ -18,7 +18,7 @@ from attnblocks import (
     dense_mask,
 )
 from attnblocks.cost import cost
-from attnblocks.cost_sliding import sliding_cost
+from attnblocks.families.sliding.cost import sliding_cost
 from attnblocks.models.summary import _custom_flops
 
 aten = torch.ops.aten

@@ -1,7 +1,7 @@
 """Sliding-window (dilated / neighbourhood) attention: two eager lowerings of one head group.
 
 Both take the group's fused projection ``qkv: (B, H, W, 3, c)`` (``c = heads * d``) and a plan
-from :mod:`attnblocks.neighborhood`, and return ``(B, H, W, c)``. Neither makes ``k*k`` copies
+from :mod:`.plan`, and return ``(B, H, W, c)``. Neither makes ``k*k`` copies
 of the keys and values:
 
 - :func:`slices_attention`: logits as one product of q with a shifted slice (a view) of the
@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .._cache import size_cache
-from ..masks import additive
-from ..neighborhood import offset_bias_index, offset_plan, tile_bias_index, tile_plan
-from ..partition import Dilated
-from .eager import attend
+from ..._cache import size_cache
+from ...kernels import attend
+from ...masks import additive
+from ...partition import Dilated
+from .plan import offset_bias_index, offset_plan, tile_bias_index, tile_plan
 
 __all__ = [
     "offset_bias",
@@ -74,7 +74,7 @@ def slices_attention(
     Args:
         qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
         partition: a concrete :class:`~attnblocks.Dilated` (its
-            :func:`~attnblocks.neighborhood.offset_plan` gives the offsets).
+            :func:`~attnblocks.families.sliding.plan.offset_plan` gives the offsets).
         heads: the group's number of heads (``c = heads * d``).
         scale: the logit scale, applied after the dot products.
         dropout_p: attention dropout probability.
@@ -126,7 +126,7 @@ def tile_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Query and key indices, the ``(1, heads * nT, Tq, Tk)`` additive mask and the inverse
     index of the tiles lowering of ``partition`` on ``H x W`` (see
-    :class:`~attnblocks.neighborhood.TilePlan`); constants under ``torch.compile``.
+    :class:`~attnblocks.families.sliding.plan.TilePlan`); constants under ``torch.compile``.
 
     Example:
         >>> from attnblocks import Neighborhood
@@ -162,7 +162,7 @@ def tiles_attention(
     Args:
         qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
         partition: a concrete :class:`~attnblocks.Dilated` (its
-            :func:`~attnblocks.neighborhood.tile_plan` gives the tiles).
+            :func:`~attnblocks.families.sliding.plan.tile_plan` gives the tiles).
         heads: the group's number of heads (``c = heads * d``).
         scale: the logit scale.
         dropout_p: attention dropout probability.

@@ -1,52 +1,28 @@
 """The group runner of :class:`~attnblocks.Dilated` (and :class:`~attnblocks.Neighborhood`).
 
-Picks one of the two lowerings of :mod:`attnblocks.backends.neighborhood` per call, from the
+Picks one of the two lowerings of :mod:`attnblocks.families.sliding.kernels` per call, from the
 number of key offsets per query (``k*k`` for zero or masked borders, up to ``(2k-1)^2`` for
 shifted ones, fewer on tiny maps) and whether the call will be back-propagated.
 
-Measured with ``benchmarks/neighborhood.py`` (torch 2.14.1, fp32, tuned malloc, 56x56 map,
-batch 2, one head group of 24 channels; median ms per call, implementations interleaved) on a
-2-vCPU Xeon that other jobs kept at a load of about 10:
-
-=========================  =======  =======  =====  ==========================
-group, threads             slices   tiles    mode   note
-=========================  =======  =======  =====  ==========================
-Dilated(3), 1              32.4     54.9     fw     slices 1.7x
-Dilated(3, dilation=2), 1  55.5     82.8     fw     slices 1.5x
-Dilated(3, dilation=3), 1  37.1     106.2    fw     slices 2.9x
-Dilated(3), 1              264.4    150.4    fw+bw  tiles 1.8x
-Dilated(3, dilation=2), 1  276.0    213.8    fw+bw  tiles 1.3x
-Dilated(3, dilation=3), 1  248.6    287.3    fw+bw  slices 1.2x
-Dilated(3), 2              603.4    324.2    fw     tiles (contended threads)
-Neighborhood(3), 2         1247     168      fw     25 offsets: tiles 7.4x
-Neighborhood(7), 2         5743     259      fw     169 offsets: tiles 22x
-=========================  =======  =======  =====  ==========================
-
-The slices lowering issues ``2n`` small kernels and its backward accumulates one gradient
-slice per offset, so it wins only for few offsets, in inference, on uncontended threads; the
-rule is ``slices`` for inference with at most ``SLICES_MAX_OFFSETS`` offsets, else ``tiles``.
-(Against dense masked SDPA over all pairs, tiles ran 2.9x faster for Neighborhood(7) forward
-and 1.8x for Neighborhood(3) forward+backward; against DilateFormer's unfold algorithm 1.6-2x
-for Dilated(3) at dilation 1-2, same load.) Re-measure on a quiet machine before tuning.
-
-Tensors saved for backward (storage bytes, same shapes; q/k/v projection 1.7 MiB): Dilated(3)
-slices 3.2 MiB, tiles 4.2, unfold 12.3; Dilated(3, dilation=3) slices 3.3, tiles 7.0;
-Neighborhood(7) (4.6 MiB projection) slices 17.2, tiles 17.3, dense masked SDPA 43.7.
+The rule: ``slices`` for inference with at most ``SLICES_MAX_OFFSETS`` offsets, else
+``tiles`` (the slices issue ``2n`` small kernels, and their backward accumulates one gradient
+slice per offset). Its measurements: ``benchmarks/rules.md``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 
-from ._cache import size_cache
-from ._errors import AttnblocksError
-from .backends.neighborhood import offset_bias, slices_attention, tile_bias, tiles_attention
-from .lowering import GroupPlan
-from .neighborhood import check_fits, offset_plan
-from .partition import Dilated
-from .runners import GroupRunner, RunContext, register_runner
+from ..._cache import size_cache
+from ..._errors import AttnblocksError
+from ...lowering import GroupPlan, register_describe
+from ...partition import Dilated
+from ...runners import GroupRunner, RunContext, register_runner
+from .kernels import offset_bias, slices_attention, tile_bias, tiles_attention
+from .plan import _axes, check_fits, offset_plan, tile_plan
 
 __all__ = [
     "LOWERINGS",
@@ -56,6 +32,7 @@ __all__ = [
     "DilatedRunner",
     "choose_lowering",
     "choose_tile",
+    "describe_sliding",
     "num_offsets",
 ]
 
@@ -103,9 +80,7 @@ def choose_tile(partition: Dilated, H: int, W: int) -> int:
     Each tile of ``t x t`` queries on a dilation sub-grid computes ``(t + k - 1)^2`` scores per
     query slot, and sub-grids not divisible by ``t`` add padded query slots: the rule counts
     both, so 7 wins unless 8 divides the sub-grids better (16 x 16 maps). Tiles below 7 lost to
-    per-tile overhead. Measured on 56 x 56 (2 threads, ms, tile 7 vs 8): batch 8 fwd+bwd
-    Dilated(3, dilation=3) 85 vs 104, Dilated(3) 69 vs 71, Neighborhood(7) 297 vs 275; forward
-    Neighborhood(7) 10.0 vs 13.8 at batch 1, 78 vs 76 at batch 8, dilation 2 72 vs 94.
+    per-tile overhead (measured: ``benchmarks/rules.md``).
 
     Example:
         >>> from attnblocks import Dilated
@@ -180,3 +155,31 @@ class DilatedRunner(GroupRunner):
         return tiles_attention(
             qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, tile, bias=bias
         )
+
+
+@register_describe(Dilated)
+def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> for line in describe_sliding(Neighborhood(7, dilation=2), 56, 56):
+        ...     print(line)
+        7x7 keys 2 apart per query, border 'shift'
+        slices: 169 offsets, pad (12, 12), masked
+        tiles: 64 tiles of 7x7 queries, 13x13 keys each
+    """
+    if not isinstance(partition, Dilated):
+        raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
+    (kh, kw), (ry, rx) = _axes(partition)
+    op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
+    nT, Tq, Tk = tp.allowed.shape
+    tq, tk = math.isqrt(Tq), math.isqrt(Tk)
+    tiles = f"{tq}x{tq} queries, {tk}x{tk} keys" if tq * tq == Tq and tk * tk == Tk else ""
+    return [
+        f"{kh}x{kw} keys {ry if ry == rx else f'{ry}x{rx}'} apart per query, border "
+        f"{partition.border!r}",
+        f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
+        + ("zero keys in the softmax" if op.allowed is None else "masked"),
+        f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
+    ]
