@@ -68,9 +68,9 @@ from .encoders import LePEModule, RelPosBiasModule
 from .families.rect.cost import _layout_cost
 from .families.rect.eager import loops_per_head, rect_attention
 from .families.rect.runner import RectRunner
-from .kernels import check_flex_call, fresh_inputs
-from .lowering import RectLayout
-from .masks import partition_oracle, register_oracle
+from .kernels import attend_lse, check_flex_call, fresh_inputs
+from .lowering import RectLayout, rect_layout
+from .masks import additive_mask, mask_value, partition_oracle, register_oracle
 from .partition import Partition
 from .runners import RunContext, register_runner
 
@@ -79,10 +79,12 @@ __all__ = [
     "KeyUnion",
     "RulePartition",
     "RuleRunner",
+    "UnionRunner",
     "declared_layout",
     "rule_dense_lowering",
     "rule_flex_lowering",
     "token_coords",
+    "union_plan",
 ]
 
 REQUIRED = (("allows", "oracle"),)  # each entry: at least one of these must be defined
@@ -610,6 +612,22 @@ class KeyUnion(_KeySetOp):
     def combine(a, b):
         return a | b
 
+    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
+        lines = super().describe(H, W, pad)
+        plan = union_plan(self, H, W)
+        if plan == "disjoint":
+            how = (
+                "disjoint key sets: each part's partial attention ("
+                + ", ".join(_part_kind(p, H, W) for p in self.parts)
+                + ") merged by log-sum-exp"
+            )
+        elif isinstance(plan, int):
+            how = f"nested key sets: runs {self.parts[plan]!r} alone (its set is the union)"
+        else:
+            how = "overlapping key sets: runs the dense lowering (N x N)"
+        lines = [ln for ln in lines if not ln.startswith("eager/auto:")]
+        return [*lines, f"eager/auto: {how}; with encoders or dropout: the dense lowering"]
+
 
 class KeyIntersection(_KeySetOp):
     """``p & q``: each query attends to the keys that every part allows (a window restricted by
@@ -629,6 +647,140 @@ class KeyIntersection(_KeySetOp):
     @staticmethod
     def combine(a, b):
         return a & b
+
+
+# -- a fast lowering of unions: disjoint parts merged by log-sum-exp, nested parts alone -------
+
+
+@size_cache(256, constant=True)
+def union_plan(partition: KeyUnion, H: int, W: int) -> str | int | None:
+    """How the eager runner lowers ``partition`` on ``H x W``, decided once per size from the
+    parts' oracles: ``"disjoint"`` (no key in two parts' sets for any query: partial attentions
+    merged by log-sum-exp), the index of a part whose set is the whole union (nested: that
+    part alone), or ``None`` (overlapping sets, or a query with no key: the dense lowering).
+    """
+    masks = [partition_oracle(p, H, W) for p in partition.parts]
+    union = np.logical_or.reduce(masks)
+    if not union.any(-1).all():
+        return None
+    for i, m in enumerate(masks):
+        if np.array_equal(m, union):
+            return i
+    if (np.sum(masks, axis=0) <= 1).all():
+        return "disjoint"
+    return None
+
+
+def _part_layout(part: Partition, H: int, W: int) -> RectLayout | None:
+    """A part's windows (built-in rectangular, or a rule's declared layout), else ``None``."""
+    if isinstance(part, RulePartition):
+        return declared_layout(part, H, W, "mask")
+    from .runners import runner_for
+
+    if issubclass(runner_for(part), RectRunner):
+        return rect_layout(part, H, W, "mask")
+    return None
+
+
+def _part_kind(part: Partition, H: int, W: int) -> str:
+    if _part_layout(part, H, W) is not None:
+        return "windows"
+    return "gathered keys" if _gathers(part, H, W) else "dense"
+
+
+def _gathers(part: Partition, H: int, W: int) -> bool:
+    """Gather each query's keys (``N x K``) when the part allows at most half the map."""
+    return 2 * int(partition_oracle(part, H, W).sum(-1).max()) <= H * W
+
+
+@size_cache(128, constant=True)
+@_normal_tensors
+def _key_lists(
+    partition: Partition, H: int, W: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, K)`` int64 key indices of each query (allowed first) and ``(N, K)`` bool valid."""
+    allowed = partition_oracle(partition, H, W)
+    K = max(int(allowed.sum(-1).max()), 1)
+    order = np.argsort(~allowed, axis=1, kind="stable")[:, :K]
+    valid = np.take_along_axis(allowed, order, 1)
+    index = np.where(valid, order, 0)
+    return torch.from_numpy(index).to(device), torch.from_numpy(valid).to(device)
+
+
+def _lse_window_kernel(q, k, v, bias, layout: RectLayout, scale: float, dropout_p: float = 0.0):
+    """A window kernel (:data:`~attnblocks.families.rect.eager.WindowKernel`) that appends
+    each query's log-sum-exp to its output: ``(B, nW, h, T, d) -> (B, nW, h, T, d + 1)``."""
+    mask = additive_mask(layout, q.dtype, q.device)
+    o, lse = attend_lse(q, k, v, mask, scale)
+    return torch.cat([o, lse[..., None]], -1)
+
+
+def _partial(part: Partition, g: Any, qkv: torch.Tensor, scale: float):
+    """One part's attention and log-sum-exp.
+
+    Shapes: ``qkv: (B, H, W, 3, c)`` -> ``o: (B, H, W, h, d)``, ``lse: (B, H, W, h)``.
+    """
+    B, H, W = qkv.shape[:3]
+    h = g.num_heads
+    lay = _part_layout(part, H, W)
+    if lay is not None:  # the window runner's gather, with a kernel that keeps the lse
+        out = rect_attention(qkv, lay, g, scale, kernel=_lse_window_kernel)
+        out = out.view(B, H, W, h, -1)
+        return out[..., :-1], out[..., -1]
+    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=h)
+    if _gathers(part, H, W):
+        index, valid = _key_lists(part, H, W, qkv.device)
+        kg, vg = k[:, :, index], v[:, :, index]  # (B, h, N, K, d)
+        a = torch.einsum("bhnd,bhnkd->bhnk", q * scale, kg)
+        a = a.masked_fill(~valid, mask_value(a.dtype))
+        lse = torch.logsumexp(a, -1)
+        o = torch.einsum("bhnk,bhnkd->bhnd", torch.exp(a - lse[..., None]), vg)
+    else:
+        allowed = _allowed(part, H, W, qkv.device)
+        mask = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(
+            ~allowed, mask_value(q.dtype)
+        )
+        o, lse = attend_lse(q, k, v, mask, scale)
+    o = rearrange(o, "b h (y x) d -> b y x h d", y=H)
+    return o, rearrange(lse, "b h (y x) -> b y x h", y=H)
+
+
+@register_runner(KeyUnion)
+class UnionRunner(RuleRunner):
+    """Runs a union's head group eagerly, lowered per :func:`union_plan`: disjoint parts as
+    partial attentions (each on its windows, or its gathered keys) merged by log-sum-exp;
+    nested parts as the largest part's own runner; otherwise (and with encoders or attention
+    dropout) the dense lowering.
+
+    Shapes: ``qkv: (B, H, W, 3, c) -> (B, H, W, c)``.
+    """
+
+    def __init__(self, spec, group, dim: int, num_heads: int, device=None, dtype=None):
+        super().__init__(spec, group, dim, num_heads, device=device, dtype=dtype)
+        from .runners import runner_for
+
+        # the parts' runners hold no tensors (a union refuses parts with keys of their own);
+        # a plain tuple keeps them out of the module tree and the state dict
+        self._parts = tuple(
+            runner_for(p)(spec, dataclasses.replace(group, partition=p), dim, num_heads)
+            for p in group.partition.parts
+        )
+
+    def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        g = self.group
+        H, W = qkv.shape[1], qkv.shape[2]
+        if ctx.encoders or ctx.dropout_p or ctx.pad not in ("mask", "error"):
+            return rule_dense_lowering(self, qkv, ctx)
+        plan = union_plan(g.partition, H, W)
+        if isinstance(plan, int):
+            # its own runner, on the real tokens only (as the union's pad='mask' or 'error')
+            return self._parts[plan](qkv, dataclasses.replace(ctx, pad="mask", fill=None))
+        if plan != "disjoint":
+            return rule_dense_lowering(self, qkv, ctx)
+        outs, lses = zip(*(_partial(p, g, qkv, ctx.scale) for p in g.partition.parts))
+        lse = torch.logsumexp(torch.stack(lses), 0)
+        o = sum(torch.exp(s - lse)[..., None] * o for o, s in zip(outs, lses))
+        return o.flatten(-2)
 
 
 hooks.register("set:|", [Partition], KeyUnion)

@@ -18,6 +18,7 @@ from ._errors import AttnblocksError
 __all__ = [
     "MATMUL_MAX_TOKENS",
     "attend",
+    "attend_lse",
     "attend_matmul",
     "check_flex_call",
     "flex_attend",
@@ -147,6 +148,33 @@ def attend_matmul(
     if dropout_p:
         a = F.dropout(a, dropout_p)
     return a @ v
+
+
+def attend_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attend` (no dropout) and the log-sum-exp of each query's logits, as matmuls with
+    every derivative. Partial attentions over disjoint key sets merge by their log-sum-exp:
+    ``o = sum_i exp(lse_i - lse) o_i`` with ``lse = logsumexp_i lse_i``.
+
+    Shapes: ``q: (..., Tq, d)``, ``k, v: (..., Tk, d)``, ``mask`` additive and broadcastable to
+    ``(..., Tq, Tk)``; returns ``o: (..., Tq, d)`` and ``lse: (..., Tq)``.
+
+    Example:
+        >>> q = torch.randn(1, 2, 5, 4)
+        >>> o, lse = attend_lse(q, q, q, None, 0.5)
+        >>> torch.allclose(o, attend(q, q, q, None, 0.5), atol=1e-6), lse.shape
+        (True, torch.Size([1, 2, 5]))
+    """
+    a = (q * scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        a = a + mask
+    lse = torch.logsumexp(a, -1, keepdim=True)
+    return torch.exp(a - lse) @ v, lse.squeeze(-1)
 
 
 def use_matmul(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
