@@ -725,7 +725,7 @@ def _partial(part: Partition, g: Any, qkv: torch.Tensor, scale: float):
     lay = _part_layout(part, H, W)
     if lay is not None:  # the window runner's gather, with a kernel that keeps the lse
         out = rect_attention(qkv, lay, g, scale, kernel=_lse_window_kernel)
-        out = out.view(B, H, W, h, -1)
+        out = out.view(B, H, W, h, g.dim // h + 1)
         return out[..., :-1], out[..., -1]
     q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=h)
     if _gathers(part, H, W):

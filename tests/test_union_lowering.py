@@ -1,0 +1,196 @@
+"""The fast eager lowering of ``p | q`` (:class:`~attnblocks.extend.UnionRunner`): disjoint key
+sets as partial attentions merged by log-sum-exp, nested sets as the largest part alone.
+
+Reference: dense masked attention over all ``N`` tokens with the union's mask, built here from
+the parts' :func:`~attnblocks.dense_mask` (float64, ``atol=1e-10``), forward and input gradient,
+under ``Split`` beside a window. Disjoint pairs are drawn as ``p | (q minus p)`` for drawn
+built-in ``p`` and ``q`` (the difference a mask-only rule); nested ones as ``p | (p & q)``.
+That the fast path runs is checked by making the dense lowering raise while the eager layer
+runs, and by :func:`~attnblocks.explain`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from einops import rearrange
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import attnblocks.extend as extend
+from attnblocks import (
+    Attention,
+    Dilated,
+    Global,
+    Grid,
+    LePE,
+    Neighborhood,
+    Partition,
+    RulePartition,
+    Split,
+    Stripe,
+    Window,
+    dense_mask,
+    explain,
+)
+from attnblocks.backends import dense_attention
+from attnblocks.extend import union_plan
+from helpers import randomize_
+from strategies import windows
+
+CLOSE = {"atol": 1e-10, "rtol": 1e-9}
+
+
+class _Minus(RulePartition):
+    """``extra``'s keys that ``base`` does not allow: disjoint from ``base`` by construction."""
+
+    base: Partition = Window(2)
+    extra: Partition = Global()
+
+    def oracle(self, H, W):
+        return (dense_mask(self.extra, H, W) & ~dense_mask(self.base, H, W)).numpy()
+
+
+class _Lattice(RulePartition):
+    """Longformer-like global tokens: every ``step``-th row and column of the map."""
+
+    step: int = 3
+
+    def allows(self, q, k):
+        return (k[0] % self.step == 0) & (k[1] % self.step == 0) & (q[0] >= 0)
+
+    @classmethod
+    def examples(cls):
+        return (cls(2), cls(3))
+
+
+class _RowBeyond(RulePartition):
+    """The query's row outside its ``w``-wide column block: disjoint from ``Window(w)``."""
+
+    w: int = 2
+
+    def allows(self, q, k):
+        return (q[0] == k[0]) & (q[1] // self.w != k[1] // self.w)
+
+
+BASES = st.one_of(
+    windows(4),
+    st.builds(Stripe, st.integers(1, 4), st.sampled_from(["v", "h"])),
+    st.builds(Grid, st.integers(1, 3)),
+    st.builds(Neighborhood, st.sampled_from([1, 3, 5])),
+    st.builds(
+        Dilated,
+        st.sampled_from([1, 3]),
+        dilation=st.integers(1, 2),
+        border=st.sampled_from(["mask", "shift"]),
+    ),
+)
+EXTRAS = st.one_of(
+    BASES, st.just(Global()), st.builds(_Lattice, st.integers(2, 3)), st.builds(_RowBeyond)
+)
+
+
+def reference(layer, x: torch.Tensor, masks) -> torch.Tensor:
+    """The layer's projections around dense attention with one ``(N, N)`` mask per group."""
+    B, H, W, C = x.shape
+    qkv = layer.qkv(x.reshape(B, H * W, C))
+    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=layer.num_heads)
+    outs = []
+    for g, allowed in zip(layer.groups, masks):
+        h0, h1 = g.heads
+        outs.append(dense_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], allowed, layer.scale))
+    return layer.proj(rearrange(torch.cat(outs, dim=1), "b h n d -> b n (h d)")).view(B, H, W, C)
+
+
+def check_fast(union: Partition, mask: torch.Tensor, H: int, W: int, B: int):
+    """Eager (and auto) equal the dense reference, without running the dense lowering."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the union ran the dense lowering")
+
+    spec = Attention(heads=Split(Window(2), union))
+    layer = randomize_(spec.build(8, 4).double())
+    x = torch.randn(B, H, W, 8, dtype=torch.float64)
+    masks = [dense_mask(Window(2), H, W), mask]
+    xr = x.clone().requires_grad_(True)
+    ref = reference(layer, xr, masks)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), xr)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(extend, "rule_dense_lowering", refuse)
+        xe = x.clone().requires_grad_(True)
+        out = layer(xe)
+        (grad,) = torch.autograd.grad(out.square().sum(), xe)
+        auto = layer(x)  # auto on CPU: the eager runner
+    torch.testing.assert_close(out, ref, **CLOSE)
+    torch.testing.assert_close(grad, ref_grad, **CLOSE)
+    torch.testing.assert_close(auto, ref.detach(), **CLOSE)
+
+
+def _side(p: Partition) -> int:
+    return p.kernel * p.dilation if isinstance(p, Dilated) and p.border == "shift" else 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(p=BASES, q=EXTRAS, data=st.data())
+def test_disjoint_unions_merge_partial_attentions(p, q, data):
+    lo = max(_side(p), _side(q))
+    H, W = data.draw(st.integers(lo, 9), label="H"), data.draw(st.integers(lo, 9), label="W")
+    rest = _Minus(p, q)
+    union = p | rest
+    a, b = dense_mask(p, H, W), dense_mask(rest, H, W)
+    assert not (a & b).any()
+    assert union_plan(union, H, W) == ("disjoint" if b.any() else 0)
+    check_fast(union, a | b, H, W, data.draw(st.integers(0, 2), label="B"))
+
+
+@settings(max_examples=15, deadline=None)
+@given(p=BASES, q=EXTRAS, flip=st.booleans(), data=st.data())
+def test_nested_unions_run_the_larger_part(p, q, flip, data):
+    lo = max(_side(p), _side(q))
+    H, W = data.draw(st.integers(lo, 9), label="H"), data.draw(st.integers(lo, 9), label="W")
+    union = (p & q) | p if flip else p | (p & q)
+    assert union_plan(union, H, W) in ((1, 0) if flip else (0,))  # p & q may equal p
+    check_fast(union, dense_mask(p, H, W), H, W, data.draw(st.integers(1, 2)))
+
+
+@pytest.mark.parametrize(
+    "union",
+    [Window(3) | _RowBeyond(3), Neighborhood(3) | _Minus(Neighborhood(3), _Lattice(3))],
+    ids=["window+row", "neighborhood+lattice"],
+)
+def test_named_disjoint_pairs(union):
+    H, W = 7, 8
+    assert union_plan(union, H, W) == "disjoint"
+    mask = dense_mask(union.parts[0], H, W) | dense_mask(union.parts[1], H, W)
+    check_fast(union, mask, H, W, 2)
+
+
+def test_overlapping_sets_and_encoders_take_the_dense_lowering():
+    over = Window(3) | Stripe(1, axis="h")
+    assert union_plan(over, 7, 8) is None
+    text = explain(Attention(partition=over), (7, 8), 8, 2)
+    assert "overlapping key sets: runs the dense lowering" in text
+    disjoint = Window(3) | _RowBeyond(3)
+    text = explain(Attention(partition=disjoint), (7, 8), 8, 2)
+    assert "disjoint key sets" in text and "(windows, gathered keys)" in text
+    nested = Window(3) | (Window(3) & Stripe(1, axis="h"))
+    assert "runs Window(3) alone" in explain(Attention(partition=nested), (7, 8), 8, 2)
+    # with an encoder the union's own frames apply: the dense lowering, equal to backend="dense"
+    spec = Attention(partition=disjoint, pe=LePE())
+    eager = randomize_(spec.build(8, 2).double())
+    dense = Attention(partition=disjoint, pe=LePE(), backend="dense").build(8, 2).double()
+    dense.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 7, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(eager(x), dense(x), **CLOSE)
+
+
+def test_a_query_without_keys_takes_the_dense_lowering():
+    class Nothing(RulePartition):
+        def allows(self, q, k):
+            return (q[0] < 0) & (k[0] < 0)
+
+    class FirstRow(RulePartition):
+        def allows(self, q, k):
+            return (q[0] == 0) & (k[0] == 0)
+
+    assert union_plan(FirstRow() | Nothing(), 3, 3) is None
