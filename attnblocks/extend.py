@@ -81,6 +81,7 @@ __all__ = [
     "RuleRunner",
     "UnionRunner",
     "declared_layout",
+    "part_lowering",
     "rule_dense_lowering",
     "rule_flex_lowering",
     "token_coords",
@@ -615,10 +616,17 @@ class KeyUnion(_KeySetOp):
     def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
         lines = super().describe(H, W, pad)
         plan = union_plan(self, H, W)
-        if plan == "disjoint":
+        kinds = [_part_kind(p, H, W) for p in self.parts]
+        if plan == "disjoint" and "dense" in kinds:
+            dense = self.parts[kinds.index("dense")]
+            how = (
+                f"disjoint key sets, but {dense!r} has no form cheaper than N x N keys: runs "
+                "the dense lowering (N x N)"
+            )
+        elif plan == "disjoint":
             how = (
                 "disjoint key sets: each part's partial attention ("
-                + ", ".join(_part_kind(p, H, W) for p in self.parts)
+                + ", ".join(kinds)
                 + ") merged by log-sum-exp"
             )
         elif isinstance(plan, int):
@@ -682,15 +690,40 @@ def _part_layout(part: Partition, H: int, W: int) -> RectLayout | None:
     return None
 
 
-def _part_kind(part: Partition, H: int, W: int) -> str:
+COLUMNS_MAX = 0.5  # a part whose queries use at most this fraction of the keys: those columns
+GATHER_MAX = 1 / 16  # else per-query key lists of at most this fraction (gathers cost ~16x)
+
+
+@size_cache(256, constant=True)
+def part_lowering(part: Partition, H: int, W: int, columns: float, gather: float) -> str:
+    """How one part of a disjoint union runs on ``H x W`` (decided once per size):
+    ``"windows"`` (its rectangular layout), ``"columns"`` (dense over the few keys any query
+    uses: global tokens), ``"gathered keys"`` (each query's key list), or ``"dense"`` (no
+    cheaper form: the union then takes the dense lowering). ``columns`` and ``gather`` are the
+    fractions of the ``N`` keys (:data:`COLUMNS_MAX`, :data:`GATHER_MAX`)."""
     if _part_layout(part, H, W) is not None:
         return "windows"
-    return "gathered keys" if _gathers(part, H, W) else "dense"
+    allowed, N = partition_oracle(part, H, W), H * W
+    if allowed.any(0).sum() <= columns * N:
+        return "columns"
+    if allowed.sum(-1).max() <= gather * N:
+        return "gathered keys"
+    return "dense"
 
 
-def _gathers(part: Partition, H: int, W: int) -> bool:
-    """Gather each query's keys (``N x K``) when the part allows at most half the map."""
-    return 2 * int(partition_oracle(part, H, W).sum(-1).max()) <= H * W
+def _part_kind(part: Partition, H: int, W: int) -> str:
+    return part_lowering(part, H, W, COLUMNS_MAX, GATHER_MAX)
+
+
+@size_cache(128, constant=True)
+@_normal_tensors
+def _key_columns(
+    partition: Partition, H: int, W: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K,)`` int64 keys that some query uses and ``(N, K)`` bool: who uses which."""
+    allowed = partition_oracle(partition, H, W)
+    cols = np.flatnonzero(allowed.any(0))
+    return torch.from_numpy(cols).to(device), torch.from_numpy(allowed[:, cols]).to(device)
 
 
 @size_cache(128, constant=True)
@@ -728,19 +761,19 @@ def _partial(part: Partition, g: Any, qkv: torch.Tensor, scale: float):
         out = out.view(B, H, W, h, g.dim // h + 1)
         return out[..., :-1], out[..., -1]
     q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=h)
-    if _gathers(part, H, W):
+    if _part_kind(part, H, W) == "columns":
+        cols, allowed = _key_columns(part, H, W, qkv.device)
+        mask = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(
+            ~allowed, mask_value(q.dtype)
+        )
+        o, lse = attend_lse(q, k[:, :, cols], v[:, :, cols], mask, scale)
+    else:  # gathered keys
         index, valid = _key_lists(part, H, W, qkv.device)
         kg, vg = k[:, :, index], v[:, :, index]  # (B, h, N, K, d)
         a = torch.einsum("bhnd,bhnkd->bhnk", q * scale, kg)
         a = a.masked_fill(~valid, mask_value(a.dtype))
         lse = torch.logsumexp(a, -1)
         o = torch.einsum("bhnk,bhnkd->bhnd", torch.exp(a - lse[..., None]), vg)
-    else:
-        allowed = _allowed(part, H, W, qkv.device)
-        mask = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(
-            ~allowed, mask_value(q.dtype)
-        )
-        o, lse = attend_lse(q, k, v, mask, scale)
     o = rearrange(o, "b h (y x) d -> b y x h d", y=H)
     return o, rearrange(lse, "b h (y x) -> b y x h", y=H)
 
@@ -775,9 +808,10 @@ class UnionRunner(RuleRunner):
         if isinstance(plan, int):
             # its own runner, on the real tokens only (as the union's pad='mask' or 'error')
             return self._parts[plan](qkv, dataclasses.replace(ctx, pad="mask", fill=None))
-        if plan != "disjoint":
+        parts = g.partition.parts
+        if plan != "disjoint" or any(_part_kind(p, H, W) == "dense" for p in parts):
             return rule_dense_lowering(self, qkv, ctx)
-        outs, lses = zip(*(_partial(p, g, qkv, ctx.scale) for p in g.partition.parts))
+        outs, lses = zip(*(_partial(p, g, qkv, ctx.scale) for p in parts))
         lse = torch.logsumexp(torch.stack(lses), 0)
         o = sum(torch.exp(s - lse)[..., None] * o for o, s in zip(outs, lses))
         return o.flatten(-2)

@@ -102,8 +102,12 @@ def reference(layer, x: torch.Tensor, masks) -> torch.Tensor:
     return layer.proj(rearrange(torch.cat(outs, dim=1), "b h n d -> b n (h d)")).view(B, H, W, C)
 
 
-def check_fast(union: Partition, mask: torch.Tensor, H: int, W: int, B: int):
-    """Eager (and auto) equal the dense reference, without running the dense lowering."""
+def check_fast(union: Partition, mask: torch.Tensor, H: int, W: int, B: int, gather: float = 1.0):
+    """Eager (and auto) equal the dense reference, without running the dense lowering.
+
+    ``gather``: :data:`~attnblocks.extend.GATHER_MAX` for the call (1: any part without
+    windows or few columns gathers its keys, so small drawn maps take the fast path too).
+    """
 
     def refuse(*args, **kwargs):
         raise AssertionError("the union ran the dense lowering")
@@ -117,6 +121,7 @@ def check_fast(union: Partition, mask: torch.Tensor, H: int, W: int, B: int):
     (ref_grad,) = torch.autograd.grad(ref.square().sum(), xr)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(extend, "rule_dense_lowering", refuse)
+        m.setattr(extend, "GATHER_MAX", gather)
         xe = x.clone().requires_grad_(True)
         out = layer(xe)
         (grad,) = torch.autograd.grad(out.square().sum(), xe)
@@ -159,10 +164,11 @@ def test_nested_unions_run_the_larger_part(p, q, flip, data):
     ids=["window+row", "neighborhood+lattice"],
 )
 def test_named_disjoint_pairs(union):
-    H, W = 7, 8
+    H, W = 16, 17  # large enough for the default thresholds to take the fast path
     assert union_plan(union, H, W) == "disjoint"
+    assert "dense" not in {extend._part_kind(p, H, W) for p in union.parts}
     mask = dense_mask(union.parts[0], H, W) | dense_mask(union.parts[1], H, W)
-    check_fast(union, mask, H, W, 2)
+    check_fast(union, mask, H, W, 2, gather=extend.GATHER_MAX)
 
 
 def test_overlapping_sets_and_encoders_take_the_dense_lowering():
@@ -171,8 +177,15 @@ def test_overlapping_sets_and_encoders_take_the_dense_lowering():
     text = explain(Attention(partition=over), (7, 8), 8, 2)
     assert "overlapping key sets: runs the dense lowering" in text
     disjoint = Window(3) | _RowBeyond(3)
+    text = explain(Attention(partition=disjoint), (16, 17), 8, 2)
+    assert "disjoint key sets: each part's" in text and "(windows, gathered keys)" in text
+    text = explain(Attention(partition=Neighborhood(3) | _Lattice(4)), (16, 17), 8, 2)
+    assert "overlapping" in text  # the lattice holds some neighbours
+    lattice = Neighborhood(3) | _Minus(Neighborhood(3), _Lattice(4))
+    assert "(gathered keys, columns)" in explain(Attention(partition=lattice), (16, 17), 8, 2)
+    # on a small map a part's key list is no shorter than N / 16: no gain, the dense lowering
     text = explain(Attention(partition=disjoint), (7, 8), 8, 2)
-    assert "disjoint key sets" in text and "(windows, gathered keys)" in text
+    assert "has no form cheaper than N x N keys: runs the dense lowering" in text
     nested = Window(3) | (Window(3) & Stripe(1, axis="h"))
     assert "runs Window(3) alone" in explain(Attention(partition=nested), (7, 8), 8, 2)
     # with an encoder the union's own frames apply: the dense lowering, equal to backend="dense"
