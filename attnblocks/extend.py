@@ -691,7 +691,8 @@ def _part_layout(part: Partition, H: int, W: int) -> RectLayout | None:
 
 
 COLUMNS_MAX = 0.5  # a part whose queries use at most this fraction of the keys: those columns
-GATHER_MAX = 1 / 16  # else per-query key lists of at most this fraction (gathers cost ~16x)
+GATHER_MAX = 1 / 32  # else per-query key lists of at most this fraction (a gathered key costs
+# ~20-30x a dense one on CPU: benchmarks/union_lowering.py)
 
 
 @size_cache(256, constant=True)

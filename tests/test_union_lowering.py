@@ -159,12 +159,14 @@ def test_nested_unions_run_the_larger_part(p, q, flip, data):
 
 
 @pytest.mark.parametrize(
-    "union",
-    [Window(3) | _RowBeyond(3), Neighborhood(3) | _Minus(Neighborhood(3), _Lattice(3))],
+    ("union", "H", "W"),  # maps large enough for the default thresholds to take the fast path
+    [
+        (Window(3) | _RowBeyond(3), 40, 12),
+        (Neighborhood(3) | _Minus(Neighborhood(3), _Lattice(3)), 18, 19),
+    ],
     ids=["window+row", "neighborhood+lattice"],
 )
-def test_named_disjoint_pairs(union):
-    H, W = 16, 17  # large enough for the default thresholds to take the fast path
+def test_named_disjoint_pairs(union, H, W):
     assert union_plan(union, H, W) == "disjoint"
     assert "dense" not in {extend._part_kind(p, H, W) for p in union.parts}
     mask = dense_mask(union.parts[0], H, W) | dense_mask(union.parts[1], H, W)
@@ -177,13 +179,13 @@ def test_overlapping_sets_and_encoders_take_the_dense_lowering():
     text = explain(Attention(partition=over), (7, 8), 8, 2)
     assert "overlapping key sets: runs the dense lowering" in text
     disjoint = Window(3) | _RowBeyond(3)
-    text = explain(Attention(partition=disjoint), (16, 17), 8, 2)
+    text = explain(Attention(partition=disjoint), (40, 12), 8, 2)
     assert "disjoint key sets: each part's" in text and "(windows, gathered keys)" in text
-    text = explain(Attention(partition=Neighborhood(3) | _Lattice(4)), (16, 17), 8, 2)
+    text = explain(Attention(partition=Neighborhood(3) | _Lattice(4)), (18, 19), 8, 2)
     assert "overlapping" in text  # the lattice holds some neighbours
     lattice = Neighborhood(3) | _Minus(Neighborhood(3), _Lattice(4))
-    assert "(gathered keys, columns)" in explain(Attention(partition=lattice), (16, 17), 8, 2)
-    # on a small map a part's key list is no shorter than N / 16: no gain, the dense lowering
+    assert "(gathered keys, columns)" in explain(Attention(partition=lattice), (18, 19), 8, 2)
+    # on a small map a part's key list is longer than N / 32: no gain, the dense lowering
     text = explain(Attention(partition=disjoint), (7, 8), 8, 2)
     assert "has no form cheaper than N x N keys: runs the dense lowering" in text
     nested = Window(3) | (Window(3) & Stripe(1, axis="h"))
