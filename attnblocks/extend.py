@@ -16,6 +16,8 @@ The hooks, each with what is derived when it is absent:
   ``oracle``.
 - ``layout(H, W, pad)``: the windows it cuts the map into (a :class:`~attnblocks.RectLayout`).
   ``None``: no eager kernel, the dense lowering runs.
+- ``sliding(H, W)``: the sliding window (a ``Neighborhood`` / ``Dilated``) the rule is, checked
+  once per size like ``layout``. ``None``: no sliding kernel.
 - ``window_size``: the table size of ``RelPosBias``. ``None``: RelPosBias needs ``size=``.
 - ``frames(H, W, pad)``: every token's window id and in-window position (LePE, RelPosBias).
   The layout's windows, else the whole map as one frame.
@@ -25,10 +27,11 @@ The hooks, each with what is derived when it is absent:
 
 What each backend runs: ``"dense"`` the rule's mask over all ``N`` tokens; ``"flex"`` one
 FlexAttention call over the row-major tokens with the rule as ``mask_mod`` (no CPU backward);
-``"eager"`` / ``"auto"`` the eager window runner when ``layout`` is declared, else the dense
-lowering (:func:`~attnblocks.explain` says which). Costs, pictures
-(:func:`~attnblocks.draw_pattern`), :func:`~attnblocks.dense_mask` and configs come from the
-same hooks. The class is made a frozen dataclass for you: fields are plain annotations.
+``"eager"`` / ``"auto"`` the eager window runner when ``layout`` is declared, the sliding
+family's kernels when ``sliding`` is (without encoders), else the dense lowering
+(:func:`~attnblocks.explain` says which). Costs, pictures (:func:`~attnblocks.draw_pattern`),
+:func:`~attnblocks.dense_mask` and configs come from the same hooks. The class is made a
+frozen dataclass for you: fields are plain annotations.
 
 ``p | q`` (:class:`KeyUnion`) is one softmax over the union of the key sets (a key in both
 counts once), ``p & q`` (:class:`KeyIntersection`) over their intersection; built-in
@@ -68,10 +71,12 @@ from .encoders import LePEModule, RelPosBiasModule
 from .families.rect.cost import _layout_cost
 from .families.rect.eager import loops_per_head, rect_attention
 from .families.rect.runner import RectRunner
+from .families.sliding.cost import sliding_cost
+from .families.sliding.runner import DilatedRunner
 from .kernels import attend_lse, check_flex_call, fresh_inputs
 from .lowering import RectLayout, rect_layout
 from .masks import additive_mask, mask_value, partition_oracle, register_oracle
-from .partition import Partition
+from .partition import Dilated, Partition
 from .runners import RunContext, register_runner
 
 __all__ = [
@@ -81,6 +86,7 @@ __all__ = [
     "RuleRunner",
     "UnionRunner",
     "declared_layout",
+    "declared_sliding",
     "part_lowering",
     "rule_dense_lowering",
     "rule_flex_lowering",
@@ -151,7 +157,7 @@ class RulePartition(Partition):
                     f"({', '.join(params)})."
                 )
             cls._rule_takes_shape = len(params) == 3
-        for name in ("layout", "frames", "describe", "oracle", "mask_mod"):
+        for name in ("layout", "sliding", "frames", "describe", "oracle", "mask_mod"):
             if name in cls.__dict__ and not callable(cls.__dict__[name]):
                 raise TypeError(f"{cls.__name__}.{name} must be a method.")
         # a frozen, hashable spec with a readable repr: the user writes annotations only
@@ -223,6 +229,16 @@ class RulePartition(Partition):
         """
         return None
 
+    def sliding(self, H: int, W: int) -> Partition | None:
+        """The sliding window (a :class:`~attnblocks.Neighborhood` or
+        :class:`~attnblocks.Dilated` with ``border="mask"`` or ``"shift"``) whose key sets on
+        ``H x W`` are exactly the rule's, or ``None`` (the default).
+
+        A declared sliding window runs the sliding family's eager kernels (without encoders;
+        with them the dense lowering, over the rule's own frames). Checked once per size.
+        """
+        return None
+
     def frames(self, H: int, W: int, pad: str = "mask") -> WindowCoords:
         """Every token's frame (window id) and position in it, for the encoders."""
         lay = self.layout(H, W, pad)
@@ -237,7 +253,13 @@ class RulePartition(Partition):
         how = "its rule" if self.has_rule() else "its mask"
         lines = [f"keys per query: mean {keys.mean():.1f}, max {keys.max()} (from {how})"]
         lay = self.layout(H, W, pad)
-        if lay is None:
+        slide = self.sliding(H, W) if lay is None else None
+        if slide is not None:
+            lines.append(
+                f"eager/auto: sliding window {slide!r} (checked against the rule): the sliding "
+                "family's kernels; with encoders the dense lowering (N x N)"
+            )
+        elif lay is None:
             lines.append("eager/auto: no eager kernel declared: runs the dense lowering (N x N)")
         else:
             (nh, nw), (wh, ww) = lay.counts, lay.window
@@ -322,6 +344,33 @@ def declared_layout(partition: RulePartition, H: int, W: int, pad: str) -> RectL
     if lay is not None:
         _checked_layout(partition, H, W)
     return lay
+
+
+@size_cache(256, constant=True)
+def _checked_sliding(partition: RulePartition, H: int, W: int) -> bool:
+    """Raise unless the declared sliding window's key sets are exactly the rule's."""
+    slide = partition.sliding(H, W)
+    if not isinstance(slide, Dilated) or slide.border == "zeros" or slide.is_generic():
+        raise AttnblocksError(
+            f"{partition!r}: sliding() must return a concrete Neighborhood or Dilated with "
+            f"border='mask' or 'shift' (a set of keys), got {slide!r}."
+        )
+    if not np.array_equal(partition_oracle(slide, H, W), partition_oracle(partition, H, W)):
+        raise AttnblocksError(
+            f"{partition!r}: sliding() declares {slide!r} on a {H}x{W} map, but its rule allows "
+            f"other pairs than that window's; fix the rule or the declaration (they must say "
+            f"the same thing)."
+        )
+    return True
+
+
+def declared_sliding(partition: RulePartition, H: int, W: int) -> Dilated | None:
+    """The partition's declared sliding window on ``H x W`` (checked against its rule), or
+    ``None``."""
+    slide = partition.sliding(H, W)
+    if slide is not None:
+        _checked_sliding(partition, H, W)
+    return slide
 
 
 register_oracle(RulePartition)(lambda p, H, W: p.oracle(H, W))
@@ -483,9 +532,14 @@ class RuleRunner(RectRunner):
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         g = self.group
-        layout = declared_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+        H, W = qkv.shape[1], qkv.shape[2]
+        layout = declared_layout(g.partition, H, W, ctx.pad)
         if layout is None:
-            return rule_dense_lowering(self, qkv, ctx)
+            slide = None if ctx.encoders else declared_sliding(g.partition, H, W)
+            if slide is None:
+                return rule_dense_lowering(self, qkv, ctx)
+            sub = dataclasses.replace(g, partition=slide)
+            return DilatedRunner(None, sub, g.dim, g.num_heads)(qkv, ctx)
         fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
         return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
 
@@ -504,6 +558,9 @@ class RuleRunner(RectRunner):
 
 def _rule_cost(g, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool) -> GroupCost:
     lay = g.partition.layout(H, W, pad)
+    slide = g.partition.sliding(H, W) if lay is None and not bias else None
+    if slide is not None:
+        return sliding_cost(dataclasses.replace(g, partition=slide), H, W, batch, itemsize)
     if lay is None:  # the dense lowering runs (flex on CPU materialises the scores too)
         return _dense_cost(g, H, W, pad, batch, itemsize, bias)
     return _layout_cost(lay, g, H, W, batch, itemsize, bias)

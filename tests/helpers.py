@@ -55,3 +55,15 @@ def randomize_(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torc
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
     return module
+
+
+def masked_reference(layer, x: torch.Tensor, masks) -> torch.Tensor:
+    """The layer's projections around dense attention with one ``(N, N)`` mask per group."""
+    B, H, W, C = x.shape
+    qkv = layer.qkv(x.reshape(B, H * W, C))
+    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=layer.num_heads)
+    outs = []
+    for g, allowed in zip(layer.groups, masks):
+        h0, h1 = g.heads
+        outs.append(dense_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], allowed, layer.scale))
+    return layer.proj(rearrange(torch.cat(outs, dim=1), "b h n d -> b n (h d)")).view(B, H, W, C)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from einops import rearrange
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +32,8 @@ from attnblocks import (
     dense_mask,
     explain,
 )
-from attnblocks.backends import dense_attention
 from attnblocks.extend import union_plan
+from helpers import masked_reference as reference
 from helpers import randomize_
 from strategies import windows
 
@@ -88,18 +87,6 @@ BASES = st.one_of(
 EXTRAS = st.one_of(
     BASES, st.just(Global()), st.builds(_Lattice, st.integers(2, 3)), st.builds(_RowBeyond)
 )
-
-
-def reference(layer, x: torch.Tensor, masks) -> torch.Tensor:
-    """The layer's projections around dense attention with one ``(N, N)`` mask per group."""
-    B, H, W, C = x.shape
-    qkv = layer.qkv(x.reshape(B, H * W, C))
-    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=layer.num_heads)
-    outs = []
-    for g, allowed in zip(layer.groups, masks):
-        h0, h1 = g.heads
-        outs.append(dense_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], allowed, layer.scale))
-    return layer.proj(rearrange(torch.cat(outs, dim=1), "b h n d -> b n (h d)")).view(B, H, W, C)
 
 
 def check_fast(union: Partition, mask: torch.Tensor, H: int, W: int, B: int, gather: float = 1.0):
