@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.nn.attention import flex_attention as flex_module
 
 from attnblocks import (
     Attention,
@@ -202,7 +203,17 @@ BACKENDS = ("auto", "eager", "dense", "flex")
 CLOSE = {"atol": 1e-10, "rtol": 1e-9}
 
 
-def check_all_backends(spec: Attention, x: torch.Tensor, dim: int, heads: int, masks) -> None:
+def check_all_backends(
+    spec: Attention, x: torch.Tensor, dim: int, heads: int, masks, trace_flex: bool = True
+) -> None:
+    """Every backend against ``backend="dense"`` (and that against ``masks``, when given).
+
+    ``trace_flex=False`` runs FlexAttention's own unfused implementation without its Dynamo
+    trace (``_FLEX_ATTENTION_DISABLE_COMPILE_DEBUG``): the same mask and score functions and
+    the same math, a second less per call. The trace itself depends on the partition's mask
+    function only, which the encoder-free case of each partition traces; the encoders' score
+    functions are traced in :func:`test_flex_traces_the_encoders_score_functions`.
+    """
     ref_layer = randomize_(dataclasses.replace(spec, backend="dense").build(dim, heads).double())
     state = {"dim": dim, "heads": heads, "weights": ref_layer.state_dict()}
     ref, ref_grad = run(spec, state, x, "dense", grad=True)
@@ -213,7 +224,10 @@ def check_all_backends(spec: Attention, x: torch.Tensor, dim: int, heads: int, m
         if backend == "dense":
             continue  # the reference itself
         grad = backend == "eager"  # auto runs eager on CPU; flex has no CPU backward
-        out, g = run(spec, state, x, backend, grad)
+        with pytest.MonkeyPatch.context() as m:
+            if backend == "flex" and not trace_flex:
+                m.setattr(flex_module, "_FLEX_ATTENTION_DISABLE_COMPILE_DEBUG", True)
+            out, g = run(spec, state, x, backend, grad)
         torch.testing.assert_close(out, ref, **CLOSE, msg=lambda m, b=backend: f"{b}: {m}")
         if grad:
             torch.testing.assert_close(g, ref_grad, **CLOSE)
@@ -237,7 +251,24 @@ def test_every_partition_every_backend_equals_the_oracle(cls, enc, data):
                     dataclasses.replace(spec, backend=b).build(heads * d, heads).double()(x)
         return
     masks = dense_mask(part, H, W)[None] if enc == "none" else None
-    check_all_backends(spec, x, heads * d, heads, masks)
+    check_all_backends(spec, x, heads * d, heads, masks, trace_flex=enc == "none")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        Attention(partition=Checkerboard(1), pe=RelPosBias()),
+        Attention(partition=Window(3, shift=1), pe=RelPosBias()),
+        Attention(partition=Stripe(2, axis="v"), pe=LePE()),
+        Attention(partition=Bands(2), pe=LePE()),
+    ],
+    ids=repr,
+)
+def test_flex_traces_the_encoders_score_functions(spec):
+    """FlexAttention's traced call with each kind of encoder term (a rule's and a built-in's
+    relative bias as ``score_mod``, LePE beside the call), on a non-square map."""
+    x = torch.randn(2, 5, 7, 4, dtype=torch.float64)
+    check_all_backends(spec, x, 4, 2, None)
 
 
 def _all_instances() -> st.SearchStrategy:
