@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._core import attend_keys
 from ._errors import AttnblocksError
-from .backends.eager import attend, attend_matmul, use_matmul
+from .backends.eager import attend
 from .encoders import EncoderModule, LePEModule
 from .lowering import GroupPlan
 from .partition import Downsample
@@ -150,11 +151,8 @@ class DownsampleRunner(GroupRunner):
             v_map = v_map + local.term(g, v_map)
         v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)
         q = qkv.squeeze(3).reshape(B, H * W, h, d).transpose(1, 2)  # a view: no zero-filled grad
-        if kernel is attend and use_matmul(k, None):
-            # training with at most 64 reduced keys: explicit matmuls (PVTv2-b2 stage 1, 49 keys,
-            # batch 8 fwd+bwd: 12.4 vs 13.2 ms for CPU SDPA; at 196 keys SDPA wins, 24.5 vs 28.5)
-            kernel = attend_matmul
-        o = kernel(q, k, v, None, ctx.scale, ctx.dropout_p)  # (B, h, N, d)
+        # the core's kernel for every query over every key (functional.attention's too)
+        o = attend_keys(q, k, v, ctx.scale, ctx.dropout_p, None if kernel is attend else kernel)
         out = o.transpose(1, 2).reshape(B, H, W, c)
         if local is not None and self.sr is None:  # Shunted sr = 1: LePE over the whole map
             out = out + local.term(g, v_map).permute(0, 2, 3, 1)

@@ -4,14 +4,17 @@
 ``fn(runner, qkv, ctx) -> (B, H, W, c)`` for partition types (looked up along the MRO, so a
 registration for :class:`~attnblocks.Partition` is a fallback for every partition).
 
-``"auto"`` picks per call (:func:`choose_backend`). Measured with ``benchmarks/backends.py``
-(torch 2.14.1, fp32, no grad, 2 threads on a CPU shared with other jobs, so only the ratios
-mean much): ``zoo.swin(7, shift=3)``, dim 96, ``x: (2, 28, 28, 96)``: flex without compile
-4.3x the eager time (it materialises the scores), dense 1.9x (and ``N^2`` memory). FlexAttention
-has no CPU backward and a compiled first call of seconds. So ``auto`` runs the eager lowering.
-The rule that would pick ``"flex"`` (CUDA, inside ``torch.compile``, no gradient, where the fused
-kernel skips masked blocks) is written but off until it is measured on a GPU: set
-``AUTO_FLEX_ON_CUDA = True`` to try it.
+``"auto"`` is decided once per call, per head group, before any projection
+(:func:`auto_backend`, asked by ``attnblocks._core.plan_call``). Measured with
+``benchmarks/backends.py`` (torch 2.14.1, fp32, no grad, 2 threads on a CPU shared with other
+jobs, so only the ratios mean much): ``zoo.swin(7, shift=3)``, dim 96,
+``x: (2, 28, 28, 96)``: flex without compile 4.3x the eager time (it materialises the
+scores), dense 1.9x (and ``N^2`` memory). FlexAttention has no CPU backward and a compiled
+first call of seconds. So ``auto`` runs the eager lowering. The rule that would pick
+``"flex"`` (CUDA, inside ``torch.compile``, no gradient, where the fused kernel skips masked
+blocks) is written but off: it is unmeasured (no GPU has run it). The ``auto_rule`` section
+of ``benchmarks/gpu_check.sh``'s output (compiled flex / compiled eager layer, forward
+without gradient) decides it; set ``AUTO_FLEX_ON_CUDA = True`` to try it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from .._errors import AttnblocksError
 if TYPE_CHECKING:
     from ..partition import Partition
 
-__all__ = ["AUTO_FLEX_ON_CUDA", "choose_backend", "lowering_for", "register_lowering"]
+__all__ = [
+    "AUTO_FLEX_ON_CUDA",
+    "auto_backend",
+    "choose_backend",
+    "lowering_for",
+    "register_lowering",
+]
 
 AUTO_FLEX_ON_CUDA = False
 
@@ -68,19 +77,25 @@ def needs_grad(qkv: torch.Tensor, modules: Any) -> bool:
     return qkv.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
 
 
-def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:
-    """The backend ``"auto"`` runs a group with (see the module docstring for why)."""
-    flex = lowering_for(partition, "flex") is not None
-    compiling = torch.compiler.is_compiling()
+def auto_backend(partition: Partition, device: torch.device, grad: Callable[[], bool]) -> str:
+    """The backend ``"auto"`` runs a group of ``partition`` with on ``device`` (see the module
+    docstring for why). ``grad()`` says whether the call records a graph; it is asked last, only
+    where the answer matters. The layer and :func:`attnblocks.functional.attention` ask once per
+    call, before any projection, and pass the answer down (``attnblocks._core.plan_call``)."""
     if (
         AUTO_FLEX_ON_CUDA
-        and flex
-        and compiling
-        and qkv.is_cuda
-        and not needs_grad(qkv, ctx.encoders)
+        and device.type == "cuda"
+        and torch.compiler.is_compiling()
+        and lowering_for(partition, "flex") is not None
+        and not grad()
     ):
         return "flex"
     return "eager"
+
+
+def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:
+    """:func:`auto_backend` for a group's projected ``qkv`` and a run context."""
+    return auto_backend(partition, qkv.device, lambda: needs_grad(qkv, ctx.encoders))
 
 
 def check_backend(partition: Partition, backend: str) -> Lowering:
