@@ -26,8 +26,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._errors import AttnblocksError
-from .backends.dense import dense_attention
 from .backends.eager import (
     attend,
     attend_matmul,
@@ -36,8 +34,6 @@ from .backends.eager import (
     use_matmul,
     window_order,
 )
-from .backends.flex import check_flex_call
-from .backends.flex_sliding import _flex_attend
 from .backends.registry import auto_backend
 from .lowering import GroupPlan, RectLayout
 from .runners import GroupRunner, RunContext, run_group
@@ -164,7 +160,7 @@ Input = torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 def attention_core(
     plan: CallPlan,
-    runners: Sequence[GroupRunner | None],
+    runners: Sequence[GroupRunner | Callable],
     inputs: Sequence[Input],
     ctx: RunContext,
 ) -> list[torch.Tensor]:
@@ -174,14 +170,15 @@ def attention_core(
     (``(B, H, W, 1, c)``, its queries, for a runner that makes its own keys); where the plan
     has layouts, ``(B, N, 3, c)`` in its token order; or ``(q, k, v)`` with
     ``q: (B, H, W, h, d)`` and keys ``(B, Hk, Wk, h, d)`` of another map, every query over
-    every key (``runners[i]`` may then be ``None``).
+    every key: ``runners[i]`` is then a callable ``(q, k, v, ctx, backend) -> (B, H, W, c)``
+    (``functional.attention``'s, on :func:`attend_keys`).
 
     Returns per group ``(B, H, W, c)``, or ``(B, N, c)`` in the token order it came in.
     """
     outs = []
-    for i, (g, runner, t, backend) in enumerate(zip(plan.groups, runners, inputs, plan.backends)):
+    for i, (runner, t, backend) in enumerate(zip(runners, inputs, plan.backends)):
         if isinstance(t, tuple):
-            outs.append(_given_keys(g, *t, ctx, backend))
+            outs.append(runner(*t, ctx, backend))
         elif plan.layouts is not None:
             outs.append(runner.forward_ordered(t, plan.layouts[i], ctx))
         else:
@@ -206,34 +203,3 @@ def attend_keys(
     if kernel is None:
         kernel = attend_matmul if use_matmul(k, None) else attend
     return kernel(q, k, v, None, scale, dropout_p)
-
-
-def _given_keys(
-    g: GroupPlan,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    ctx: RunContext,
-    backend: str,
-) -> torch.Tensor:
-    """Every query of ``q: (B, H, W, h, D)`` over every key of ``k, v: (B, Hk, Wk, h, D)``:
-    reduced keys, cross-attention; returns ``(B, H, W, h * D)``."""
-    for e in ctx.encoders:
-        if e.acts_per_window():
-            raise AttnblocksError(
-                f"attention: {type(e).__name__} adds per-window biases or values, which need "
-                f"keys on the query's map; head group {g.index} ({g.partition!r}) has keys of "
-                f"another size."
-            )
-    B, H, W, h, D = q.shape
-    qt = q.reshape(B, H * W, h, D).transpose(1, 2)
-    kt, vt = (t.reshape(B, -1, h, D).transpose(1, 2) for t in (k, v))
-    if backend == "flex":
-        check_flex_call(g, q, ctx)
-        o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p, _flex_attend)
-    elif backend == "dense":
-        allowed = torch.ones(H * W, kt.shape[2], dtype=torch.bool, device=q.device)
-        o = dense_attention(qt, kt, vt, allowed, ctx.scale, None, ctx.dropout_p)
-    else:
-        o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p)
-    return o.transpose(1, 2).reshape(B, H, W, h * D)

@@ -11,14 +11,18 @@ layer's own projections of ``x`` (tests/test_functional.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._core import attention_core, plan_call, prepare_qk
+from ._core import attend_keys, attention_core, plan_call, prepare_qk
 from ._errors import AttnblocksError, fmt_shape
+from .backends.dense import dense_attention
+from .backends.flex import check_flex_call
+from .backends.flex_sliding import _flex_attend
 from .encoders import EncoderModule
 from .heads import Split
 from .lowering import BACKENDS, PAD_MODES, GroupPlan, RectLayout, resolve_groups
@@ -223,7 +227,7 @@ def attention(
     for g, kg, vg in zip(groups, ks, vs):
         qg = q[:, :, :, g.heads[0] : g.heads[1]]
         if _given_keys(g, qg, kg):
-            runners.append(None)
+            runners.append(partial(_all_keys, g))
             inputs.append((qg, kg, vg))
         else:
             runners.append(_runner(g))
@@ -296,6 +300,39 @@ def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
             f"another size."
         )
     return False
+
+
+def _all_keys(
+    g: GroupPlan,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    ctx: RunContext,
+    backend: str,
+) -> torch.Tensor:
+    """Every query of ``q: (B, H, W, h, D)`` over every key of ``k, v: (B, Hk, Wk, h, D)``
+    (reduced keys, cross-attention) on the planned backend: the core's :func:`attend_keys`
+    (the kernel of the :class:`~attnblocks.Downsample` runner), FlexAttention without a mask,
+    or the dense oracle. Returns ``(B, H, W, h * D)``."""
+    for e in ctx.encoders:
+        if e.acts_per_window():
+            raise AttnblocksError(
+                f"attention: {type(e).__name__} adds per-window biases or values, which need "
+                f"keys on the query's map; head group {g.index} ({g.partition!r}) has keys of "
+                f"another size."
+            )
+    B, H, W, h, D = q.shape
+    qt = q.reshape(B, H * W, h, D).transpose(1, 2)
+    kt, vt = (t.reshape(B, -1, h, D).transpose(1, 2) for t in (k, v))
+    if backend == "flex":
+        check_flex_call(g, q, ctx)
+        o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p, _flex_attend)
+    elif backend == "dense":
+        allowed = torch.ones(H * W, kt.shape[2], dtype=torch.bool, device=q.device)
+        o = dense_attention(qt, kt, vt, allowed, ctx.scale, None, ctx.dropout_p)
+    else:
+        o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p)
+    return o.transpose(1, 2).reshape(B, H, W, h * D)
 
 
 def partition_windows(x: torch.Tensor, layout: RectLayout, heads: int = 1) -> torch.Tensor:
