@@ -11,21 +11,24 @@ layer's own projections of ``x`` (tests/test_functional.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._core import attention_core, plan_call, prepare_qk
 from ._errors import AttnblocksError, fmt_shape
 from .backends.dense import dense_attention
 from .encoders import EncoderModule
 from .heads import Split
-from .kernels import attend, attend_matmul, check_flex_call, use_matmul
+from .kernels import attend_keys, check_flex_call
 from .kernels import flex_attend as _flex_attend
 from .lowering import BACKENDS, PAD_MODES, GroupPlan, RectLayout, resolve_groups
 from .partition import Downsample, Global, Partition
-from .runners import GroupRunner, RunContext, run_group, runner_for
+from .runners import GroupRunner, RunContext, runner_for
+from .score import ScoreModule
 
 __all__ = ["attention", "partition_windows", "unpartition_windows"]
 
@@ -113,15 +116,17 @@ def attention(
     heads: Split | None = None,
     scale: float | None = None,
     pe: Sequence[EncoderModule] | EncoderModule | None = None,
+    score: ScoreModule | None = None,
     dropout_p: float = 0.0,
     backend: str = "auto",
     pad: str = "mask",
 ) -> torch.Tensor:
     """Multi-head attention of ``q`` over ``k, v`` restricted by a partition.
 
-    The attention core of :class:`~attnblocks.AttentionLayer`, without projections: each head
-    group runs on the layer's own runner and backend, so the result equals the layer's (and the
-    dense oracle :func:`~attnblocks.dense_mask`'s) for every partition.
+    The attention core of :class:`~attnblocks.AttentionLayer`, without projections: the layer
+    and this function run the same core (``attnblocks._core``: one call plan, the same group
+    runners and backends), so the result equals the layer's (and the dense oracle
+    :func:`~attnblocks.dense_mask`'s) for every partition.
 
     Args:
         q: ``(B, H, W, heads, D)`` queries on an ``H x W`` map (NATTEN's layout).
@@ -136,11 +141,16 @@ def attention(
             generic one with ``heads``, or ``Split(p0, p1, ...)``: group ``i`` takes heads
             ``[i*heads/n, (i+1)*heads/n)`` and partition ``p_i``.
         heads: ``Split(n)`` for a generic partition (``Stripe(7)``: vertical, horizontal, ...).
-        scale: the logit scale; ``None`` is ``D ** -0.5``.
+        scale: the logit scale; ``None`` is ``D ** -0.5`` (with a ``score``: none, the score
+            sets its own).
         pe: positional-encoder modules built for these head groups, e.g. ``layer.pe`` or
             ``RelPosBias().build(groups, heads * D, heads)``; their ``rotate``, ``bias``,
             ``offset_bias`` and ``value`` hooks act as in the layer (``prepare``, which acts on
             the layer input, is not run).
+        score: a built score module replacing ``q . k * scale``, e.g. ``layer.score`` or
+            ``Cosine().build(heads)`` (SwinV2's scaled cosine attention, with its learned
+            per-head logit scale): it acts on q and k per token before the partitioning, as in
+            the layer; ``k`` must then be one tensor.
         dropout_p: attention dropout (apply it only in training, as with SDPA).
         backend: ``"auto"``, ``"eager"``, ``"flex"`` or ``"dense"``, as ``Attention(backend=)``.
         pad: what happens where the map does not divide into windows, as ``Attention(pad=)``
@@ -150,7 +160,7 @@ def attention(
         ``q: (B, H, W, heads, D)``, ``k, v: (B, Hk, Wk, heads, D)`` -> ``(B, H, W, heads, D)``.
 
     Example:
-        >>> from attnblocks import Neighborhood, Split, Stripe, Window
+        >>> from attnblocks import Cosine, Neighborhood, Split, Stripe, Window
         >>> q = k = v = torch.randn(2, 14, 21, 4, 8)
         >>> attention(q, k, v, Window(7, shift=3)).shape
         torch.Size([2, 14, 21, 4, 8])
@@ -158,6 +168,8 @@ def attention(
         torch.Size([2, 14, 21, 4, 8])
         >>> kr = torch.randn(2, 3, 5, 4, 8)  # keys of a map reduced by 4
         >>> attention(q, kr, kr, Downsample(4)).shape
+        torch.Size([2, 14, 21, 4, 8])
+        >>> attention(q, k, v, Window(7), score=Cosine().build(4)).shape  # SwinV2's score
         torch.Size([2, 14, 21, 4, 8])
     """
     if not isinstance(q, torch.Tensor) or q.dim() != 5:
@@ -186,23 +198,66 @@ def attention(
                 f"{fmt_shape(vg.shape)} for q.shape={fmt_shape(q.shape)}."
             )
     encoders = _encoders(pe)
-    scale = D**-0.5 if scale is None else scale
-    rotators = [e for e in encoders if getattr(e, "rotates", False)]
-    if rotators:  # absolute positions on the map, before any partitioning, as the layer does
-        if not all(kg.shape[1:3] == (H, W) for kg in ks) or not isinstance(k, torch.Tensor):
+    _check_score(score, scale, h)
+    scale = 1.0 if score is not None else D**-0.5 if scale is None else scale
+    rotates = any(getattr(e, "rotates", False) for e in encoders)
+    if rotates or score is not None:  # per token on the map, before any partitioning
+        if not isinstance(k, torch.Tensor):
             raise AttnblocksError(
-                "attention: rotary encoders need k on the query's map, one tensor for all groups."
+                "attention: rotary encoders and a score act on q and k before the partitioning: "
+                "give k as one tensor for all head groups."
             )
-        kk = k
-        for e in rotators:
-            q, kk = e.rotate(q, kk)
+        if rotates and k.shape[1:3] != (H, W):
+            raise AttnblocksError(
+                f"attention: rotary encoders need k on the query's {H}x{W} map, got "
+                f"k.shape={fmt_shape(k.shape)}."
+            )
+        q, kk = prepare_qk(q, k, encoders, score)
         ks = [kk[:, :, :, g.heads[0] : g.heads[1]] for g in groups]
-    ctx = RunContext(q.new_empty(0), scale, encoders, dropout_p, pad, None, backend)
-    outs = []
+    modules = [*encoders, *([] if score is None else [score])]
+
+    def grad() -> bool:
+        return torch.is_grad_enabled() and (
+            any(t.requires_grad for t in (q, *ks, *vs))
+            or any(p.requires_grad for m in modules for p in m.parameters())
+        )
+
+    plan = plan_call(groups, (B, H, W), q.device, pad, backend, grad)
+    runners, inputs = [], []
     for g, kg, vg in zip(groups, ks, vs):
         qg = q[:, :, :, g.heads[0] : g.heads[1]]
-        outs.append(_group_attention(g, qg, kg, vg, ctx))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
+        if _given_keys(g, qg, kg):
+            runners.append(partial(_all_keys, g))
+            inputs.append((qg, kg, vg))
+        else:
+            runners.append(_runner(g))
+            inputs.append(torch.stack((qg, kg, vg), dim=3).view(B, H, W, 3, g.dim))
+    ctx = RunContext(q.new_empty(0), scale, encoders, dropout_p, pad, None, backend)
+    outs = attention_core(plan, runners, inputs, ctx)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+    return out.view(B, H, W, h, D)
+
+
+def _check_score(score, scale: float | None, heads: int) -> None:
+    if score is None:
+        return
+    if not isinstance(score, ScoreModule):
+        raise TypeError(
+            f"attention: score must be a built score module (layer.score, or "
+            f"Cosine().build(heads)), got {score!r}."
+        )
+    if scale is not None:
+        raise AttnblocksError(
+            f"attention: {score.spec!r} sets its own logit scale; drop scale={scale!r}."
+            if hasattr(score, "spec")
+            else f"attention: the score sets its own logit scale; drop scale={scale!r}."
+        )
+    logit_scale = getattr(score, "logit_scale", None)
+    if logit_scale is not None and logit_scale.shape[0] != heads:
+        raise AttnblocksError(
+            f"attention: the score was built for {logit_scale.shape[0]} heads (logit_scale "
+            f"{fmt_shape(logit_scale.shape)}), but q has {heads}."
+        )
 
 
 def _encoders(pe) -> nn.ModuleList | list:
@@ -220,11 +275,10 @@ def _encoders(pe) -> nn.ModuleList | list:
     return pes
 
 
-def _group_attention(
-    g: GroupPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: RunContext
-) -> torch.Tensor:
-    """One head group: ``q: (B, H, W, h, D)``, ``k, v: (B, Hk, Wk, h, D)`` -> like ``q``."""
-    B, H, W, h, D = q.shape
+def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether group ``g`` attends every key of another map (checked): reduced keys, or
+    :class:`Global` over keys of another size; else its keys are tokens of the query's map."""
+    H, W = q.shape[1:3]
     Hk, Wk = k.shape[1:3]
     part = g.partition
     if isinstance(part, Downsample):
@@ -235,25 +289,31 @@ def _group_attention(
                 f"{part.ratio}: on a {H}x{W} map its keys are {expected[0]}x{expected[1]}, got "
                 f"k.shape={fmt_shape(k.shape)}.\n  Hint: use Global() for keys of any size."
             )
-        return _all_keys(g, q, k, v, ctx)
+        return True
     if (Hk, Wk) != (H, W):
         if isinstance(part, Global):
-            return _all_keys(g, q, k, v, ctx)
+            return True
         raise AttnblocksError(
             f"attention: {part!r} (head group {g.index}) pairs each query with keys at its own "
             f"map positions, so k and v must be on the query's {H}x{W} map, got "
             f"k.shape={fmt_shape(k.shape)}.\n  Hint: Global() and Downsample() take keys of "
             f"another size."
         )
-    qkv = torch.stack((q, k, v), dim=3).view(B, H, W, 3, h * D)
-    return run_group(_runner(g), qkv, ctx).view(B, H, W, h, D)
+    return False
 
 
 def _all_keys(
-    g: GroupPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: RunContext
+    g: GroupPlan,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    ctx: RunContext,
+    backend: str,
 ) -> torch.Tensor:
-    """Every query over every key of another map (no mask): reduced keys, cross-attention.
-    The kernels of :class:`~attnblocks.downsample.DownsampleRunner`, chosen the same way."""
+    """Every query of ``q: (B, H, W, h, D)`` over every key of ``k, v: (B, Hk, Wk, h, D)``
+    (reduced keys, cross-attention) on the planned backend: the core's :func:`attend_keys`
+    (the kernel of the :class:`~attnblocks.Downsample` runner), FlexAttention without a mask,
+    or the dense oracle. Returns ``(B, H, W, h * D)``."""
     for e in ctx.encoders:
         if e.acts_per_window():
             raise AttnblocksError(
@@ -264,17 +324,15 @@ def _all_keys(
     B, H, W, h, D = q.shape
     qt = q.reshape(B, H * W, h, D).transpose(1, 2)
     kt, vt = (t.reshape(B, -1, h, D).transpose(1, 2) for t in (k, v))
-    backend = "eager" if ctx.backend == "auto" else ctx.backend
     if backend == "flex":
         check_flex_call(g, q, ctx)
-        o = _flex_attend(qt, kt, vt, None, ctx.scale)
+        o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p, _flex_attend)
     elif backend == "dense":
         allowed = torch.ones(H * W, kt.shape[2], dtype=torch.bool, device=q.device)
         o = dense_attention(qt, kt, vt, allowed, ctx.scale, None, ctx.dropout_p)
     else:
-        kernel = attend_matmul if use_matmul(kt, None) else attend
-        o = kernel(qt, kt, vt, None, ctx.scale, ctx.dropout_p)
-    return o.transpose(1, 2).reshape(B, H, W, h, D)
+        o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p)
+    return o.transpose(1, 2).reshape(B, H, W, h * D)
 
 
 def partition_windows(x: torch.Tensor, layout: RectLayout, heads: int = 1) -> torch.Tensor:

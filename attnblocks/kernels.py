@@ -8,6 +8,7 @@ Shapes: ``q: (B, h, Tq, d)``, ``k, v: (B, h, Tk, d)``, an additive mask broadcas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from ._errors import AttnblocksError
 __all__ = [
     "MATMUL_MAX_TOKENS",
     "attend",
+    "attend_keys",
     "attend_lse",
     "attend_matmul",
     "check_flex_call",
@@ -238,3 +240,22 @@ def flex_attend(q, k, v, mask, scale: float, dropout_p: float = 0.0) -> torch.Te
     from torch.nn.attention.flex_attention import flex_attention
 
     return flex_attention(q, k, v, scale=scale)
+
+
+def attend_keys(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    dropout_p: float = 0.0,
+    kernel: Callable | None = None,
+) -> torch.Tensor:
+    """Every query over every key, no mask: ``kernel`` (``attend``'s signature), or the eager
+    rule: explicit matmuls in training with few keys (:func:`use_matmul`; measured:
+    ``benchmarks/rules.md``), else SDPA.
+
+    Shapes: ``q: (B, h, N, d)``, ``k, v: (B, h, M, d)`` -> ``(B, h, N, d)``.
+    """
+    if kernel is None:
+        kernel = attend_matmul if use_matmul(k, None) else attend
+    return kernel(q, k, v, None, scale, dropout_p)

@@ -10,14 +10,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._cache import size_cache
+from ._core import (
+    CallPlan,
+    attention_core,
+    plan_call,
+    prepare_qk,
+    restore_order,
+    to_order,
+    token_order,
+)
 from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
-from .backends.registry import choose_backend
-from .families.rect.eager import is_identity_order, permute_tokens, window_order
-from .families.rect.runner import RectRunner
-from .lowering import INPUT_PADS, RectLayout
+from .lowering import INPUT_PADS
 from .projection import qkv_projection
-from .runners import RunContext, run_group, runner_for
+from .runners import RunContext, runner_for
 
 __all__ = ["AttentionLayer", "grouped_rows"]
 
@@ -101,9 +107,11 @@ class AttentionLayer(nn.Module):
             )
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(spec.proj_drop)
-        # groups of windows projected per token from x: x can be put in window order first
+        # q/k/v projected per token from x, nothing transformed on the map before the
+        # partitioning, runners that can take tokens in an order: the core may ask for x in
+        # its token order (plan_call)
         self._orderable = (
-            all(isinstance(r, RectRunner) for r in self.runners)
+            all(hasattr(r, "ordered_layout") for r in self.runners)
             and not any(self.own_kv)
             and self._prepares_nothing()
             and spec.backend in ("eager", "auto")
@@ -182,20 +190,17 @@ class AttentionLayer(nn.Module):
         return out
 
     def _prepare_qk(self, qkv: torch.Tensor, rotate: bool) -> torch.Tensor:
-        """Per-token q/k transforms on the map, before any partitioning: the encoders'
-        ``rotate`` (absolute positions; not for padding fill), then the score's ``prepare_qk``.
+        """The core's per-token q/k transforms (:func:`~attnblocks._core.prepare_qk`) on the
+        packed projection: the encoders' ``rotate`` (absolute positions; not for padding fill),
+        then the score's ``prepare_qk``.
 
         ``qkv: (B, H, W, 3, C)`` -> the same shape.
         """
-        rotators = [e for e in self.pe if rotate and getattr(e, "rotates", False)]
-        if not rotators and self.score is None:
+        if self._prepares_nothing() or (self.score is None and not rotate):
             return qkv
         B, H, W = qkv.shape[:3]
         q, k, v = qkv.view(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        for e in rotators:
-            q, k = e.rotate(q, k)
-        if self.score is not None:
-            q, k = self.score.prepare_qk(q, k)
+        q, k = prepare_qk(q, k, self.pe if rotate else (), self.score)
         return torch.stack((q, k, v), dim=3).view(qkv.shape)
 
     def _prepares_nothing(self) -> bool:
@@ -265,9 +270,11 @@ class AttentionLayer(nn.Module):
         for e in self.pe:
             xm = e.prepare(xm)
         try:
-            out = self._forward_ordered(xm) if self._orderable else None
-            if out is None:
-                out = self._forward_groups(xm)
+            plan = self._plan(xm)
+            if plan.layouts is not None:
+                out = self._forward_ordered(xm, plan)
+            else:
+                out = self._forward_groups(xm, plan)
         except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
             form = (
                 "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"
@@ -277,13 +284,29 @@ class AttentionLayer(nn.Module):
             ) from None
         return out.view(x.shape) if x.dim() == 3 else out
 
+    def _plan(self, xm: torch.Tensor, ordered: bool = True) -> CallPlan:
+        """This call's plan (:func:`~attnblocks._core.plan_call`): the groups' backends,
+        ``"auto"`` decided once, and whether the core takes x in its token order."""
+
+        def grad() -> bool:
+            return torch.is_grad_enabled() and (
+                xm.requires_grad or any(p.requires_grad for p in self.parameters())
+            )
+
+        B, H, W, _ = xm.shape
+        runners = self.runners if ordered and self._orderable else None
+        return plan_call(
+            self.groups, (B, H, W), xm.device, self.spec.pad, self.spec.backend, grad, runners
+        )
+
     def _context(self, xm: torch.Tensor, fill: torch.Tensor | None) -> RunContext:
         dropout = self.spec.attn_drop if self.training else 0.0
         return RunContext(xm, self.scale, self.pe, dropout, self.spec.pad, fill, self.spec.backend)
 
-    def _forward_groups(self, xm: torch.Tensor) -> torch.Tensor:
-        """qkv on the map, each group's runner, output projection on the map."""
+    def _forward_groups(self, xm: torch.Tensor, plan: CallPlan | None = None) -> torch.Tensor:
+        """qkv on the map, the core on each group, output projection on the map."""
         B, H, W, C = xm.shape
+        plan = plan or self._plan(xm, ordered=False)
         if any(self.own_kv):
             inputs, fill = self._split_inputs(xm)
         else:
@@ -295,50 +318,39 @@ class AttentionLayer(nn.Module):
             fill = None
             if self.spec.pad in INPUT_PADS and self.qkv.bias is not None:
                 fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
-        ctx = self._context(xm, fill)
-        outs = [run_group(r, t, ctx) for t, r in zip(inputs, self.runners)]
+        outs = attention_core(plan, self.runners, inputs, self._context(xm, fill))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         return self.proj_drop(self.proj(out))
 
-    def _forward_ordered(self, xm: torch.Tensor) -> torch.Tensor | None:
-        """Groups of unpadded windows: each group's ``x`` is gathered into its window order
-        before its qkv projection (C channels, where gathering its qkv moves 3c), attended on
-        views (:func:`~attnblocks.backends.eager.ordered_attention`) and gathered back; one
-        group is projected in window order and gathered back once, as timm does. ``None``
-        where it does not apply (padded maps, long masked windows, a non-eager lowering)."""
+    def _forward_ordered(
+        self, xm: torch.Tensor, plan: CallPlan | None = None
+    ) -> torch.Tensor | None:
+        """The core takes each group's tokens in its own order (the plan's layouts: groups of
+        unpadded windows): ``x`` is gathered into that order before the group's qkv projection
+        (C channels, where gathering its qkv moves 3c) and the output gathered back; one group
+        is projected in that order and gathered back once, as timm does. ``None`` where the
+        plan has no token order (padded maps, long masked windows, a non-eager lowering)."""
+        plan = plan or self._plan(xm)
+        if plan.layouts is None:
+            return None
         B, H, W, C = xm.shape
-        layouts = [r.ordered_layout(H, W, self.spec.pad, B, xm.device) for r in self.runners]
-        if any(lay is None for lay in layouts):
-            return None
-        ctx = self._context(xm, None)
-        if self.spec.backend == "auto" and any(
-            choose_backend(r.group.partition, xm, ctx) != "eager" for r in self.runners
-        ):
-            return None
         tokens = xm.reshape(B, H * W, C)
         single = len(self.runners) == 1
         params = None if single else self._group_params()
         gathered: dict = {}  # groups with one layout (a Split of one partition) share x
-        outs = []
-        for g, runner, layout in zip(self.groups, self.runners, layouts):
-            order = None if is_identity_order(layout) else _orders(layout, xm.device)
-            t = tokens
-            if order is not None:
-                if layout not in gathered:
-                    gathered[layout] = permute_tokens(tokens, 1, *order)
-                t = gathered[layout]
+        orders, inputs = [], []
+        for g, layout in zip(self.groups, plan.layouts):
+            order = token_order(layout, xm.device)
+            if layout not in gathered:
+                gathered[layout] = to_order(tokens, order)
+            t = gathered[layout]
             qkv = self.qkv(t) if single else F.linear(t, *params[g.index])
-            o = runner.forward_ordered(qkv.view(B, H * W, 3, g.dim), layout, ctx)
-            if single:
-                o = self.proj_drop(self.proj(o))
-            if order is not None:
-                o = permute_tokens(o, 1, order[1], order[0])
-            outs.append(o)
-        out = outs[0] if single else self.proj_drop(self.proj(torch.cat(outs, dim=-1)))
+            orders.append(order)
+            inputs.append(qkv.view(B, H * W, 3, g.dim))
+        outs = attention_core(plan, self.runners, inputs, self._context(xm, None))
+        if single:
+            out = restore_order(self.proj_drop(self.proj(outs[0])), orders[0])
+        else:
+            outs = [restore_order(o, order) for o, order in zip(outs, orders)]
+            out = self.proj_drop(self.proj(torch.cat(outs, dim=-1)))
         return out.view(B, H, W, C)
-
-
-def _orders(layout: RectLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`~attnblocks.backends.eager.window_order` of ``layout`` on ``device``."""
-    perm, inv = window_order(layout)
-    return perm.to(device), inv.to(device)

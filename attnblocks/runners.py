@@ -74,9 +74,14 @@ def register_runner(*types: type[Partition]):
     return deco
 
 
-def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-    """Run one head group on ``ctx.backend``: the runner itself (eager) or a registered lowering."""
-    backend = ctx.backend
+def run_group(
+    runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext, backend: str | None = None
+) -> torch.Tensor:
+    """Run one head group on ``backend`` (``None``: ``ctx.backend``): the runner itself
+    (eager) or a registered lowering. The layer and :func:`attnblocks.functional.attention`
+    pass the backend their call plan decided (``attnblocks._core.plan_call``); ``"auto"`` is
+    decided here only for a direct call."""
+    backend = ctx.backend if backend is None else backend
     if backend == "auto":
         backend = choose_backend(runner.group.partition, qkv, ctx)
     if backend == "eager":

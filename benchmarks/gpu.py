@@ -1,13 +1,22 @@
 """A short device benchmark: ``python -m benchmarks.gpu --device cuda --dtype bf16 --out DIR``.
 
 Per case (stage-1 shapes of the Tiny models, 56x56 map), the layer on each backend it has
-(``eager``, ``flex`` compiled with inductor, ``auto``), forward without gradient and
-forward+backward, median milliseconds; and the attention core alone on ``(B, H, W, heads, D)``
+(``eager``; ``eager`` compiled, forward only; ``flex`` compiled with inductor), forward
+without gradient and forward+backward, median milliseconds; and the attention core alone on
+``(B, H, W, heads, D)``
 tensors against the anchors where installed: ``attnblocks.functional.attention`` (eager),
 FlexAttention compiled with the exported ``attnblocks.flex.block_mask``, NATTEN's fused
 ``na2d`` (neighbourhood cases) and dense SDPA over all tokens (the unmasked upper bound).
 Ratios are to the eager layer / the eager core. Writes ``gpu.json`` and ``gpu.md`` to
-``--out``. ``--quick`` (small map, few repetitions) is what the CPU test runs.
+``--out`` after every case (a run cut short keeps the cases it finished). ``--quick`` (small
+map, few repetitions) is what the CPU test runs.
+
+``auto``'s CUDA rule (``attnblocks.backends.registry.AUTO_FLEX_ON_CUDA``, off: unmeasured)
+would run ``flex`` instead of ``eager`` inside ``torch.compile``, on CUDA, without a graph.
+What decides it is the forward without gradient of the compiled flex layer against the
+compiled eager layer, per case: the ``auto_rule`` section of the output (``flex / eager``,
+both compiled; below 1 where the rule would win). Uncompiled, ``auto`` is ``eager`` by that
+rule, so it has no row of its own.
 """
 
 from __future__ import annotations
@@ -124,22 +133,27 @@ def main(argv: list[str] | None = None) -> dict:
         "batch": batch,
         "compile": compile_,
     }
-    rows = []
+    rows: list[tuple] = []
     warnings.simplefilter("ignore")  # uncompiled flex: unfused
+    result: dict = {}
     for name in args.cases.split(","):
         spec, dim, heads, _ = CASES[name]
         x = torch.randn(batch, size, size, dim, device=device, dtype=dtype)
-        backends = ["eager", "auto"] + (["flex"] if name in FLEX else [])
+        # (label, backend, compiled, modes): the compiled eager layer is the twin the auto rule
+        # weighs compiled flex against (forward, no gradient)
+        runs = [("layer eager", "eager", False, ("fwd", "fwd+bwd"))]
+        if compile_:
+            runs.append(("layer eager compiled", "eager", True, ("fwd",)))
+        if name in FLEX:
+            bwd = () if device.type == "cpu" else ("fwd+bwd",)  # no CPU backward
+            runs.append(("layer flex", "flex", compile_, ("fwd", *bwd)))
         base = {}
-        for backend in backends:
-            comp = compile_ and backend == "flex"
+        for label, backend, comp, modes in runs:
             fwd, train = _layer_fns(spec, dim, heads, backend, x, comp)
-            for mode, fn in (("fwd", fwd), ("fwd+bwd", train)):
-                if backend == "flex" and mode == "fwd+bwd" and device.type == "cpu":
-                    continue  # no CPU backward
-                ms = median_ms(fn, device, warmup, reps)
+            for mode in modes:
+                ms = median_ms(fwd if mode == "fwd" else train, device, warmup, reps)
                 base.setdefault(mode, ms)
-                rows.append((name, f"layer {backend}", mode, ms, ms / base[mode]))
+                rows.append((name, label, mode, ms, ms / base[mode]))
         d = dim // heads
         q = torch.randn(batch, size, size, heads, d, device=device, dtype=dtype)
         core = None
@@ -148,9 +162,32 @@ def main(argv: list[str] | None = None) -> dict:
                 ms = median_ms(fn, device, warmup, reps)
             core = core or ms
             rows.append((name, impl, "fwd", ms, ms / core))
+        result, text = _write(rows, info, args, size, batch, compile_)
+        print(f"{name}: done", flush=True)
+    print(text)
+    return result
+
+
+def auto_rule(rows: list[tuple]) -> dict[str, float]:
+    """Per case, compiled flex / compiled eager layer forward without gradient: what decides
+    ``AUTO_FLEX_ON_CUDA`` (below 1: the rule would win)."""
+    fwd = {(c, i): ms for c, i, m, ms, _ in rows if m == "fwd"}
+    return {
+        c: fwd[(c, "layer flex")] / fwd[(c, "layer eager compiled")]
+        for c in dict.fromkeys(r[0] for r in rows)
+        if (c, "layer flex") in fwd and (c, "layer eager compiled") in fwd
+    }
+
+
+def _write(
+    rows: list[tuple], info: dict, args, size: int, batch: int, compile_: bool
+) -> tuple[dict, str]:
+    """``gpu.json`` and ``gpu.md`` of the rows so far (written to ``--out``), and the text."""
+    rule = auto_rule(rows)
     result = {
         "machine": info,
         "rows": [dict(zip(("case", "impl", "mode", "ms", "ratio"), r)) for r in rows],
+        "auto_rule": rule,
     }
     lines = [
         f"# Device benchmark: {info['device']}, {args.dtype}, {size}x{size} map, batch {batch}",
@@ -162,13 +199,24 @@ def main(argv: list[str] | None = None) -> dict:
         "|---|---|---|---:|---:|",
     ]
     lines += [f"| {c} | {i} | {m} | {ms:.3f} | {r:.2f} |" for c, i, m, ms, r in rows]
-    print("\n".join(lines))
+    if rule:
+        lines += [
+            "",
+            "## auto_rule: compiled flex / compiled eager, forward without gradient",
+            "",
+            "What decides `AUTO_FLEX_ON_CUDA` (below 1: `auto` would win by picking flex).",
+            "",
+            "| case | flex / eager (compiled) |",
+            "|---|---:|",
+        ]
+        lines += [f"| {c} | {r:.2f} |" for c, r in rule.items()]
+    text = "\n".join(lines)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "gpu.json").write_text(json.dumps(result, indent=2))
-        (out / "gpu.md").write_text("\n".join(lines) + "\n")
-    return result
+        (out / "gpu.md").write_text(text + "\n")
+    return result, text
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from attnblocks.convert import convert_cswin, load_cswin_checkpoint
 from attnblocks.models import create
-from attnblocks.models.checkpoints import convert_cswin, load_cswin_checkpoint
 from attnblocks.models.cswin import cswin_spec
 from references.cswin_model import cswin_model, cswin_state_shapes, random_cswin_state
 

@@ -10,8 +10,8 @@ import copy
 import pytest
 import torch
 
+from attnblocks.convert import convert_timm_swin, load_timm_swin_checkpoint
 from attnblocks.models import create
-from attnblocks.models.checkpoints import convert_timm_swin, load_timm_swin_checkpoint
 
 timm = pytest.importorskip("timm")
 swin_mod = pytest.importorskip("timm.models.swin_transformer")

@@ -4,12 +4,15 @@
 ``fn(runner, qkv, ctx) -> (B, H, W, c)`` for partition types (looked up along the MRO, so a
 registration for :class:`~attnblocks.Partition` is a fallback for every partition).
 
-``"auto"`` picks per call (:func:`choose_backend`): the eager lowering, since on CPU flex
-without compile materialises the scores, dense costs ``N^2`` memory, and FlexAttention has
-no CPU backward and a compiled first call of seconds (measured: ``benchmarks/rules.md``).
-The rule that would pick ``"flex"`` (CUDA, inside ``torch.compile``, no gradient, where the fused
-kernel skips masked blocks) is written but off until it is measured on a GPU: set
-``AUTO_FLEX_ON_CUDA = True`` to try it.
+``"auto"`` is decided once per call, per head group, before any projection
+(:func:`auto_backend`, asked by ``attnblocks._core.plan_call``): the eager lowering, since on
+CPU flex without compile materialises the scores, dense costs ``N^2`` memory, and
+FlexAttention has no CPU backward and a compiled first call of seconds (measured:
+``benchmarks/rules.md``). The rule that would pick ``"flex"`` (CUDA, inside
+``torch.compile``, no gradient, where the fused kernel skips masked blocks) is written but
+off: it is unmeasured (no GPU has run it). The ``auto_rule`` section of
+``benchmarks/gpu_check.sh``'s output (compiled flex / compiled eager layer, forward without
+gradient) decides it; set ``AUTO_FLEX_ON_CUDA = True`` to try it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from ..kernels import needs_grad
 if TYPE_CHECKING:
     from ..partition import Partition
 
-__all__ = ["AUTO_FLEX_ON_CUDA", "choose_backend", "lowering_for", "register_lowering"]
+__all__ = [
+    "AUTO_FLEX_ON_CUDA",
+    "auto_backend",
+    "choose_backend",
+    "lowering_for",
+    "register_lowering",
+]
 
 AUTO_FLEX_ON_CUDA = False
 
@@ -55,19 +64,25 @@ def lowering_for(partition: Partition, backend: str) -> Lowering | None:
     return hooks.lookup(partition, f"backend:{backend}", None)
 
 
-def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:
-    """The backend ``"auto"`` runs a group with (see the module docstring for why)."""
-    flex = lowering_for(partition, "flex") is not None
-    compiling = torch.compiler.is_compiling()
+def auto_backend(partition: Partition, device: torch.device, grad: Callable[[], bool]) -> str:
+    """The backend ``"auto"`` runs a group of ``partition`` with on ``device`` (see the module
+    docstring for why). ``grad()`` says whether the call records a graph; it is asked last, only
+    where the answer matters. The layer and :func:`attnblocks.functional.attention` ask once per
+    call, before any projection, and pass the answer down (``attnblocks._core.plan_call``)."""
     if (
         AUTO_FLEX_ON_CUDA
-        and flex
-        and compiling
-        and qkv.is_cuda
-        and not needs_grad(qkv, ctx.encoders)
+        and device.type == "cuda"
+        and torch.compiler.is_compiling()
+        and lowering_for(partition, "flex") is not None
+        and not grad()
     ):
         return "flex"
     return "eager"
+
+
+def choose_backend(partition: Partition, qkv: torch.Tensor, ctx: Any) -> str:
+    """:func:`auto_backend` for a group's projected ``qkv`` and a run context."""
+    return auto_backend(partition, qkv.device, lambda: needs_grad(qkv, ctx.encoders))
 
 
 def check_backend(partition: Partition, backend: str) -> Lowering:

@@ -27,7 +27,7 @@ from .._errors import AttnblocksError
 from ..backends.registry import register_lowering
 from ..cost import GroupCost, _lepe_cost, register_cost, register_encoder_cost, register_kv_cost
 from ..encoders import EncoderModule, LocalConvModule
-from ..kernels import attend, attend_matmul, check_flex_call, flex_attend, use_matmul
+from ..kernels import attend, attend_keys, check_flex_call, flex_attend
 from ..lowering import GroupPlan
 from ..partition import Downsample
 from ..pe import LocalConv
@@ -134,11 +134,8 @@ class DownsampleRunner(GroupRunner):
             v_map = v_map + local.term(g, v_map)
         v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)
         q = qkv.squeeze(3).reshape(B, H * W, h, d).transpose(1, 2)  # a view: no zero-filled grad
-        if kernel is attend and use_matmul(k, None):
-            # training with at most 64 reduced keys: explicit matmuls beat CPU SDPA (measured:
-            # benchmarks/rules.md)
-            kernel = attend_matmul
-        o = kernel(q, k, v, None, ctx.scale, ctx.dropout_p)  # (B, h, N, d)
+        # the shared kernel for every query over every key (functional.attention's too)
+        o = attend_keys(q, k, v, ctx.scale, ctx.dropout_p, None if kernel is attend else kernel)
         out = o.transpose(1, 2).reshape(B, H, W, c)
         if local is not None and self.sr is None:  # Shunted sr = 1: LePE over the whole map
             out = out + local.term(g, v_map).permute(0, 2, 3, 1)

@@ -10,16 +10,16 @@ when timm is already imported; otherwise call :func:`register_timm`.
 
 import sys as _sys
 
-from . import cswin, dilateformer, nat, pvtv2, shunted, swin  # noqa: F401  (registers models)
-from .backbone import Backbone, BackboneSpec, FeatureInfo, Stage
-from .block import Alternate, Block, PreNorm
-from .checkpoints import (
+from ..convert.checkpoints import (
     LAYOUTS,
     convert_checkpoint,
     detect_layout,
     load_checkpoint,
     read_checkpoint,
 )
+from . import cswin, dilateformer, nat, pvtv2, shunted, swin  # noqa: F401  (registers models)
+from .backbone import Backbone, BackboneSpec, FeatureInfo, Stage
+from .block import Alternate, Block, PreNorm
 from .layers import ConvMerge, ConvStem, DropPath, DWConvMlp, Mlp, PatchMerging, drop_path_rates
 from .pretrained import pretrained_cfg
 from .registry import create, list_models, model_spec, register_model

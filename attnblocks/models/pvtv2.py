@@ -10,9 +10,9 @@ the end of every stage. Load timm's ``pvt_v2_b2`` with :func:`load_timm_pvtv2_ch
 from __future__ import annotations
 
 from .. import zoo
+from ..convert.checkpoints import convert_timm_pvtv2, load_timm_pvtv2_checkpoint
 from .backbone import BackboneSpec, Stage
 from .block import PreNorm
-from .checkpoints import convert_timm_pvtv2, load_timm_pvtv2_checkpoint  # the converters' home
 from .layers import ConvMerge, ConvStem
 from .registry import register_model
 

@@ -99,7 +99,7 @@ def create(
         >>> shapes
         [(1, 96, 16, 24), (1, 192, 8, 12), (1, 384, 4, 6), (1, 768, 2, 3)]
     """
-    from .checkpoints import load_checkpoint
+    from ..convert.checkpoints import load_checkpoint
     from .pretrained import pretrained_cfg as default_cfg
 
     spec = model_spec(name, **options)

@@ -39,12 +39,13 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .._errors import AttnblocksError
-from ..convert import (
+from .layers import (
     _strict_load,
     embed_rel_table,
     load_dilateformer,
@@ -53,7 +54,9 @@ from ..convert import (
     load_swinv2,
     map_attention,
 )
-from .backbone import Backbone
+
+if TYPE_CHECKING:
+    from ..models.backbone import Backbone
 
 __all__ = [
     "LAYOUTS",

@@ -1,4 +1,4 @@
-"""Converters: the authors' (and timm's) state-dict layouts into attnblocks modules.
+"""Converters of one attention layer: the authors' (and timm's, torchvision's) weights.
 
 Each ``load_*`` function maps the authors' keys (see the reference facts) onto a built
 :class:`~attnblocks.AttentionLayer` and loads them strictly: missing or unexpected keys and
@@ -13,19 +13,19 @@ from contextvars import ContextVar
 
 import torch
 
-from ._errors import AttnblocksError, fmt_shape
-from .attention import Attention
-from .encoders import (
+from .._errors import AttnblocksError, fmt_shape
+from ..attention import Attention
+from ..encoders import (
     ContinuousPosBiasModule,
     CPEModule,
     LePEModule,
     LocalConvModule,
     RelPosBiasModule,
 )
-from .nn import AttentionLayer
-from .partition import Stripe, Window
-from .pe import ContinuousPosBias, RelPosBias
-from .score import Cosine
+from ..nn import AttentionLayer
+from ..partition import Stripe, Window
+from ..pe import ContinuousPosBias, RelPosBias
+from ..score import Cosine
 
 __all__ = [
     "embed_rel_table",
@@ -623,8 +623,8 @@ def from_torchvision(module: torch.nn.Module) -> AttentionLayer:
         >>> from torchvision.models.swin_transformer import ShiftedWindowAttention
         >>> attn = ShiftedWindowAttention(32, [7, 7], [3, 3], num_heads=4)
         >>> from_torchvision(attn).spec
-        Attention(partition=Window(7, shift=3, clamp='torchvision'), pe=RelPosBias(), pad='timm')
-    """
+        Attention(partition=Window(7, shift=3, clamp='torchvision'), pe=RelPosBias(), pad='torchvision')
+    """  # noqa: E501
     fn = "from_torchvision"
     attn = getattr(module, "attn", module)
     kind = type(attn).__name__
