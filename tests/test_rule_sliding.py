@@ -85,12 +85,12 @@ def test_a_sliding_declaration_that_contradicts_the_rule_is_refused():
     with pytest.raises(AttnblocksError, match="sliding\\(\\) declares Dilated\\(5"):
         layer(torch.randn(1, 6, 6, 8))
 
-    class Zeros(_Ball):
+    class _Zeros(_Ball):
         def sliding(self, H, W):
             return Dilated(3)  # border="zeros": not a key set
 
     with pytest.raises(AttnblocksError, match="border='mask' or 'shift'"):
-        Attention(partition=Zeros()).build(8, 2)(torch.randn(1, 6, 6, 8))
+        Attention(partition=_Zeros()).build(8, 2)(torch.randn(1, 6, 6, 8))
 
 
 def test_with_an_encoder_the_rule_runs_densely_and_explain_cost_say_so():
@@ -112,14 +112,14 @@ def test_with_an_encoder_the_rule_runs_densely_and_explain_cost_say_so():
 def test_neighborhood_declared_on_a_clamped_rule():
     """NAT's clamped window, as a rule from the built-in's own mask, declared as itself."""
 
-    class Clamped(RulePartition):
+    class _Clamped(RulePartition):
         def oracle(self, H, W):
             return dense_mask(Neighborhood(3), H, W).numpy()
 
         def sliding(self, H, W):
             return Neighborhood(3)
 
-    part = Clamped()
+    part = _Clamped()
     layer = randomize_(Attention(partition=part).build(4, 1).double())
     x = torch.randn(1, 5, 6, 4, dtype=torch.float64)
     ref = reference(layer, x, [dense_mask(part, 5, 6)])

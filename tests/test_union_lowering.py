@@ -187,12 +187,12 @@ def test_overlapping_sets_and_encoders_take_the_dense_lowering():
 
 
 def test_a_query_without_keys_takes_the_dense_lowering():
-    class Nothing(RulePartition):
+    class _Nothing(RulePartition):
         def allows(self, q, k):
             return (q[0] < 0) & (k[0] < 0)
 
-    class FirstRow(RulePartition):
+    class _FirstRow(RulePartition):
         def allows(self, q, k):
             return (q[0] == 0) & (k[0] == 0)
 
-    assert union_plan(FirstRow() | Nothing(), 3, 3) is None
+    assert union_plan(_FirstRow() | _Nothing(), 3, 3) is None
