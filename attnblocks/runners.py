@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ._contain import contained
 from ._errors import AttnblocksError
 from .backends.eager import loops_per_head, ordered_attention, rect_attention
 from .backends.registry import check_backend, choose_backend
@@ -79,13 +80,32 @@ def register_runner(*types: type[Partition]):
 
 
 def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-    """Run one head group on ``ctx.backend``: the runner itself (eager) or a registered lowering."""
+    """Run one head group on ``ctx.backend``: the runner itself (eager) or a registered lowering.
+
+    Lowerings that compute with keys outside some query's key set (masked windows, tiles, a
+    dense or flex mask) run under :func:`~attnblocks._contain.contained`: a non-finite token
+    reaches only the queries that may attend to it."""
     backend = ctx.backend
     if backend == "auto":
         backend = choose_backend(runner.group.partition, qkv, ctx)
     if backend == "eager":
-        return runner(qkv, ctx)
-    return check_backend(runner.group.partition, backend)(runner, qkv, ctx)
+        if runner.kv_source != "tokens" or not _masks_keys(runner, qkv, ctx):
+            return runner(qkv, ctx)
+        return contained(runner, qkv, ctx)
+    lowering = check_backend(runner.group.partition, backend)
+    if runner.kv_source != "tokens" or (backend == "flex" and torch.compiler.is_compiling()):
+        # compiled flex: inductor's CPU flex template takes no consumer of its output into a
+        # torch.cond (NotImplementedError, torch 2.14), so NaN is not contained there
+        return lowering(runner, qkv, ctx)
+    return contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
+
+
+def _masks_keys(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> bool:
+    """Whether the eager lowering attends over keys that some query must not see: not for
+    unmasked windows, stripes, grids (their windows are the key sets); yes elsewhere."""
+    if isinstance(runner, RectRunner):
+        return rect_layout(runner.group.partition, qkv.shape[1], qkv.shape[2], ctx.pad).needs_mask
+    return True
 
 
 def runner_for(partition: Partition) -> type[GroupRunner]:
@@ -124,4 +144,9 @@ class RectRunner(GroupRunner):
         self, qkv: torch.Tensor, layout: RectLayout, ctx: RunContext
     ) -> torch.Tensor:
         """``qkv: (B, N, 3, c)`` in the layout's window order -> ``(B, N, c)``, same order."""
-        return ordered_attention(qkv, layout, self.group, ctx.scale, ctx.encoders, ctx.dropout_p)
+        g = self.group
+
+        def run(t: torch.Tensor, c: RunContext) -> torch.Tensor:
+            return ordered_attention(t, layout, g, c.scale, c.encoders, c.dropout_p)
+
+        return contained(run, qkv, ctx) if layout.needs_mask else run(qkv, ctx)
