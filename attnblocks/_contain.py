@@ -36,7 +36,7 @@ import torch
 
 from ._cache import _tracing
 
-__all__ = ["contained"]
+__all__ = ["contained", "own_keys_contained"]
 
 # fn(qkv, ctx) -> out: one head group's attention; qkv: (..., 3, c), out: (..., c)
 GroupFn = Callable[[torch.Tensor, object], torch.Tensor]
@@ -86,3 +86,16 @@ def _mark(fn: GroupFn, ctx, out: torch.Tensor, finite: torch.Tensor) -> torch.Te
     plain = dataclasses.replace(ctx, encoders=(), dropout_p=0.0, fill=None)
     hit = (fn(probe, plain) > 0) | ~finite[..., 0, None]
     return out.masked_fill(hit, math.nan)
+
+
+def own_keys_contained(fn: GroupFn, qkv: torch.Tensor, ctx) -> torch.Tensor:
+    """``fn(qkv, ctx)`` with each token's non-finite q (k, v) rows marking its own output
+    NaN: for groups that make their own keys (``qkv: (..., 1, c)``, queries only; a
+    non-finite key reaches every query, as the math says) and windows of one token. SDPA
+    given one key returns its value whatever the logit, so a NaN query would not show."""
+    out = fn(qkv, ctx)
+    eager = not (torch.compiler.is_compiling() or _tracing())
+    if eager and math.isfinite(qkv.sum(dtype=torch.float32).item()):
+        return out
+    bad = ~torch.isfinite(qkv).all(-1).all(-1)
+    return out.masked_fill(bad[..., None], math.nan)

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ._contain import contained
+from ._contain import contained, own_keys_contained
 from ._errors import AttnblocksError
 from .backends.eager import loops_per_head, ordered_attention, rect_attention
 from .backends.registry import check_backend, choose_backend
@@ -89,23 +89,36 @@ def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.
     if backend == "auto":
         backend = choose_backend(runner.group.partition, qkv, ctx)
     if backend == "eager":
-        if runner.kv_source != "tokens" or not _masks_keys(runner, qkv, ctx):
+        if runner.kv_source != "tokens":
+            return own_keys_contained(runner, qkv, ctx)
+        keys = _key_sets(runner, qkv, ctx)
+        if keys == "windows":
             return runner(qkv, ctx)
+        if keys == "self":
+            return own_keys_contained(runner, qkv, ctx)
         return contained(runner, qkv, ctx)
     lowering = check_backend(runner.group.partition, backend)
-    if runner.kv_source != "tokens" or (backend == "flex" and torch.compiler.is_compiling()):
+    if runner.kv_source != "tokens":
+        return own_keys_contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
+    if backend == "flex" and torch.compiler.is_compiling():
         # compiled flex: inductor's CPU flex template takes no consumer of its output into a
         # torch.cond (NotImplementedError, torch 2.14), so NaN is not contained there
         return lowering(runner, qkv, ctx)
     return contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
 
 
-def _masks_keys(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> bool:
-    """Whether the eager lowering attends over keys that some query must not see: not for
-    unmasked windows, stripes, grids (their windows are the key sets); yes elsewhere."""
+def _key_sets(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> str:
+    """How the eager lowering's keys relate to each query's key set: ``"windows"`` (unmasked
+    windows, stripes, grids: the window is the key set, NaN spreads only where it may),
+    ``"self"`` (windows of one token: SDPA returns v for one key, whatever q and k are, so
+    non-finite rows are marked directly), ``"masked"`` (more keys than allowed: masked
+    windows, tiles)."""
     if isinstance(runner, RectRunner):
-        return rect_layout(runner.group.partition, qkv.shape[1], qkv.shape[2], ctx.pad).needs_mask
-    return True
+        layout = rect_layout(runner.group.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+        if layout.tokens == 1:
+            return "self"
+        return "masked" if layout.needs_mask else "windows"
+    return "masked"
 
 
 def runner_for(partition: Partition) -> type[GroupRunner]:
@@ -149,4 +162,6 @@ class RectRunner(GroupRunner):
         def run(t: torch.Tensor, c: RunContext) -> torch.Tensor:
             return ordered_attention(t, layout, g, c.scale, c.encoders, c.dropout_p)
 
+        if layout.tokens == 1:
+            return own_keys_contained(run, qkv, ctx)
         return contained(run, qkv, ctx) if layout.needs_mask else run(qkv, ctx)
