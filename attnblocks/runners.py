@@ -8,7 +8,7 @@ projected ``q, k, v`` and a :class:`RunContext`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ __all__ = [
     "register_runner",
     "run_group",
     "runner_for",
+    "static_map_size",
 ]
 
 _RUNNERS: dict[type, type[GroupRunner]] = {}
@@ -85,6 +86,8 @@ def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.
     Lowerings that compute with keys outside some query's key set (masked windows, tiles, a
     dense or flex mask) run under :func:`~attnblocks._contain.contained`: a non-finite token
     reaches only the queries that may attend to it."""
+    if runner.kv_source == "tokens":
+        static_map_size(runner.group, qkv.shape[1], qkv.shape[2])
     backend = ctx.backend
     if backend == "auto":
         backend = choose_backend(runner.group.partition, qkv, ctx)
@@ -105,6 +108,18 @@ def run_group(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> torch.
         # torch.cond (NotImplementedError, torch 2.14), so NaN is not contained there
         return lowering(runner, qkv, ctx)
     return contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
+
+
+def static_map_size(group: GroupPlan, H: Any, W: Any) -> None:
+    """Raise a clear error where ``torch.export`` was given a dynamic H or W: window and
+    sliding-window plans are per map size (compile specialises them, one graph per size), so
+    an exported program cannot hold for other sizes."""
+    if torch.compiler.is_exporting() and not (isinstance(H, int) and isinstance(W, int)):
+        raise AttnblocksError(
+            f"{group.partition!r} (head group {group.index}) plans its windows per map size: "
+            f"torch.export with a dynamic H or W (here {H} x {W}) cannot hold for other sizes."
+            f"\n  Hint: export once per map size (static H, W); a dynamic batch is fine."
+        )
 
 
 def _key_sets(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> str:
@@ -145,6 +160,7 @@ class RectRunner(GroupRunner):
         """The group's layout on an ``H x W`` map if tokens in window order can be attended as
         they are (:meth:`forward_ordered`): no padding, and no mask or windows that run head by
         head (:func:`~attnblocks.backends.eager.loops_per_head`); else ``None``."""
+        static_map_size(self.group, H, W)
         layout = rect_layout(self.group.partition, H, W, pad)
         if layout.pad != (0, 0):
             return None
