@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _RUNNERS: dict[type, type[GroupRunner]] = {}
+_RECT = (Window, Stripe, Global, Grid)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _key_sets(runner: GroupRunner, qkv: torch.Tensor, ctx: RunContext) -> str:
     ``"self"`` (windows of one token: SDPA returns v for one key, whatever q and k are, so
     non-finite rows are marked directly), ``"masked"`` (more keys than allowed: masked
     windows, tiles)."""
-    if isinstance(runner, RectRunner):
+    if type(runner) is RectRunner and isinstance(runner.group.partition, _RECT):
         layout = rect_layout(runner.group.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
         if layout.tokens == 1:
             return "self"
