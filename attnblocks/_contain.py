@@ -34,8 +34,6 @@ from collections.abc import Callable
 
 import torch
 
-from ._cache import _tracing
-
 __all__ = ["contained", "own_keys_contained"]
 
 # fn(qkv, ctx) -> out: one head group's attention; qkv: (..., 3, c), out: (..., c)
@@ -56,7 +54,9 @@ def contained(fn: GroupFn, qkv: torch.Tensor, ctx) -> torch.Tensor:
         finite = torch.isfinite(qkv).all(-1)
         out = fn(qkv.masked_fill(~finite[..., None], 0), ctx)
         return torch.cond(finite.all(), _same, lambda o, f: _mark(fn, ctx, o, f), (out, finite))
-    if _tracing() or torch._C._functorch.peek_interpreter_stack() is not None:
+    if qkv.device.type == "meta":  # no values: nothing to contain
+        return fn(qkv, ctx)
+    if _graph_tracing() or torch._C._functorch.peek_interpreter_stack() is not None:
         return _recompute(fn, qkv, ctx)  # make_fx, vmap: no data-dependent branch either
     out = fn(qkv, ctx)
     if math.isfinite(out.sum(dtype=torch.float32).item()):
@@ -64,6 +64,19 @@ def contained(fn: GroupFn, qkv: torch.Tensor, ctx) -> torch.Tensor:
     if bool(torch.isfinite(qkv).all()):  # overflow of finite inputs: as computed
         return out
     return _recompute(fn, qkv, ctx)
+
+
+def _graph_tracing() -> bool:
+    """A fake, proxy or functional mode (make_fx, FakeTensor): values cannot be read. Other
+    dispatch modes (FlopCounterMode) see plain tensors and take the eager check."""
+    keys = torch._C._TorchDispatchModeKey
+    return (
+        any(
+            torch._C._get_dispatch_mode(getattr(keys, k)) is not None
+            for k in ("FAKE", "PROXY", "FUNCTIONAL")
+        )
+        or type(torch.empty(0)) is not torch.Tensor
+    )
 
 
 def _same(out: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
@@ -94,7 +107,9 @@ def own_keys_contained(fn: GroupFn, qkv: torch.Tensor, ctx) -> torch.Tensor:
     non-finite key reaches every query, as the math says) and windows of one token. SDPA
     given one key returns its value whatever the logit, so a NaN query would not show."""
     out = fn(qkv, ctx)
-    eager = not (torch.compiler.is_compiling() or _tracing())
+    if qkv.device.type == "meta":
+        return out
+    eager = not (torch.compiler.is_compiling() or _graph_tracing())
     if eager and math.isfinite(qkv.sum(dtype=torch.float32).item()):
         return out
     bad = ~torch.isfinite(qkv).all(-1).all(-1)
