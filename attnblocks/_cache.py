@@ -187,19 +187,37 @@ def _assume_constant(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+_TRACE: list[Any] = [None, {}]  # the trace being compiled, and its calls per (name, args)
+
+
+def _occurrence(key: tuple) -> int:
+    """How many times ``key`` was asked for before in the graph being traced: a graph may
+    need one constant twice (two groups of one partition, NaN containment's second pass),
+    and each use needs its own slot. Slots are reused by later traces: they stay bounded."""
+    import torch._guards  # loaded by torch already; only reached while compiling
+
+    trace = torch._guards.TracingContext.try_get()
+    if trace is not _TRACE[0]:
+        _TRACE[0], _TRACE[1] = trace, {}
+    seen = _TRACE[1]
+    n = seen[key] = seen.get(key, -1) + 1
+    return n
+
+
 @_assume_constant
 def _constant_slot(name: str, *args: Any) -> int:
     global _SLOTS
     if not _SLOTS:  # built at the first compile, not at import (about 0.25 s)
         _SLOTS = tuple(_make_slot(i) for i in range(_NUM_SLOTS))
-    slot = _SLOT_OF.get((name, args))
+    key = (name, args, _occurrence((name, args)))
+    slot = _SLOT_OF.get(key)
     if slot is None:
         if len(_SLOT_OF) == _NUM_SLOTS:
             raise RuntimeError(
                 f"attnblocks: more than {_NUM_SLOTS} distinct plans (map sizes x head groups) "
                 f"compiled in this process; compile with fewer distinct map sizes."
             )
-        slot = _SLOT_OF[(name, args)] = len(_SLOT_OF)
+        slot = _SLOT_OF[key] = len(_SLOT_OF)
         _SLOT_CALLS[slot] = (_SOURCES[name], args)
     return slot
 

@@ -530,6 +530,11 @@ class RuleRunner(RectRunner):
     Shapes: ``qkv: (B, H, W, 3, c) -> (B, H, W, c)``.
     """
 
+    def key_sets(self, H: int, W: int, pad: str) -> str:
+        """``"masked"``: a rule's lowering may compute with keys outside its sets (the generic
+        containment of :func:`~attnblocks.runners.run_group` applies)."""
+        return "masked"
+
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         g = self.group
         H, W = qkv.shape[1], qkv.shape[2]

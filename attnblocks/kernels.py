@@ -47,9 +47,9 @@ def attend(
     """
     inputs = (q, k, v) if mask is None else (q, k, v, mask)
     if (
-        torch.is_grad_enabled()
+        not torch.compiler.is_compiling()  # first: a torch.cond branch may not read requires_grad
+        and torch.is_grad_enabled()
         and any(t.requires_grad for t in inputs)
-        and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and torch._C._functorch.peek_interpreter_stack() is None  # not under torch.func
     ):

@@ -8,12 +8,13 @@ projected ``q, k, v`` and a :class:`RunContext`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from . import hooks
+from ._contain import contained, own_keys_contained
 from ._errors import AttnblocksError
 from .backends.registry import check_backend, choose_backend
 from .lowering import GroupPlan
@@ -25,6 +26,7 @@ __all__ = [
     "register_runner",
     "run_group",
     "runner_for",
+    "static_map_size",
 ]
 
 
@@ -63,6 +65,15 @@ class GroupRunner(nn.Module):
         """``qkv: (B, H, W, 3 or 1, c) -> (B, H, W, c)``."""
         raise NotImplementedError
 
+    def key_sets(self, H: int, W: int, pad: str) -> str:
+        """How the eager lowering's keys relate to each query's key set on an ``H x W`` map
+        (what :func:`run_group` needs to contain a non-finite token): ``"windows"`` (each
+        query attends to all of its window's keys: NaN spreads only where it may),
+        ``"self"`` (windows of one token: SDPA returns v for one key whatever q and k are, so
+        non-finite rows are marked directly) or ``"masked"`` (some keys computed with are
+        masked out: masked windows, tiles; the default)."""
+        return "masked"
+
 
 def register_runner(*types: type[Partition]):
     """Class decorator: run groups whose partition is one of ``types`` with this runner (the
@@ -80,13 +91,45 @@ def run_group(
     """Run one head group on ``backend`` (``None``: ``ctx.backend``): the runner itself
     (eager) or a registered lowering. The layer and :func:`attnblocks.functional.attention`
     pass the backend their call plan decided (``attnblocks._core.plan_call``); ``"auto"`` is
-    decided here only for a direct call."""
+    decided here only for a direct call.
+
+    Lowerings that compute with keys outside some query's key set (masked windows, tiles, a
+    dense or flex mask) run under :func:`~attnblocks._contain.contained`: a non-finite token
+    reaches only the queries that may attend to it."""
+    if runner.kv_source == "tokens":
+        static_map_size(runner.group, qkv.shape[1], qkv.shape[2])
     backend = ctx.backend if backend is None else backend
     if backend == "auto":
         backend = choose_backend(runner.group.partition, qkv, ctx)
     if backend == "eager":
-        return runner(qkv, ctx)
-    return check_backend(runner.group.partition, backend)(runner, qkv, ctx)
+        if runner.kv_source != "tokens":
+            return own_keys_contained(runner, qkv, ctx)
+        keys = runner.key_sets(qkv.shape[1], qkv.shape[2], ctx.pad)
+        if keys == "windows":
+            return runner(qkv, ctx)
+        if keys == "self":
+            return own_keys_contained(runner, qkv, ctx)
+        return contained(runner, qkv, ctx)
+    lowering = check_backend(runner.group.partition, backend)
+    if runner.kv_source != "tokens":
+        return own_keys_contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
+    if backend == "flex" and torch.compiler.is_compiling():
+        # compiled flex: inductor's CPU flex template takes no consumer of its output into a
+        # torch.cond (NotImplementedError, torch 2.14), so NaN is not contained there
+        return lowering(runner, qkv, ctx)
+    return contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
+
+
+def static_map_size(group: GroupPlan, H: Any, W: Any) -> None:
+    """Raise a clear error where ``torch.export`` was given a dynamic H or W: window and
+    sliding-window plans are per map size (compile specialises them, one graph per size), so
+    an exported program cannot hold for other sizes."""
+    if torch.compiler.is_exporting() and not (isinstance(H, int) and isinstance(W, int)):
+        raise AttnblocksError(
+            f"{group.partition!r} (head group {group.index}) plans its windows per map size: "
+            f"torch.export with a dynamic H or W (here {H} x {W}) cannot hold for other sizes."
+            f"\n  Hint: export once per map size (static H, W); a dynamic batch is fine."
+        )
 
 
 def runner_for(partition: Partition) -> type[GroupRunner]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..._contain import contained, own_keys_contained
 from ...backends.dense import WindowCoords, register_coords
 from ...lowering import RectLayout, rect_layout, register_describe
 from ...masks import register_oracle
 from ...partition import Global, Grid, Partition, Stripe, Window
-from ...runners import GroupRunner, RunContext, register_runner
+from ...runners import GroupRunner, RunContext, register_runner, static_map_size
 from .eager import loops_per_head, ordered_attention, rect_attention
 
 __all__ = ["RectRunner"]
@@ -38,6 +39,7 @@ class RectRunner(GroupRunner):
         """The group's layout on an ``H x W`` map if tokens in window order can be attended as
         they are (:meth:`forward_ordered`): no padding, and no mask or windows that run head by
         head (:func:`~attnblocks.families.rect.eager.loops_per_head`); else ``None``."""
+        static_map_size(self.group, H, W)
         layout = rect_layout(self.group.partition, H, W, pad)
         if layout.pad != (0, 0):
             return None
@@ -50,7 +52,21 @@ class RectRunner(GroupRunner):
         self, qkv: torch.Tensor, layout: RectLayout, ctx: RunContext
     ) -> torch.Tensor:
         """``qkv: (B, N, 3, c)`` in the layout's window order -> ``(B, N, c)``, same order."""
-        return ordered_attention(qkv, layout, self.group, ctx.scale, ctx.encoders, ctx.dropout_p)
+        g = self.group
+
+        def run(t: torch.Tensor, c: RunContext) -> torch.Tensor:
+            return ordered_attention(t, layout, g, c.scale, c.encoders, c.dropout_p)
+
+        if layout.tokens == 1:
+            return own_keys_contained(run, qkv, ctx)
+        return contained(run, qkv, ctx) if layout.needs_mask else run(qkv, ctx)
+
+    def key_sets(self, H: int, W: int, pad: str) -> str:
+        """See :meth:`GroupRunner.key_sets`: from the group's layout on the map."""
+        layout = rect_layout(self.group.partition, H, W, pad)
+        if layout.tokens == 1:
+            return "self"
+        return "masked" if layout.needs_mask else "windows"
 
 
 @register_oracle(Window, Stripe, Global, Grid)

@@ -76,7 +76,8 @@ def slices_attention(
         partition: a concrete :class:`~attnblocks.Dilated` (its
             :func:`~attnblocks.families.sliding.plan.offset_plan` gives the offsets).
         heads: the group's number of heads (``c = heads * d``).
-        scale: the logit scale, applied after the dot products.
+        scale: the logit scale, applied after the dot products (in fp32 for fp16 / bf16
+            inputs, as the softmax).
         dropout_p: attention dropout probability.
         bias: ``(n, heads)`` additive logits per offset (see :func:`offset_bias`), or ``None``.
 
@@ -92,19 +93,27 @@ def slices_attention(
     """
     H, W, c = qkv.shape[1], qkv.shape[2], qkv.shape[4]
     d = c // heads
-    offsets, (py, px), mask = slices_inputs(partition, H, W, qkv.dtype, qkv.device)
+    # fp16 / bf16: logits and softmax in fp32, as the fused kernels (the tiles' SDPA) do; q.k
+    # of inputs of magnitude 1e4 overflows fp16
+    low = qkv.dtype in (torch.float16, torch.bfloat16)
+    logit_dtype = torch.float32 if low else qkv.dtype
+    offsets, (py, px), mask = slices_inputs(partition, H, W, logit_dtype, qkv.device)
     ry, rx = partition.dilation_size
     q = qkv[..., 0, :].unflatten(-1, (heads, d))
     kv = F.pad(qkv[..., 1:, :], (0, 0, 0, 0, px, px, py, py))  # (B, H + 2py, W + 2px, 2, c)
     views = [kv[:, py + oy * ry :, px + ox * rx :][:, :H, :W] for oy, ox in offsets]
+    if low:
+        q = q.float()
     # offsets lead: the softmax then runs across n contiguous (B, H, W, h) slabs
-    a = torch.stack([(q * t[..., 0, :].unflatten(-1, (heads, d))).sum(-1) for t in views])
+    a = torch.stack(
+        [(q * t[..., 0, :].unflatten(-1, (heads, d)).to(logit_dtype)).sum(-1) for t in views]
+    )
     a = a * scale  # (n, B, H, W, h)
     if bias is not None:
         a = a + bias.to(a.dtype)[:, None, None, None, :]
     if mask is not None:
         a = a + mask
-    w = a.softmax(dim=0)
+    w = a.softmax(dim=0).to(qkv.dtype)
     if dropout_p:
         w = F.dropout(w, dropout_p)
     out = None
