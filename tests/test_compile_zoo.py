@@ -18,6 +18,8 @@ from attnblocks import (
 )
 from helpers import randomize_
 
+pytestmark = pytest.mark.slow  # ~85 s on 2 cores: CI runs it as a step of its own (-m slow)
+
 LAYERS = {
     "swin": zoo.swin(3, shift=1),
     "cswin": zoo.cswin(2),
