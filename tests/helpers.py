@@ -5,7 +5,19 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from attnblocks import AttentionLayer, Dilated, dense_mask
+from attnblocks import (
+    Attention,
+    AttentionLayer,
+    Dilated,
+    LePE,
+    Neighborhood,
+    RelPosBias,
+    Split,
+    Stripe,
+    Window,
+    dense_mask,
+    zoo,
+)
 from attnblocks.backends import dense_attention
 from attnblocks.encoders import RelPosBiasModule
 
@@ -67,3 +79,25 @@ def masked_reference(layer, x: torch.Tensor, masks) -> torch.Tensor:
         h0, h1 = g.heads
         outs.append(dense_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], allowed, layer.scale))
     return layer.proj(rearrange(torch.cat(outs, dim=1), "b h n d -> b n (h d)")).view(B, H, W, C)
+
+
+# every zoo layer at small sizes (windows of 3, stripes of 2), and two hybrids: the layers the
+# mode, compile and fp16 tests run over
+SMALL_ZOO = {
+    "swin": zoo.swin(3, shift=1),
+    "cswin": zoo.cswin(2),
+    "swinv2": zoo.swinv2(3, shift=1),
+    "maxvit_block": zoo.maxvit_block(3),
+    "maxvit_grid": zoo.maxvit_grid(3),
+    "pvtv2": zoo.pvtv2(2),
+    "shunted": zoo.shunted(4),
+    "dilateformer": zoo.dilateformer(3, (1, 2)),
+    "nat": zoo.nat(3),
+    "dinat": zoo.dinat(3, 2),
+}
+SMALL_HYBRIDS = {
+    "hybrid_stripes": Attention(
+        heads=Split(Window(3, shift=1), Stripe(2, axis="h")), pe=(LePE(), RelPosBias(size=8))
+    ),
+    "hybrid_sliding": Attention(heads=Split(Window(3), Neighborhood(3)), pe=RelPosBias()),
+}

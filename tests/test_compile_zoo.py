@@ -6,36 +6,13 @@ import pytest
 import torch
 
 from attnblocks import (
-    Attention,
     AttnblocksError,
-    LePE,
-    Neighborhood,
-    RelPosBias,
-    Split,
-    Stripe,
-    Window,
-    zoo,
 )
-from helpers import randomize_
+from helpers import SMALL_HYBRIDS, SMALL_ZOO, randomize_
 
 pytestmark = pytest.mark.slow  # ~85 s on 2 cores: CI runs it as a step of its own (-m slow)
 
-LAYERS = {
-    "swin": zoo.swin(3, shift=1),
-    "cswin": zoo.cswin(2),
-    "swinv2": zoo.swinv2(3, shift=1),
-    "maxvit_block": zoo.maxvit_block(3),
-    "maxvit_grid": zoo.maxvit_grid(3),
-    "pvtv2": zoo.pvtv2(2),
-    "shunted": zoo.shunted(2),
-    "dilateformer": zoo.dilateformer(3, (1, 2)),
-    "nat": zoo.nat(3),
-    "dinat": zoo.dinat(3, 2),
-    "hybrid_stripes": Attention(
-        heads=Split(Window(3, shift=1), Stripe(2, axis="h")), pe=(LePE(), RelPosBias(size=8))
-    ),
-    "hybrid_sliding": Attention(heads=Split(Window(3), Neighborhood(3)), pe=RelPosBias()),
-}
+LAYERS = {**SMALL_ZOO, **SMALL_HYBRIDS}
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

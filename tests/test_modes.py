@@ -12,25 +12,11 @@ import pytest
 import torch
 
 import attnblocks
-from attnblocks import Attention, LePE, RelPosBias, Split, Stripe, Window, _cache, zoo
-from helpers import randomize_
+from attnblocks import _cache
+from helpers import SMALL_HYBRIDS, SMALL_ZOO, randomize_
 
 # every zoo layer and a hybrid, with a map size that needs no padding and one that does
-LAYERS = {
-    "swin": zoo.swin(3, shift=1),
-    "cswin": zoo.cswin(2),
-    "swinv2": zoo.swinv2(3, shift=1),
-    "maxvit_block": zoo.maxvit_block(3),
-    "maxvit_grid": zoo.maxvit_grid(3),
-    "pvtv2": zoo.pvtv2(2),
-    "shunted": zoo.shunted(4),
-    "dilateformer": zoo.dilateformer(3, (1, 2)),
-    "nat": zoo.nat(3),
-    "dinat": zoo.dinat(3, 2),
-    "hybrid": Attention(
-        heads=Split(Window(3, shift=1), Stripe(2, axis="h")), pe=(LePE(), RelPosBias(size=8))
-    ),
-}
+LAYERS = {**SMALL_ZOO, "hybrid": SMALL_HYBRIDS["hybrid_stripes"]}
 
 
 def _build(name: str, seed: int = 0) -> torch.nn.Module:
