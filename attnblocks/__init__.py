@@ -17,7 +17,7 @@ from ._errors import AttnblocksError
 from .attention import Attention
 from .config import from_config, to_config
 from .cost import Cost, cost
-from .extend import KeyIntersection, KeyUnion, RulePartition
+from .extend import Causal, KeyIntersection, KeyUnion, RulePartition
 from .heads import Split
 from .introspect import dense_mask, explain
 from .lowering import GroupPlan, RectLayout, rect_layout
@@ -36,6 +36,7 @@ __all__ = [
     "AttentionLayer",
     "AttnblocksError",
     "AxialRoPE",
+    "Causal",
     "ContinuousPosBias",
     "Cosine",
     "Cost",

@@ -80,6 +80,7 @@ from .partition import Dilated, Partition
 from .runners import RunContext, register_runner
 
 __all__ = [
+    "Causal",
     "KeyIntersection",
     "KeyUnion",
     "RulePartition",
@@ -882,3 +883,62 @@ class UnionRunner(RuleRunner):
 
 hooks.register("set:|", [Partition], KeyUnion)
 hooks.register("set:&", [Partition], KeyIntersection)
+
+
+class Causal(RulePartition):
+    """A key never lies after its query: the causal rule, to intersect with any partition
+    (``Window(7) & Causal()``, ``Neighborhood(7) & Causal(axes=(0,))``).
+
+    ``axes=None``: in the tokens' row-major order (an autoregressive image or sequence: the
+    key's index is at most the query's). A tuple of axis indices: along each named axis
+    (``k[a] <= q[a]``), free along the others (``axes=(0,)`` on ``(T, H, W)`` is causal in time
+    only). Coordinates are tuples of any length, so the rule holds in any rank. Intersected
+    with a sliding window it keeps the window's past half; NATTEN's ``is_causal``, which moves
+    the window into the past, is not this rule.
+
+    Shapes: as any partition (keys and queries are the map's tokens).
+
+    Example:
+        >>> from attnblocks import Window
+        >>> Causal().oracle(1, 4).astype(int).tolist()
+        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+        >>> (Window(2) & Causal(axes=(1,))).oracle(2, 2).sum(-1).tolist()
+        [2, 4, 2, 4]
+    """
+
+    axes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.axes is None:
+            return
+        axes = (self.axes,) if isinstance(self.axes, int) else self.axes
+        if (
+            not isinstance(axes, tuple)
+            or not axes
+            or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in axes)
+        ):
+            raise AttnblocksError(
+                f"Causal: axes must be None (row-major order) or axis indices >= 0 such as (0,), "
+                f"got {self.axes!r}."
+            )
+        object.__setattr__(self, "axes", tuple(sorted(set(axes))))
+
+    def allows(self, q, k):
+        if self.axes is not None:
+            if max(self.axes) >= len(q):
+                raise AttnblocksError(
+                    f"{self!r}: axis {max(self.axes)} of a {len(q)}-D token map does not exist."
+                )
+            ok = k[self.axes[0]] <= q[self.axes[0]]
+            for a in self.axes[1:]:
+                ok = ok & (k[a] <= q[a])
+            return ok
+        # row-major order: lexicographic on the coordinates, the first axis slowest
+        before = k[-1] <= q[-1]
+        for a in range(len(q) - 2, -1, -1):
+            before = (k[a] < q[a]) | ((k[a] == q[a]) & before)
+        return before
+
+    @classmethod
+    def examples(cls) -> tuple[Causal, ...]:
+        return (cls(), cls(axes=(0,)), cls(axes=(1,)), cls(axes=(0, 1)))
