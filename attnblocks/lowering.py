@@ -181,11 +181,12 @@ def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> Rect
         window, shift = partition.size, partition.shift
         if partition.clamp == "swin" and min(H, W) <= min(window):
             window, shift = (min(H, W),) * 2, (0, 0)
-        elif partition.clamp == "timm":
-            window = (min(H, window[0]), min(W, window[1]))
+        elif partition.clamp in ("timm", "torchvision"):
+            # per axis: no shift where the map is not larger than the window; timm also shrinks
+            # the window to the map (torchvision pads the map instead)
             shift = tuple(0 if r <= w else s for r, w, s in zip((H, W), window, shift))
-        elif partition.clamp == "torchvision":
-            shift = tuple(0 if r <= w else s for r, w, s in zip((H, W), window, shift))
+            if partition.clamp == "timm":
+                window = (min(H, window[0]), min(W, window[1]))
     elif isinstance(partition, Stripe):
         if partition.axis is None:
             raise AttnblocksError(
