@@ -47,6 +47,8 @@ class EncoderModule(nn.Module):
     """Base class: every hook is a no-op."""
 
     rotates: ClassVar[bool] = False
+    #: the token-map ranks the module acts on (``None``: any rank)
+    ranks: ClassVar[tuple[int, ...] | None] = None
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -217,6 +219,8 @@ class LePEModule(EncoderModule):
     Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
     """
 
+    ranks: ClassVar[tuple[int, ...] | None] = (2,)
+
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()
         self.kernel = spec.kernel
@@ -305,6 +309,8 @@ class ContinuousPosBiasModule(EncoderModule):
         torch.Size([2, 16, 16])
     """
 
+    ranks: ClassVar[tuple[int, ...] | None] = (2,)
+
     def __init__(self, spec, num_heads: int, device=None, dtype=None) -> None:
         super().__init__()
         self.pretrained = spec.pretrained
@@ -363,6 +369,8 @@ class AxialRoPEModule(EncoderModule):
 
     rotates = True
 
+    ranks: ClassVar[tuple[int, ...] | None] = (2,)
+
     def __init__(self, spec, head_dim: int) -> None:
         super().__init__()
         if head_dim % 4:
@@ -395,6 +403,8 @@ class CPEModule(EncoderModule):
 
     Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
     """
+
+    ranks: ClassVar[tuple[int, ...] | None] = (2,)
 
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()

@@ -24,7 +24,7 @@ from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
 from .lowering import INPUT_PADS
 from .projection import qkv_projection
-from .runners import RunContext, runner_for
+from .runners import RunContext, check_rank, runner_for
 
 __all__ = ["AttentionLayer", "grouped_rows"]
 
@@ -203,6 +203,8 @@ class AttentionLayer(nn.Module):
                 f"{self.spec!r} was built for C={self.dim} channels, got "
                 f"x.shape={fmt_shape(x.shape)} with {x.shape[-1]}."
             )
+        if out.dim() != 4:
+            check_rank(repr(self.spec), out.dim() - 2, [*self.runners, *self.pe])
         return out
 
     def _prepare_qk(self, qkv: torch.Tensor, rotate: bool) -> torch.Tensor:

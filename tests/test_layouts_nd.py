@@ -214,3 +214,25 @@ def test_partition_windows_round_trip_in_3d(part):
 def test_explain_a_video_window():
     text = explain(Attention(partition=Window((8, 7, 7), shift=(4, 3, 3))), (8, 14, 14), 96, 3)
     assert "on a 8x14x14 map" in text and "windows 1x2x2 of 8x7x7 tokens" in text
+
+
+def test_functional_attention_on_sequences_and_video():
+    """``functional.attention`` takes ``(B, *map, heads, D)`` of any rank (NATTEN's layout):
+    it equals masked softmax attention over the reference mask, and Global takes keys of
+    another length."""
+    from attnblocks.functional import attention
+
+    for part, shape in [(Window((2, 3, 2), shift=(1, 1, 0)), (3, 5, 4)), (Grid((3,)), (7,))]:
+        q, k, v = torch.randn(3, 2, *shape, 2, 4, dtype=torch.float64).unbind(0)
+        got = attention(q, k, v, part)
+        N = math.prod(shape)
+        qt, kt, vt = (t.reshape(2, N, 2, 4).transpose(1, 2) for t in (q, k, v))
+        logits = (qt @ kt.transpose(-1, -2) * 4**-0.5).masked_fill(
+            ~reference_mask(part, shape), float("-inf")
+        )
+        want = (logits.softmax(-1) @ vt).transpose(1, 2).reshape(got.shape)
+        torch.testing.assert_close(got, want, **TOL)
+    q = torch.randn(2, 6, 2, 4, dtype=torch.float64)
+    kv = torch.randn(2, 3, 2, 4, dtype=torch.float64)
+    want = torch.softmax(q.transpose(1, 2) @ kv.permute(0, 2, 3, 1) * 0.5, -1) @ kv.transpose(1, 2)
+    torch.testing.assert_close(attention(q, kv, kv, Global()), want.transpose(1, 2), **TOL)

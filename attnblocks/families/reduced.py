@@ -65,6 +65,7 @@ class DownsampleRunner(GroupRunner):
     """
 
     kv_source = "own"
+    ranks = (2,)
 
     def __init__(self, spec, group: GroupPlan, dim: int, num_heads: int, device=None, dtype=None):
         super().__init__(spec, group, dim, num_heads, device=device, dtype=dtype)
