@@ -292,19 +292,13 @@ def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
     size, ksize = tuple(q.shape[1:-2]), tuple(k.shape[1:-2])
     part = g.partition
     if isinstance(part, Downsample):
-        if len(size) != 2:
-            raise AttnblocksError(
-                f"attention: {part!r} (head group {g.index}) reduces 2-D maps, got q.shape="
-                f"{fmt_shape(q.shape)} ({len(size)} map axes)."
-            )
-        H, W = size
-        Hk, Wk = ksize
-        expected = part.reduced_size(H, W)
-        if (Hk, Wk) != expected:
+        expected = part.reduced_size(*size)
+        if ksize != expected:
             raise AttnblocksError(
                 f"attention: {part!r} (head group {g.index}) attends to the map reduced by "
-                f"{part.ratio}: on a {H}x{W} map its keys are {expected[0]}x{expected[1]}, got "
-                f"k.shape={fmt_shape(k.shape)}.\n  Hint: use Global() for keys of any size."
+                f"{part.ratio}: on a {'x'.join(map(str, size))} map its keys are "
+                f"{'x'.join(map(str, expected))}, got k.shape={fmt_shape(k.shape)}.\n  Hint: "
+                f"use Global() for keys of any size."
             )
         return True
     if ksize != size:

@@ -274,7 +274,7 @@ class AttentionLayer(nn.Module):
         inputs, fills, r0 = [], [], 0
         for g, own, q in zip(self.groups, self.own_kv, qs):
             c0, c1 = g.channels
-            inputs.append(q if own else torch.cat([q, kv[..., r0 : r0 + g.dim]], dim=3))
+            inputs.append(q if own else torch.cat([q, kv[..., r0 : r0 + g.dim]], dim=-2))
             if kvb is not None and self.q.bias is not None:
                 rest = xm.new_zeros(2, g.dim) if own else kvb[:, r0 : r0 + g.dim]
                 fills.append(torch.cat([self.q.bias[None, c0:c1], rest]))

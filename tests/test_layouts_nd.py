@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from attnblocks import (
     Attention,
     AttnblocksError,
+    Downsample,
     Global,
     Grid,
     RelPosBias,
@@ -236,3 +237,52 @@ def test_functional_attention_on_sequences_and_video():
     kv = torch.randn(2, 3, 2, 4, dtype=torch.float64)
     want = torch.softmax(q.transpose(1, 2) @ kv.permute(0, 2, 3, 1) * 0.5, -1) @ kv.transpose(1, 2)
     torch.testing.assert_close(attention(q, kv, kv, Global()), want.transpose(1, 2), **TOL)
+
+
+def _reduced_reference(runner, x: torch.Tensor) -> torch.Tensor:
+    """The reduction from the facts: each reduced token is ``sum(weight * patch) + bias`` over
+    its ``r``-cube of input tokens (the last ``n % r`` per axis dropped), then LayerNorm."""
+    r, n = runner.ratio, x.dim() - 2
+    shape = [s // r for s in x.shape[1:-1]]
+    crop = x[(slice(None), *(slice(0, s * r) for s in shape))]
+    view = [x.shape[0]] + [v for s in shape for v in (s, r)] + [x.shape[-1]]
+    order = [0, *range(1, 2 * n, 2), *range(2, 2 * n + 1, 2), 2 * n + 1]
+    patches = crop.reshape(view).permute(order)  # (B, *reduced, r, ..., r, C)
+    letters = "ijk"[:n]
+    w = runner.sr.weight  # (C_out, C_in, r, ..., r)
+    red = torch.einsum(f"b...{letters}c,oc{letters}->b...o", patches, w) + runner.sr.bias
+    return runner.norm(red)
+
+
+@pytest.mark.parametrize("ndim, shape", [(1, (11,)), (3, (4, 7, 5)), (3, (2, 2, 3))])
+def test_downsample_in_1d_and_3d_equals_the_reference(ndim, shape):
+    """Downsampled keys (PVTv2's reduction) on sequences and clips: ``Downsample(r, ndim=n)``
+    reduces with a ``Conv{n}d``, alone and beside a window group under a split."""
+    split = Split(Window((2,) * ndim), Downsample(2, ndim=ndim))
+    layer = Attention(heads=split).build(16, 4).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, *shape, 16, dtype=torch.float64, requires_grad=True)
+    got = layer(x, hw=shape)
+    N = math.prod(shape)
+    q = layer.q(x).reshape(2, N, 4, 4).transpose(1, 2)
+    kv0 = layer.kv(x).reshape(2, N, 2, 2, 4)  # the window group's k, v: [k | v] of its channels
+    k0, v0 = kv0[:, :, 0].transpose(1, 2), kv0[:, :, 1].transpose(1, 2)
+    runner = layer.runners[1]
+    assert type(runner.sr).__name__ == f"Conv{ndim}d"
+    kv1 = runner.kv(_reduced_reference(runner, x))
+    kv1 = kv1.reshape(2, -1, 2, 2, 4)
+    k1, v1 = kv1[:, :, 0].transpose(1, 2), kv1[:, :, 1].transpose(1, 2)
+    mask = reference_mask(Window((2,) * ndim), shape)
+    a0 = (q[:, :2] @ k0.transpose(-1, -2) / 2).masked_fill(~mask, float("-inf")).softmax(-1)
+    a1 = (q[:, 2:] @ k1.transpose(-1, -2) / 2).softmax(-1)
+    o = torch.cat([a0 @ v0, a1 @ v1], 1).transpose(1, 2).reshape(2, *shape, 16)
+    want = layer.proj(o)
+    torch.testing.assert_close(got, want, **TOL)
+    g = torch.randn_like(got)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], **TOL
+    )
+    with pytest.raises(AttnblocksError, match=f"written for {ndim}-D|{ndim}-D token maps"):
+        layer(torch.randn(1, *(3,) * (5 - ndim), 16, dtype=torch.float64))
