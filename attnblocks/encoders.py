@@ -224,12 +224,31 @@ class LePEModule(EncoderModule):
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()
         self.kernel = spec.kernel
-        self.conv = nn.Conv2d(dim, dim, spec.kernel, groups=dim, device=device, dtype=dtype)
+        self.ndim = getattr(spec, "ndim", 2)
+        self.ranks = (self.ndim,)
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[self.ndim - 1]
+        self.conv = conv(dim, dim, spec.kernel, groups=dim, device=device, dtype=dtype)
 
     def value(self, group: GroupPlan, v: torch.Tensor, layout: RectLayout) -> torch.Tensor:
         """``v: (B, nW, h, T, d)`` -> the same shape: the conv of each window's frame."""
         c0, c1 = group.channels
-        two_d(self, group, layout)
+        if layout.ndim != self.ndim:
+            raise AttnblocksError(
+                f"{type(self).__name__} (head group {group.index}, {group.partition!r}) was "
+                f"built for {self.ndim}-D maps (ndim={self.ndim}), got a {layout.ndim}-D map."
+            )
+        if layout.ndim != 2:
+            frames = v.movedim(-1, 3).reshape(-1, (c1 - c0), *layout.window)
+            conv = (F.conv1d, F.conv2d, F.conv3d)[layout.ndim - 1]
+            out = conv(
+                frames,
+                self.conv.weight[c0:c1],
+                self.conv.bias[c0:c1],
+                padding=self.kernel // 2,
+                groups=c1 - c0,
+            )
+            B, n, h, T, d = v.shape
+            return out.reshape(B, n, h, d, T).transpose(-1, -2)
         wh, ww = layout.window
         frames = rearrange(v, "b n h (wh ww) d -> (b n) (h d) wh ww", wh=wh, ww=ww)
         weight, pad = self.conv.weight[c0:c1], self.kernel // 2

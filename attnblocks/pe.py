@@ -125,21 +125,28 @@ class LePE(PositionalEncoder):
 
     Args:
         kernel: the odd conv kernel size (CSWin: 3).
+        ndim: the token map's rank: the conv is a depthwise ``Conv1d``, ``Conv2d`` or
+            ``Conv3d`` of ``kernel`` on every axis of each window's frame.
 
     Example:
         >>> LePE()
         LePE()
+        >>> LePE(ndim=3)  # on (T, H, W) windows: a 3x3x3 depthwise conv
+        LePE(ndim=3)
     """
 
     kernel: int = 3
+    ndim: int = 2
     _positional: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         positive_int("LePE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
-            from ._errors import AttnblocksError
-
             raise AttnblocksError(f"LePE: kernel must be odd, got kernel={self.kernel}.")
+        if isinstance(self.ndim, bool) or self.ndim not in (1, 2, 3):
+            raise AttnblocksError(
+                f"LePE: ndim must be 1, 2 or 3 (the token map's rank), got ndim={self.ndim!r}."
+            )
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import LePEModule

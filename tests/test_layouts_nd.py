@@ -16,6 +16,7 @@ from attnblocks import (
     Downsample,
     Global,
     Grid,
+    LePE,
     RelPosBias,
     Split,
     Stripe,
@@ -286,3 +287,58 @@ def test_downsample_in_1d_and_3d_equals_the_reference(ndim, shape):
     )
     with pytest.raises(AttnblocksError, match=f"written for {ndim}-D|{ndim}-D token maps"):
         layer(torch.randn(1, *(3,) * (5 - ndim), 16, dtype=torch.float64))
+
+
+def _lepe_reference(layer, part, shape, v: torch.Tensor) -> torch.Tensor:
+    """LePE from the facts: the depthwise conv of each window's frame (the map rolled by
+    ``-shift``, padded at its end, cut into windows; zeros beyond the frame and on padding): a
+    token at frame position ``f`` adds ``sum_o w[c, o] * v[f + o - k//2]`` over the kernel
+    offsets ``o``, plus the bias. ``v: (B, N, C)`` -> ``(B, N, C)``."""
+    conv = layer.pe[0].conv
+    k, n = conv.weight.shape[-1], len(shape)
+    if isinstance(part, Stripe):
+        axis = part.axis % n
+        size = tuple(m if a == axis else part.width for a, m in enumerate(shape))
+        shift = (0,) * n
+    else:
+        size, shift = part.size, part.shift
+    cs = _coords(shape)
+    index = {p: i for i, p in enumerate(cs)}
+    out = conv.bias.expand_as(v).clone()
+    for i, p in enumerate(cs):
+        rolled = [(a - s) % m for a, s, m in zip(p, shift, shape)]
+        for o in itertools.product(range(k), repeat=n):
+            frame = [r % w + b - k // 2 for r, w, b in zip(rolled, size, o)]
+            target = [r - r % w + f for r, w, f in zip(rolled, size, frame)]
+            if all(0 <= f < w for f, w in zip(frame, size)) and all(
+                t < m for t, m in zip(target, shape)
+            ):
+                q = tuple((t + s) % m for t, s, m in zip(target, shift, shape))
+                out[:, i] = out[:, i] + conv.weight[(slice(None), 0, *o)] * v[:, index[q]]
+    return out
+
+
+@pytest.mark.parametrize(
+    "part, shape",
+    [
+        (Window((2, 3, 2), shift=(1, 1, 1)), (3, 5, 4)),
+        (Stripe(1, axis=0), (3, 3, 4)),
+        (Window((4,), shift=(1,)), (9,)),
+    ],
+)
+@pytest.mark.parametrize("backend", ["eager", "dense"])
+def test_lepe_in_1d_and_3d_equals_the_loop_reference(part, shape, backend):
+    """CSWin's LePE on windows of any rank: ``LePE(ndim=n)`` is a depthwise ``Conv{n}d`` over
+    each window's frame."""
+    layer = Attention(partition=part, pe=LePE(ndim=len(shape)), backend=backend).build(8, 2)
+    layer = layer.double()
+    with torch.no_grad():
+        layer.pe[0].conv.weight.normal_()
+        layer.pe[0].conv.bias.normal_()
+    x = torch.randn(2, *shape, 8, dtype=torch.float64)
+    with torch.no_grad():
+        B, N = 2, math.prod(shape)
+        v = layer.qkv(x.reshape(B, N, 8))[..., 16:]
+        attn = reference(layer, x)
+        extra = layer.proj.weight @ _lepe_reference(layer, part, shape, v)[..., None]
+        torch.testing.assert_close(layer(x, hw=shape), attn + extra[..., 0].view(attn.shape), **TOL)
