@@ -25,7 +25,7 @@ from torch import nn
 
 from ._cache import size_cache
 from ._errors import AttnblocksError
-from ._spec import axes
+from ._spec import axes, per_axis
 from .lowering import GroupPlan, RectLayout
 from .partition import Dilated, Grid, Window
 
@@ -37,6 +37,7 @@ __all__ = [
     "LePEModule",
     "LocalConvModule",
     "RelPosBiasModule",
+    "axial_angles",
     "log_relative_coords",
     "relative_position_index",
     "rope_angles",
@@ -366,12 +367,26 @@ def rope_angles(
         >>> pos[1, 2].tolist(), freqs.tolist()
         ([1.0, 2.0], [1.0, 0.10000000149011612])
     """
-    n = head_dim // 4
+    return axial_angles((H, W), head_dim, temperature, ref)
+
+
+def axial_angles(
+    shape: tuple[int, ...], head_dim: int, temperature: float, ref: tuple[int, ...] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rope_angles` on a map of any rank: ``pos: (*shape, n)`` and ``freqs:
+    (head_dim // (2 n),)`` for ``n`` axes, float32.
+
+    Example:
+        >>> pos, freqs = axial_angles((2, 3, 4), 12, 100.0, None)
+        >>> pos.shape, freqs.shape
+        (torch.Size([2, 3, 4, 3]), torch.Size([2]))
+    """
+    n = head_dim // (2 * len(shape))
     freqs = 1.0 / (temperature ** (torch.arange(n, dtype=torch.int64).to(torch.float32) / n))
-    axes = [torch.arange(s, dtype=torch.int64).to(torch.float32) for s in (H, W)]
+    coords = [torch.arange(s, dtype=torch.int64).to(torch.float32) for s in shape]
     if ref is not None:
-        axes = [t / s * r for t, s, r in zip(axes, (H, W), ref)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1), freqs
+        coords = [t / s * r for t, s, r in zip(coords, shape, ref)]
+    return torch.stack(torch.meshgrid(*coords, indexing="ij"), dim=-1), freqs
 
 
 class AxialRoPEModule(EncoderModule):
@@ -388,8 +403,6 @@ class AxialRoPEModule(EncoderModule):
 
     rotates = True
 
-    ranks: ClassVar[tuple[int, ...] | None] = (2,)
-
     def __init__(self, spec, head_dim: int) -> None:
         super().__init__()
         if head_dim % 4:
@@ -400,14 +413,24 @@ class AxialRoPEModule(EncoderModule):
         self.spec, self.head_dim = spec, head_dim
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``q, k: (B, H, W, h, d)`` -> rotated, same shapes."""
-        H, W = q.shape[1:3]
-        pos, freqs = rope_angles(H, W, self.head_dim, self.spec.temperature, self.spec.ref)
+        """``q, k: (B, H, W, h, d)`` -> rotated, same shapes; ``(B, *shape, h, d)`` on a map of
+        any rank ``n`` (head dim a multiple of ``2 n``: ``d / 2n`` frequencies per axis)."""
+        shape = tuple(q.shape[1:-2])
+        n = len(shape)
+        if self.head_dim % (2 * n):
+            raise AttnblocksError(
+                f"{self.spec!r} rotates one channel pair per axis and frequency: on a {n}-D map "
+                f"the head dim must be a multiple of {2 * n}, got head_dim={self.head_dim}."
+            )
+        ref = self.spec.ref
+        if ref is not None:
+            ref = per_axis(repr(self.spec), "ref", ref, n)
+        pos, freqs = axial_angles(shape, self.head_dim, self.spec.temperature, ref)
         # angles in at least float32: position * frequency in half precision is off by ~0.1 rad
         dd = {"device": q.device, "dtype": torch.promote_types(q.dtype, torch.float32)}
-        angles = (pos.to(**dd)[..., None] * freqs.to(**dd)).flatten(-2)  # (H, W, d/2)
-        cos = angles.cos()[:, :, None].to(q.dtype)  # (H, W, 1, d/2)
-        sin = angles.sin()[:, :, None].to(q.dtype)
+        angles = (pos.to(**dd)[..., None] * freqs.to(**dd)).flatten(-2)  # (*shape, d/2)
+        cos = angles.cos()[..., None, :].to(q.dtype)  # (*shape, 1, d/2)
+        sin = angles.sin()[..., None, :].to(q.dtype)
         return _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)
 
 

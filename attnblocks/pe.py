@@ -207,6 +207,10 @@ class AxialRoPE(PositionalEncoder):
         ref: EVA-02's ``ref_feat_shape``: positions are rescaled by ``ref / (H, W)``, so any
             map spans the positions of a ``ref``-sized one; ``None`` keeps token indices.
 
+    On a map of ``n`` axes (a sequence, a clip) the same holds per axis: ``d / 2n``
+    frequencies each, the pairs of axis ``a`` rotated by its coordinate (the head dim a
+    multiple of ``2n``); 1-D is the usual interleaved RoPE.
+
     Example:
         >>> AxialRoPE()
         AxialRoPE()
@@ -215,7 +219,7 @@ class AxialRoPE(PositionalEncoder):
     """
 
     temperature: float = 10000.0
-    ref: int | tuple[int, int] | None = None
+    ref: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -227,7 +231,7 @@ class AxialRoPE(PositionalEncoder):
             raise AttnblocksError(f"AxialRoPE: temperature must be > 1, got temperature={t}.")
         object.__setattr__(self, "temperature", float(t))
         if self.ref is not None:
-            object.__setattr__(self, "ref", pair("AxialRoPE", "ref", self.ref))
+            object.__setattr__(self, "ref", axes("AxialRoPE", "ref", self.ref))
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import AxialRoPEModule

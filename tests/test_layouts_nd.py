@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from attnblocks import (
     Attention,
     AttnblocksError,
+    AxialRoPE,
     Downsample,
     Global,
     Grid,
@@ -342,3 +343,47 @@ def test_lepe_in_1d_and_3d_equals_the_loop_reference(part, shape, backend):
         attn = reference(layer, x)
         extra = layer.proj.weight @ _lepe_reference(layer, part, shape, v)[..., None]
         torch.testing.assert_close(layer(x, hw=shape), attn + extra[..., 0].view(attn.shape), **TOL)
+
+
+@pytest.mark.parametrize("shape, d", [((7,), 4), ((3, 4, 2), 12), ((2, 3, 4), 24)])
+def test_axial_rope_in_1d_and_3d_follows_the_formula(shape, d):
+    """RoPE on ``n`` axes: channel pair ``i`` turns by ``coord[i // m] * f_(i % m)`` with
+    ``m = d / 2n`` frequencies ``f_j = T ** (-j / m)``; the logit of a query and a key then
+    depends on their offset only (checked by moving both by one token along every axis)."""
+    from attnblocks.functional import attention
+
+    n, T = len(shape), 100.0
+    m = d // (2 * n)
+    layer = Attention(partition=Global(), pe=AxialRoPE(temperature=T)).build(2 * d, 2).double()
+    rope = layer.pe[0]
+    q = torch.randn(1, *shape, 2, d, dtype=torch.float64)
+    got, _ = rope.rotate(q, q)
+    want = torch.empty_like(q)
+    for p in _coords(shape):
+        for i in range(d // 2):
+            # the frequency in float32, as timm computes it; the angle in float64
+            f = 1.0 / torch.tensor(T, dtype=torch.float32) ** torch.tensor((i % m) / m)
+            angle = p[i // m] * f.double()
+            a, b = q[(0, *p, slice(None), 2 * i)], q[(0, *p, slice(None), 2 * i + 1)]
+            want[(0, *p, slice(None), 2 * i)] = a * angle.cos() - b * angle.sin()
+            want[(0, *p, slice(None), 2 * i + 1)] = b * angle.cos() + a * angle.sin()
+    torch.testing.assert_close(got, want, **TOL)
+    # offsets only: the same vectors one token further along every axis of a larger map give
+    # the same logits between every query and every key
+    k = torch.randn_like(q)
+    big = tuple(s + 1 for s in shape)
+    hi = (slice(None), *(slice(1, s + 1) for s in shape))
+    qb = torch.zeros(1, *big, 2, d, dtype=torch.float64)
+    kb = torch.zeros_like(qb)
+    qb[hi], kb[hi] = q, k
+    rq, rk = rope.rotate(q, k)
+    bq, bk = rope.rotate(qb, kb)
+
+    def logits(a, b):
+        return torch.einsum("qhd,khd->hqk", a.reshape(-1, 2, d), b.reshape(-1, 2, d))
+
+    torch.testing.assert_close(logits(bq[hi], bk[hi]), logits(rq, rk), **TOL)
+    x = torch.randn(2, *shape, 2 * d, dtype=torch.float64)
+    assert layer(x, hw=shape).shape == x.shape
+    out = attention(q, q, q, Global(), pe=layer.pe)
+    assert out.shape == q.shape
