@@ -446,13 +446,13 @@ class CPEModule(EncoderModule):
     Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
     """
 
-    ranks: ClassVar[tuple[int, ...] | None] = (2,)
-
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()
         k = spec.kernel
-        self.conv = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, device=device, dtype=dtype)
+        self.ranks = (spec.ndim,)
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spec.ndim - 1]
+        self.conv = conv(dim, dim, k, padding=k // 2, groups=dim, device=device, dtype=dtype)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, H, W, C) -> (B, H, W, C)``."""
-        return x + self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        """``x: (B, H, W, C) -> (B, H, W, C)``; ``(B, *shape, C)`` for ``ndim`` axes."""
+        return x + self.conv(x.movedim(-1, 1)).movedim(1, -1)

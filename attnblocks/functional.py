@@ -207,8 +207,7 @@ def attention(
                 f"q.shape={fmt_shape(q.shape)}."
             )
     encoders = _encoders(pe)
-    if len(size) != 2:
-        check_rank("attention", len(size), encoders)
+    check_rank("attention", len(size), encoders)
     _check_score(score, scale, h)
     scale = 1.0 if score is not None else D**-0.5 if scale is None else scale
     rotates = any(getattr(e, "rotates", False) for e in encoders)

@@ -289,21 +289,27 @@ class CPE(PositionalEncoder):
 
     Args:
         kernel: the odd conv kernel size (DilateFormer: 3).
+        ndim: the token map's rank: a depthwise ``Conv1d``, ``Conv2d`` or ``Conv3d``.
 
     Example:
         >>> CPE()
         CPE()
+        >>> CPE(ndim=3)
+        CPE(ndim=3)
     """
 
     kernel: int = 3
+    ndim: int = 2
     _positional: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         positive_int("CPE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
-            from ._errors import AttnblocksError
-
             raise AttnblocksError(f"CPE: kernel must be odd, got kernel={self.kernel}.")
+        if isinstance(self.ndim, bool) or self.ndim not in (1, 2, 3):
+            raise AttnblocksError(
+                f"CPE: ndim must be 1, 2 or 3 (the token map's rank), got ndim={self.ndim!r}."
+            )
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import CPEModule

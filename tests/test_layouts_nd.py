@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnblocks import (
+    CPE,
     Attention,
     AttnblocksError,
     AxialRoPE,
@@ -387,3 +388,26 @@ def test_axial_rope_in_1d_and_3d_follows_the_formula(shape, d):
     assert layer(x, hw=shape).shape == x.shape
     out = attention(q, q, q, Global(), pe=layer.pe)
     assert out.shape == q.shape
+
+
+@pytest.mark.parametrize("shape", [(9,), (3, 4, 5)])
+def test_cpe_in_1d_and_3d_equals_the_loop_reference(shape):
+    """CPE(ndim=n): ``x + DWConv(x)`` over the whole map, zero padding, from the facts."""
+    n = len(shape)
+    layer = Attention(partition=Global(), pe=CPE(ndim=n)).build(4, 2).double()
+    conv = layer.pe[0].conv
+    with torch.no_grad():
+        conv.weight.normal_()
+        conv.bias.normal_()
+    x = torch.randn(2, *shape, 4, dtype=torch.float64)
+    want = x + conv.bias
+    for p in _coords(shape):
+        for o in itertools.product(range(3), repeat=n):
+            q = tuple(a + b - 1 for a, b in zip(p, o))
+            if all(0 <= v < m for v, m in zip(q, shape)):
+                want[(slice(None), *p)] += conv.weight[(slice(None), 0, *o)] * x[(slice(None), *q)]
+    with torch.no_grad():
+        torch.testing.assert_close(layer.pe[0].prepare(x), want, **TOL)
+        torch.testing.assert_close(layer(x, hw=shape), reference(layer, want), **TOL)
+    with pytest.raises(AttnblocksError, match="CPEModule runs on"):
+        layer(torch.randn(1, 3, 3, 4, dtype=torch.float64))
