@@ -215,6 +215,9 @@ def map_shape(spec: Partition, shape: tuple) -> tuple[int, ...]:
             f"{spec!r}: the token map's size must be one int per axis (pad is a keyword), got "
             f"{shape!r}."
         )
+    # sizes as ints: under compile a symbolic size is specialised here (one graph per map
+    # size, as the plans are per size), so plans hold plain ints after a dynamic recompile
+    shape = tuple(int(n) for n in shape)
     if min(shape) < 1:
         raise AttnblocksError(
             f"{spec!r}: the token map must be at least 1 token per axis, got "

@@ -411,3 +411,37 @@ def test_cpe_in_1d_and_3d_equals_the_loop_reference(shape):
         torch.testing.assert_close(layer(x, hw=shape), reference(layer, want), **TOL)
     with pytest.raises(AttnblocksError, match="CPEModule runs on"):
         layer(torch.randn(1, 3, 3, 4, dtype=torch.float64))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec, shapes",
+    [
+        (Attention(partition=Window(4, shift=2)), [(8, 8), (12, 8), (12, 12)]),
+        (
+            Attention(
+                partition=Window((2, 3, 3), shift=(1, 1, 1), clamp="timm"),
+                pe=RelPosBias(index="torchvision"),
+                pad="torchvision",
+            ),
+            [(3, 7, 6), (4, 6, 6), (2, 9, 9)],
+        ),
+    ],
+    ids=["2d", "3d"],
+)
+def test_compiled_layer_across_map_sizes(spec, shapes):
+    """One compiled layer called at three map sizes (the third after Dynamo's automatic
+    dynamic recompile) equals eager, forward and input gradient."""
+    layer = spec.build(16, 2)
+    compiled = torch.compile(layer, fullgraph=True)
+    for s in shapes:
+        x = torch.randn(2, *s, 16, requires_grad=True)
+        got, want = compiled(x), layer(x)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        g = torch.randn_like(got)
+        torch.testing.assert_close(
+            torch.autograd.grad(got, x, g)[0],
+            torch.autograd.grad(want, x, g)[0],
+            atol=1e-5,
+            rtol=1e-5,
+        )

@@ -341,7 +341,8 @@ def _add_mask(a: torch.Tensor, mask: torch.Tensor, B: int, layout: RectLayout) -
     clone the whole gradient).
     """
     nW, T = mask.shape[0], mask.shape[-1]
-    if (torch.is_grad_enabled() and a.requires_grad) or not _edge_masked(layout):
+    fields = (layout.shape, layout.window, layout.shift, layout.grid, layout.pad_mode)
+    if (torch.is_grad_enabled() and a.requires_grad) or not _edge_masked(*fields):
         return (a.view(B, nW, T, T) + mask[:, 0]).view(a.shape)
     # only on 2-D maps (_edge_masked)
     nh, nw = layout.counts
@@ -352,9 +353,17 @@ def _add_mask(a: torch.Tensor, mask: torch.Tensor, B: int, layout: RectLayout) -
 
 
 @size_cache(256, constant=True)
-def _edge_masked(layout: RectLayout) -> bool:
+def _edge_masked(
+    shape: tuple[int, ...],
+    window: tuple[int, ...],
+    shift: tuple[int, ...],
+    grid: bool,
+    pad_mode: str,
+) -> bool:
     """Whether only the last row and column of windows have a mask (unpadded shifted windows
-    on a 2-D map)."""
+    on a 2-D map). The layout travels as its fields: under compile a constant function takes
+    plain data (a layout object made in the trace cannot be passed out of it)."""
+    layout = RectLayout(shape, window, shift, grid, pad_mode)
     allowed = window_mask(layout)
     if allowed is None or layout.ndim != 2:
         return False
