@@ -172,3 +172,19 @@ def test_in_chans_adapts_the_conv3d_patch():
         load_checkpoint(ours, theirs)
     want = theirs.patch_embed.proj.weight.sum(dim=1, keepdim=True)
     torch.testing.assert_close(ours.stem.proj.weight, want, atol=0, rtol=0)
+
+
+def test_small_model_input_gradients_equal_torchvision_float64():
+    torch.manual_seed(3)
+    theirs = video.SwinTransformer3d([1, 2, 2], 8, [2, 2], [1, 2], [2, 3, 3], num_classes=4)
+    theirs = _perturb(theirs.double(), seed=3, scale=0.1)
+    ours = video_swin_spec(8, (2, 2), (1, 2), window=(2, 3, 3), patch=(1, 2, 2))
+    ours = ours.build(num_classes=4, dtype=torch.float64).eval()
+    load_checkpoint(ours, theirs)
+    x = torch.randn(2, 3, 3, 9, 14, dtype=torch.float64, requires_grad=True)
+    want, got = theirs(x), ours(x)
+    g = torch.randn_like(want)
+    (gw,) = torch.autograd.grad(want, x, g)
+    (gg,) = torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    torch.testing.assert_close(gg, gw, atol=1e-10, rtol=0)
