@@ -162,6 +162,7 @@ def test_registry_lists_swin_and_cswin():
         "swin_small",
         "swin_tiny",
         "swinv2_tiny",
+        "video_swin_t",
     ]
 
 

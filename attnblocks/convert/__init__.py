@@ -19,11 +19,13 @@ from .checkpoints import (
     convert_swinv2,
     convert_timm_pvtv2,
     convert_timm_swin,
+    convert_torchvision_video_swin,
     detect_layout,
     load_checkpoint,
     load_cswin_checkpoint,
     load_timm_pvtv2_checkpoint,
     load_timm_swin_checkpoint,
+    load_torchvision_video_swin_checkpoint,
     read_checkpoint,
 )
 from .layers import (
@@ -52,6 +54,7 @@ __all__ = [
     "convert_swinv2",
     "convert_timm_pvtv2",
     "convert_timm_swin",
+    "convert_torchvision_video_swin",
     "detect_layout",
     "embed_rel_table",
     "from_torchvision",
@@ -69,6 +72,7 @@ __all__ = [
     "load_timm_swin",
     "load_timm_swin_checkpoint",
     "load_timm_swinv2",
+    "load_torchvision_video_swin_checkpoint",
     "map_attention",
     "read_checkpoint",
 ]

@@ -23,6 +23,12 @@ authors' own checkpoints downsample at the end of a stage (``layers.{i}.downsamp
 ``i <= 2``) and name the classifier ``head``; they are recognised by
 ``layers.0.downsample.reduction.weight`` and shifted, as timm's ``checkpoint_filter_fn`` does.
 
+Video Swin (torchvision's ``SwinTransformer3d``, ``swin3d_t``; names read from torchvision's
+``video/swin_transformer.py``): ``patch_embed.{proj,norm}``, ``features.{2i}.{j}.{norm1,
+attn.qkv, attn.proj, attn.relative_position_bias_table, norm2, mlp.0, mlp.3}`` (the blocks of
+stage ``i``), ``features.{2i+1}.{norm,reduction}`` (the merge after stage ``i``), ``norm``,
+``head`` (:func:`convert_torchvision_video_swin`).
+
 CSWin (the authors' ``CSWinTransformer``). From the reference facts: the block-level keys
 ``qkv``, ``proj``, ``attns.{0,1}.get_v`` (one ``attns.0.get_v`` of C channels in the last
 stage). Inferred from our reading of the published model structure (not checked against a
@@ -68,11 +74,13 @@ __all__ = [
     "convert_swinv2",
     "convert_timm_pvtv2",
     "convert_timm_swin",
+    "convert_torchvision_video_swin",
     "detect_layout",
     "load_checkpoint",
     "load_cswin_checkpoint",
     "load_timm_pvtv2_checkpoint",
     "load_timm_swin_checkpoint",
+    "load_torchvision_video_swin_checkpoint",
     "read_checkpoint",
 ]
 
@@ -223,6 +231,78 @@ def load_cswin_checkpoint(model: Backbone, state: Mapping[str, torch.Tensor]) ->
     return _load_strict(model, convert_cswin(state), "CSWin checkpoint")
 
 
+_VIDEO_SWIN_BLOCK = {
+    "mlp.0.": "mlp.fc1.",
+    "mlp.3.": "mlp.fc2.",
+    "attn.relative_position_bias_table": "attn.pe.0.tables.0",
+}
+
+
+def convert_torchvision_video_swin(source) -> dict[str, torch.Tensor]:
+    """Map torchvision's Video Swin (``SwinTransformer3d``, e.g. ``swin3d_t``) onto
+    :class:`Backbone` key names (a ``create("video_swin_t")`` model, or any
+    :func:`~attnblocks.models.video_swin.video_swin_spec` table of the same configuration).
+
+    ``features.{2i}`` holds stage ``i``'s blocks and ``features.{2i+1}`` the merge that starts
+    stage ``i + 1``; the MLP's ``mlp.0``/``mlp.3`` are ``mlp.fc1``/``mlp.fc2``; the bias table
+    (always the full window's) is ``attn.pe.0.tables.0``; ``relative_position_index`` is
+    derived and dropped.
+
+    Args:
+        source: a torchvision ``SwinTransformer3d`` or its state dict (``{"model": ...}`` and
+            ``{"state_dict": ...}`` are unwrapped).
+
+    Example:
+        >>> state = {"features.1.reduction.weight": torch.zeros(2, 8),
+        ...          "features.2.0.mlp.3.bias": torch.zeros(2)}
+        >>> sorted(convert_torchvision_video_swin(state))
+        ['stages.1.blocks.0.mlp.fc2.bias', 'stages.1.downsample.reduction.weight']
+    """
+    if isinstance(source, nn.Module):
+        state = dict(source.state_dict())
+    elif isinstance(source, Mapping):
+        state = _unwrap(source, ("model", "state_dict"))
+    else:
+        raise TypeError(
+            f"convert_torchvision_video_swin: expected a state dict or torchvision's "
+            f"SwinTransformer3d, got {type(source).__name__}."
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith(".relative_position_index"):
+            continue
+        k = re.sub(r"^patch_embed\.", "stem.", key)
+        m = re.match(r"^features\.(\d+)\.(.*)$", k)
+        if m:
+            i, rest = int(m[1]), m[2]
+            if i % 2:
+                k = f"stages.{(i + 1) // 2}.downsample.{rest}"
+            else:
+                j, _, rest = rest.partition(".")
+                for theirs, ours in _VIDEO_SWIN_BLOCK.items():
+                    if rest.startswith(theirs):
+                        rest = ours + rest[len(theirs) :]
+                k = f"stages.{i // 2}.blocks.{j}.{rest}"
+        out[k] = value
+    return out
+
+
+def load_torchvision_video_swin_checkpoint(model: Backbone, source) -> Backbone:
+    """Load torchvision's Video Swin (see :func:`convert_torchvision_video_swin`) into
+    ``model``, strictly (use :func:`load_checkpoint` for a head of another size).
+
+    Example:
+        >>> from attnblocks.models import create
+        >>> model = create("video_swin_t", num_classes=400, device="meta")
+        >>> load_torchvision_video_swin_checkpoint(model, {"head.bias": torch.zeros(400)})
+        Traceback (most recent call last):
+        ...
+        attnblocks._errors.AttnblocksError: Video Swin (torchvision's layout) checkpoint -> ...
+    """
+    mapped = convert_torchvision_video_swin(source)
+    return _load_strict(model, mapped, f"{LAYOUTS['video_swin_torchvision']} checkpoint")
+
+
 # ---------------------------------------------------------------------------------------------
 # the authors' layouts of DilateFormer, Shunted and PVTv2
 
@@ -368,6 +448,7 @@ LAYOUTS = {
     "shunted": "Shunted (authors' layout)",
     "pvtv2": "PVTv2 (authors' layout)",
     "pvtv2_timm": "PVTv2 (timm's layout)",
+    "video_swin_torchvision": "Video Swin (torchvision's layout)",
     "attnblocks": "attnblocks' own layout",
 }
 
@@ -503,6 +584,8 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
         return "swin" if has("layers.0.downsample.") else "swin_timm"
     if has("patch_embed.proj.") and has("stages.0.blocks.0.attn.q."):
         return "pvtv2_timm"
+    if has("patch_embed.proj.") and has("features.0.0.attn.relative_position_bias_table"):
+        return "video_swin_torchvision"
     if has("stem.") and has("stages.0.blocks."):
         return "attnblocks"
     raise AttnblocksError(
@@ -543,6 +626,8 @@ def convert_checkpoint(
         mapped = convert_pvtv2(state, model)
     elif layout == "pvtv2_timm":
         mapped = convert_timm_pvtv2(source if isinstance(source, nn.Module) else state)
+    elif layout == "video_swin_torchvision":
+        mapped = convert_torchvision_video_swin(state)
     else:
         mapped = dict(state)
     return mapped, layout
@@ -589,14 +674,22 @@ def _adapt_input_conv(model: Backbone, mapped: dict, own: dict, layout: str) -> 
     if key is None or key not in mapped or model.spec.in_chans == 3:
         return
     w, want = mapped[key], own[key].shape
-    if w.dim() != 4 or w.shape[1] != 3 or (w.shape[0], *w.shape[2:]) != (want[0], *want[2:]):
+    if (
+        w.dim() not in (4, 5)
+        or w.shape[1] != 3
+        or (w.shape[0], *w.shape[2:])
+        != (
+            want[0],
+            *want[2:],
+        )
+    ):
         return
     c = model.spec.in_chans
     if c == 1:
         mapped[key] = w.sum(dim=1, keepdim=True)
     else:
         reps = -(-c // 3)
-        mapped[key] = w.repeat(1, reps, 1, 1)[:, :c] * (3 / c)
+        mapped[key] = w.repeat(1, reps, *(1,) * (w.dim() - 2))[:, :c] * (3 / c)
     warnings.warn(
         f"{layout} checkpoint -> {_model_name(model)}: the 3-channel {key} adapted to "
         f"in_chans={c}.",

@@ -17,10 +17,27 @@ from ..convert.checkpoints import (
     load_checkpoint,
     read_checkpoint,
 )
-from . import cswin, dilateformer, nat, pvtv2, shunted, swin  # noqa: F401  (registers models)
+from . import (  # noqa: F401  (registers models)
+    cswin,
+    dilateformer,
+    nat,
+    pvtv2,
+    shunted,
+    swin,
+    video_swin,
+)
 from .backbone import Backbone, BackboneSpec, FeatureInfo, Stage
 from .block import Alternate, Block, PreNorm
-from .layers import ConvMerge, ConvStem, DropPath, DWConvMlp, Mlp, PatchMerging, drop_path_rates
+from .layers import (
+    ConvMerge,
+    ConvStem,
+    DropPath,
+    DWConvMlp,
+    Mlp,
+    PatchMerging,
+    VideoStem,
+    drop_path_rates,
+)
 from .pretrained import pretrained_cfg
 from .registry import create, list_models, model_spec, register_model
 from .stems import BNMerge, ConvBNStem, ResDWConvMlp
@@ -46,6 +63,7 @@ __all__ = [
     "PreNorm",
     "ResDWConvMlp",
     "Stage",
+    "VideoStem",
     "convert_checkpoint",
     "create",
     "detect_layout",

@@ -3,7 +3,9 @@
 A model is a :class:`BackboneSpec`: a per-stage table of :class:`Stage` rows (dim, depth,
 heads, attention, mlp ratio) plus the stem, the downsampler and the block kind. Everything
 runs channels-last, ``(B, H, W, C)``, at any input size the stem accepts (non-square too:
-the attentions pad where their windows do not divide the map).
+the attentions pad where their windows do not divide the map). With a video stem
+(:class:`~attnblocks.models.VideoStem`) the maps are ``(B, T, H, W, C)`` and the same code
+runs: the merges halve ``H`` and ``W`` only, the head pools over ``T, H, W``.
 """
 
 from __future__ import annotations
@@ -261,7 +263,8 @@ class Backbone(nn.Module):
     Shapes:
         ``x: (B, in_chans, H, W) -> (B, num_classes)``; with ``features_only`` a list of the
         stage outputs ``(B, C_i, H_i, W_i)``, ``H_1`` set by the stem and halved (rounding up)
-        by each downsampling.
+        by each downsampling. With a video stem ``x: (B, in_chans, T, H, W)`` and the stage
+        outputs ``(B, C_i, T_1, H_i, W_i)``.
     """
 
     def __init__(
@@ -334,13 +337,19 @@ class Backbone(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage, channels-last: ``[(B, H_i, W_i, C_i), ...]``."""
-        if x.dim() != 4 or x.shape[1] != self.spec.in_chans:
+    def _check_input(self, x: torch.Tensor) -> None:
+        ndim = self.spec.stem.ndim
+        if x.dim() != 2 + ndim or x.shape[1] != self.spec.in_chans:
+            what, axes = ("images", "H, W") if ndim == 2 else ("clips", "T, H, W")
             raise AttnblocksError(
-                f"{type(self).__name__} expects images as (B, {self.spec.in_chans}, H, W), got "
+                f"{type(self).__name__} expects {what} as (B, {self.spec.in_chans}, {axes}), got "
                 f"x.shape={fmt_shape(x.shape)}."
             )
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage, channels-last: ``[(B, H_i, W_i, C_i), ...]`` (video:
+        ``(B, T_i, H_i, W_i, C_i)``)."""
+        self._check_input(x)
         x = self.stem(x)
         outs = []
         for stage in self.stages:
@@ -357,15 +366,15 @@ class Backbone(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, in_chans, H, W)`` -> the normalised last stage map ``(B, H', W', C)``
-        (channels-last, as timm's Swin)."""
+        (channels-last, as timm's Swin; video: ``(B, T', H', W', C)``)."""
         self._classifier_only("forward_features")
         return self.norm(self.forward_stages(x)[-1])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``x: (B, H, W, C)`` from :meth:`forward_features` -> global average pool, head
-        (``pre_logits``: the pooled ``(B, C)`` features)."""
+        """``x: (B, H, W, C)`` (video: ``(B, T, H, W, C)``) from :meth:`forward_features` ->
+        global average pool, head (``pre_logits``: the pooled ``(B, C)`` features)."""
         self._classifier_only("forward_head")
-        x = x.mean(dim=(1, 2))
+        x = x.mean(dim=tuple(range(1, x.dim() - 1)))
         return x if pre_logits else self.head(x)
 
     def forward_intermediates(
@@ -379,7 +388,8 @@ class Backbone(nn.Module):
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's ``forward_intermediates``: the maps of the stages ``indices`` (``None``: all,
         an int ``k``: the last ``k``), ``NCHW`` or ``NHWC``, and unless ``intermediates_only``
-        the final normalised map ``(B, H', W', C)``. ``norm`` applies the final norm to the
+        the final normalised map ``(B, H', W', C)``; on video ``NCHW`` is channels-first
+        ``(B, C, T, H, W)`` and ``NHWC`` channels-last. ``norm`` applies the final norm to the
         last stage's map; ``stop_early`` skips the stages after the last one asked for.
         """
         if output_fmt not in ("NCHW", "NHWC"):
@@ -389,11 +399,7 @@ class Backbone(nn.Module):
         n = len(self.stages)
         take = _take_indices(n, indices, "forward_intermediates")
         last = max(take) if stop_early or intermediates_only else n - 1
-        if x.dim() != 4 or x.shape[1] != self.spec.in_chans:
-            raise AttnblocksError(
-                f"{type(self).__name__} expects images as (B, {self.spec.in_chans}, H, W), got "
-                f"x.shape={fmt_shape(x.shape)}."
-            )
+        self._check_input(x)
         x = self.stem(x)
         final_norm = getattr(self, "norm", nn.Identity())
         outs = []
@@ -401,7 +407,7 @@ class Backbone(nn.Module):
             x = stage(x)
             if i in take:
                 y = final_norm(x) if norm and i == n - 1 else x
-                outs.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
+                outs.append(y.movedim(-1, 1) if output_fmt == "NCHW" else y)
         if intermediates_only:
             return outs
         return (final_norm(x) if last == n - 1 else x), outs

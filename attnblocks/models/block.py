@@ -127,7 +127,8 @@ class Block(nn.Module):
     """A built :class:`PreNorm` block: (``cpe``), ``norm1``, ``attn``, ``norm2``, ``mlp.*``.
 
     Shapes:
-        ``x: (B, H, W, C) -> (B, H, W, C)``
+        ``x: (B, H, W, C) -> (B, H, W, C)``, or a map of another rank, ``(B, T, H, W, C)``,
+        when the attention takes one (``cpe`` needs ``(B, H, W, C)``).
 
     Example:
         >>> from attnblocks import zoo

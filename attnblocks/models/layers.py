@@ -2,7 +2,8 @@
 
 Stems and downsamplers are frozen specs (like the attention specs) whose ``build`` makes the
 module, so a model table names them in one short, printable expression. Every layer here works
-channels-last: ``(B, H, W, C)`` maps in and out.
+channels-last: ``(B, H, W, C)`` maps in and out (``(B, T, H, W, C)`` for video, where a layer
+says so).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = [
     "Mlp",
     "PatchMerging",
     "PatchMergingLayer",
+    "VideoStem",
+    "VideoStemLayer",
     "drop_path_rates",
 ]
 
@@ -155,6 +158,8 @@ class ConvStem(Spec):
     padding: int = 0
     eps: float = 1e-5
     _positional: ClassVar[tuple[str, ...]] = ("kernel", "stride")
+    #: the spatial rank of the input (images: 2)
+    ndim: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         positive_int("ConvStem", "kernel", self.kernel)
@@ -192,12 +197,77 @@ class ConvStemLayer(nn.Module):
 
 
 @dataclass(frozen=True, repr=False)
+class VideoStem(Spec):
+    """Video Swin's patch embedding: a Conv3d over ``patch = (t, h, w)`` patches (stride = the
+    patch) and a LayerNorm. The clip is zero-padded at the end of each axis to a multiple of
+    the patch first, so any clip size works (``T' = ceil(T / t)``).
+
+    ``stride`` is the spatial stride ``w`` (what a stage's ``reduction`` counts).
+
+    Example:
+        >>> VideoStem()
+        VideoStem()
+        >>> VideoStem().build(3, 96)(torch.randn(1, 3, 5, 30, 33)).shape
+        torch.Size([1, 3, 8, 9, 96])
+    """
+
+    patch: tuple[int, int, int] = (2, 4, 4)
+    eps: float = 1e-5
+    #: the spatial rank of the input (clips ``(B, C, T, H, W)``: 3)
+    ndim: ClassVar[int] = 3
+
+    def __post_init__(self) -> None:
+        patch = self.patch
+        if not isinstance(patch, (tuple, list)) or len(patch) != 3:
+            raise AttnblocksError(f"VideoStem: patch must be a (t, h, w) triple, got {patch!r}.")
+        for p in patch:
+            positive_int("VideoStem", "patch", p)
+        object.__setattr__(self, "patch", tuple(patch))
+        if self.eps <= 0:
+            raise AttnblocksError(f"VideoStem: eps must be positive, got {self.eps}.")
+
+    @property
+    def stride(self) -> int:
+        return self.patch[2]
+
+    def build(self, in_chans: int, dim: int, *, device=None, dtype=None) -> VideoStemLayer:
+        return VideoStemLayer(self, in_chans, dim, device=device, dtype=dtype)
+
+
+class VideoStemLayer(nn.Module):
+    """The module of :class:`VideoStem`: ``proj`` (Conv3d) and ``norm`` (LayerNorm).
+
+    Shapes:
+        ``x: (B, in_chans, T, H, W) -> (B, ceil(T/t), ceil(H/h), ceil(W/w), dim)``
+    """
+
+    def __init__(self, spec: VideoStem, in_chans: int, dim: int, *, device=None, dtype=None):
+        super().__init__()
+        self.spec = spec
+        self.in_chans = in_chans
+        dd = {"device": device, "dtype": dtype}
+        self.proj = nn.Conv3d(in_chans, dim, spec.patch, spec.patch, **dd)
+        self.norm = nn.LayerNorm(dim, eps=spec.eps, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != self.in_chans:
+            raise AttnblocksError(
+                f"{self.spec!r} expects clips as (B, {self.in_chans}, T, H, W), got "
+                f"x.shape={fmt_shape(x.shape)}."
+            )
+        pad = [(-n) % p for n, p in zip(x.shape[2:], self.spec.patch)]
+        x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
+        return self.norm(self.proj(x).permute(0, 2, 3, 4, 1))
+
+
+@dataclass(frozen=True, repr=False)
 class PatchMerging(Spec):
     """Swin's downsampling: concatenate each 2x2 neighbourhood, LayerNorm(4C), Linear(4C, 2C).
 
     The four tokens are concatenated in the authors' order ``(0, 0), (1, 0), (0, 1), (1, 1)``
     (row, column offsets); the linear layer has no bias. Odd maps are zero-padded on the
-    bottom/right first (as timm does), so ``H' = ceil(H / 2)``.
+    bottom/right first (as timm does), so ``H' = ceil(H / 2)``. Only the last two map axes are
+    merged: on a video map ``(B, T, H, W, C)`` time is kept (Video Swin's merge).
 
     ``norm_after=True`` is SwinV2's: the LayerNorm follows the reduction (over ``2C``).
 
@@ -219,7 +289,7 @@ class PatchMergingLayer(nn.Module):
     """The module of :class:`PatchMerging`: ``norm`` (LayerNorm(4C)), ``reduction``.
 
     Shapes:
-        ``x: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), out_dim)``
+        ``x: (B, ..., H, W, C) -> (B, ..., ceil(H/2), ceil(W/2), out_dim)``
     """
 
     def __init__(self, spec: PatchMerging, dim: int, out_dim: int, *, device=None, dtype=None):
@@ -230,10 +300,12 @@ class PatchMergingLayer(nn.Module):
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        *lead, H, W, C = x.shape
         x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        # (B, H/2, 2r, W/2, 2c, C) -> channels ordered (c, r, C): the authors' x0, x1, x2, x3
-        x = x.view(B, (H + 1) // 2, 2, (W + 1) // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        # (..., H/2, 2r, W/2, 2c, C) -> channels ordered (c, r, C): the authors' x0, x1, x2, x3
+        n = len(lead)
+        x = x.view(*lead, (H + 1) // 2, 2, (W + 1) // 2, 2, C)
+        x = x.permute(*range(n), n, n + 2, n + 3, n + 1, n + 4).flatten(n + 2)
         if self.spec.norm_after:
             return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))

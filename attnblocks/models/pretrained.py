@@ -5,6 +5,8 @@ authors' checkpoint (``pretrained_cfg_overlay=dict(file=PATH)``). Swin, SwinV2 (
 and CSWin: read from timm's / the authors' ``_cfg`` (crop 0.9, bicubic, ImageNet mean and std,
 224 px).
 DilateFormer, Shunted, NAT: the same timm-style defaults, not read from the authors' files.
+Video Swin: torchvision's ``Swin3D_T_Weights.KINETICS400_V1`` (400 classes, 32-frame clips
+``(3, 32, 224, 224)``, resize 256 and crop 224, bilinear, ImageNet mean and std).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ _SOURCES: dict[str, tuple[str, str, str, str]] = {
         "-",
         "stem.convs.0",
     ),
+    "video": (
+        "https://github.com/pytorch/vision",
+        "swin3d_t-7615ae03.pth (torchvision Swin3D_T_Weights.KINETICS400_V1)",
+        "(none)",
+        "stem.proj",
+    ),
     "dinat": (
         "https://github.com/SHI-Labs/Neighborhood-Attention-Transformer",
         "(no loader here yet)",
@@ -75,6 +83,19 @@ def pretrained_cfg(name: str) -> dict[str, Any]:
     family, _, size = name.partition("_")
     repo, file, wrapper, first_conv = _SOURCES.get(family, ("", "", "", "stem.proj"))
     side = 256 if family == "swinv2" else 224
+    if family == "video":
+        return {
+            **pretrained_cfg("swin_tiny"),
+            "architecture": f"attnblocks_{name}",
+            "num_classes": 400,
+            "input_size": (3, 32, side, side),
+            "pool_size": (16, side // 32, side // 32),
+            "crop_pct": 224 / 256,
+            "interpolation": "bilinear",
+            "origin_url": repo,
+            "released_file": file,
+            "released_wrapper": wrapper,
+        }
     return {
         "url": "",
         "file": None,

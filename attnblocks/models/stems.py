@@ -59,6 +59,8 @@ class ConvBNStem(Spec):
     eps: float = 1e-5
     bn_last: bool = True
     _positional: ClassVar[tuple[str, ...]] = ("convs",)
+    #: the spatial rank of the input (images: 2)
+    ndim: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         convs = tuple(tuple(c) for c in self.convs)
