@@ -99,6 +99,15 @@ def _unwrap(state: Mapping, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _state_of(source, fn: str, model: str) -> dict[str, torch.Tensor]:
+    """The state dict of a model, or the weights of a (training) checkpoint."""
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    if isinstance(source, Mapping):
+        return _unwrap(source, ("model", "state_dict"))
+    raise TypeError(f"{fn}: expected a state dict or {model}, got {type(source).__name__}.")
+
+
 def _state_and_windows(source) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
     """A state dict, and the window of every bias table when ``source`` is a timm module."""
     if isinstance(source, nn.Module):
@@ -258,15 +267,7 @@ def convert_torchvision_video_swin(source) -> dict[str, torch.Tensor]:
         >>> sorted(convert_torchvision_video_swin(state))
         ['stages.1.blocks.0.mlp.fc2.bias', 'stages.1.downsample.reduction.weight']
     """
-    if isinstance(source, nn.Module):
-        state = dict(source.state_dict())
-    elif isinstance(source, Mapping):
-        state = _unwrap(source, ("model", "state_dict"))
-    else:
-        raise TypeError(
-            f"convert_torchvision_video_swin: expected a state dict or torchvision's "
-            f"SwinTransformer3d, got {type(source).__name__}."
-        )
+    state = _state_of(source, "convert_torchvision_video_swin", "torchvision's SwinTransformer3d")
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.endswith(".relative_position_index"):
@@ -478,14 +479,7 @@ def convert_timm_pvtv2(source: nn.Module | Mapping[str, torch.Tensor]) -> dict[s
         >>> convert_timm_pvtv2({"stages.1.downsample.proj.bias": torch.zeros(2)})
         {'stages.1.downsample.conv.bias': tensor([0., 0.])}
     """
-    if isinstance(source, nn.Module):
-        state = dict(source.state_dict())
-    elif isinstance(source, Mapping):
-        state = _unwrap(source, ("model", "state_dict"))
-    else:
-        raise TypeError(
-            f"Expected a state dict or a timm PVTv2 model, got {type(source).__name__}."
-        )
+    state = _state_of(source, "convert_timm_pvtv2", "a timm PVTv2 model")
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         k = re.sub(r"^patch_embed\.", "stem.", key)

@@ -606,13 +606,14 @@ def load_dilateformer(
     return _load(layer, mapped, "DilateFormer state dict")
 
 
-def _from_torchvision_3d(attn: torch.nn.Module) -> AttentionLayer:
-    """:func:`from_torchvision` for Video Swin's ``ShiftedWindowAttention3d``."""
+def _torchvision_window(attn: torch.nn.Module, rank: int) -> tuple[tuple, tuple]:
+    """A torchvision Swin attention's window and shift, checked: ``rank`` axes, a projection
+    bias, ``0 <= shift < window``."""
     fn, kind = "from_torchvision", type(attn).__name__
     window, shift = tuple(attn.window_size), tuple(attn.shift_size)
-    if len(window) != 3 or len(shift) != 3:
+    if len(window) != rank or len(shift) != rank:
         raise AttnblocksError(
-            f"{fn}: expected 3-D window_size and shift_size, got {window}, {shift}."
+            f"{fn}: expected {rank}-D window_size and shift_size, got {window}, {shift}."
         )
     if attn.proj.bias is None:
         raise AttnblocksError(
@@ -623,6 +624,13 @@ def _from_torchvision_3d(attn: torch.nn.Module) -> AttentionLayer:
             f"{fn}: the {kind} has shift_size={list(shift)} not smaller than its window_size="
             f"{list(window)}; Window needs 0 <= shift < size per axis."
         )
+    return window, shift
+
+
+def _from_torchvision_3d(attn: torch.nn.Module) -> AttentionLayer:
+    """:func:`from_torchvision` for Video Swin's ``ShiftedWindowAttention3d``."""
+    fn, kind = "from_torchvision", type(attn).__name__
+    window, shift = _torchvision_window(attn, 3)
     spec = Attention(
         partition=Window(window, shift=shift, clamp="timm"),
         pe=RelPosBias(index="torchvision"),
@@ -679,20 +687,7 @@ def from_torchvision(module: torch.nn.Module) -> AttentionLayer:
             f"{fn}: expected torchvision's ShiftedWindowAttention(V2) or a SwinTransformerBlock "
             f"holding one, got {type(module).__name__}."
         )
-    window, shift = tuple(attn.window_size), tuple(attn.shift_size)
-    if len(window) != 2 or len(shift) != 2:
-        raise AttnblocksError(
-            f"{fn}: expected 2-D window_size and shift_size, got {window}, {shift}."
-        )
-    if attn.proj.bias is None:
-        raise AttnblocksError(
-            f"{fn}: the {kind} has proj_bias=False; attnblocks layers always have one."
-        )
-    if any(s >= w for s, w in zip(shift, window)):
-        raise AttnblocksError(
-            f"{fn}: the {kind} has shift_size={list(shift)} not smaller than its window_size="
-            f"{list(window)}; Window needs 0 <= shift < size per axis."
-        )
+    window, shift = _torchvision_window(attn, 2)
     v2 = kind.endswith("V2")
     has_bias = attn.qkv.bias is not None
     common = {
