@@ -96,9 +96,7 @@ def test_pvtv2_b2_matches_timm(timm_pvtv2, size):
 def test_pvtv2_converter_rejects_other_models():
     from attnblocks.models.pvtv2 import convert_timm_pvtv2, load_timm_pvtv2_checkpoint
 
-    with pytest.raises(
-        TypeError, match="convert_timm_pvtv2: expected a state dict or a timm PVTv2 model, got int"
-    ):
+    with pytest.raises(TypeError, match="convert_timm_pvtv2: expected a state dict or a timm"):
         convert_timm_pvtv2(3)
     model = create("pvtv2_b2", num_classes=10, device="meta")
     with pytest.raises(ValueError, match=r"PVTv2 checkpoint -> Backbone: missing keys \[.*"):
