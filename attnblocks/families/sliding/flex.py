@@ -11,7 +11,9 @@ coordinates of the query and key (looked up from their permuted index):
 - same sub-grid per axis (``yq % r == yk % r``, the same for ``x``);
 - ``border="mask"``: ``|dy|, |dx| <= r * (k // 2)``;
 - ``border="shift"``: the key's sub-grid index lies in ``[s, s + k)`` with the window start
-  ``s = clamp(q // r - k // 2, 0, L_sub - k)`` per axis, ``L_sub`` the query's sub-grid length.
+  ``s = clamp(q // r - k // 2, 0, L_sub - k)`` per axis, ``L_sub`` the query's sub-grid length;
+  stride and causal axes as :class:`~attnblocks.Dilated` states them (the tile leader's window;
+  causal: ``leader - k < j <= q // r``).
 
 ``border="zeros"`` keeps out-of-map keys as zero vectors *in* the softmax, which no mask can
 express: it raises. :class:`~attnblocks.Downsample` needs no mask at all (every query sees every
@@ -74,24 +76,32 @@ def subgrid_order(
 
 
 def _axis_in_window(
-    q: torch.Tensor, k: torch.Tensor, L: int, kernel: int, r: int, border: str
-) -> torch.Tensor:
-    """Whether key coordinate ``k`` is in the window of query coordinate ``q`` along one axis."""
+    q: torch.Tensor, k: torch.Tensor, L: int, kernel: int, r: int, border: str,
+    stride: int = 1, causal: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """Whether key coordinate ``k`` is in the window of query coordinate ``q`` along one axis
+    (the rule of :class:`~attnblocks.Dilated`: tile leader, then the window)."""
     same = (q % r) == (k % r)
-    if border == "mask":
-        return same & ((q - k).abs() <= r * (kernel // 2))
+    i, j = q // r, k // r
     length = (L - q % r + r - 1) // r  # positions on the query's sub-grid
-    start = torch.minimum((q // r - kernel // 2).clamp(min=0), length - kernel)
-    j = k // r
+    if causal:
+        leader = torch.minimum((i // stride) * stride + stride - 1, length - 1)
+        return same & (j <= i) & (leader - j < kernel)
+    leader = i if stride == 1 else torch.minimum((i // stride) * stride + stride // 2, length - 1)
+    if border == "mask":
+        return same & ((j - leader).abs() <= kernel // 2)
+    start = torch.minimum((leader - kernel // 2).clamp(min=0), length - kernel)
     return same & (j >= start) & (j < start + kernel)
 
 
 def _sliding_mask_mod(
     y: torch.Tensor, x: torch.Tensor, H: int, W: int, kernel: tuple[int, int],
     r: tuple[int, int], border: str, b, h, q_idx, kv_idx,
+    stride: tuple[int, int] = (1, 1), causal: tuple[bool, bool] = (False, False),
 ):  # fmt: skip
-    in_y = _axis_in_window(y[q_idx], y[kv_idx], H, kernel[0], r[0], border)
-    return in_y & _axis_in_window(x[q_idx], x[kv_idx], W, kernel[1], r[1], border)
+    in_y = _axis_in_window(y[q_idx], y[kv_idx], H, kernel[0], r[0], border, stride[0], causal[0])
+    in_x = _axis_in_window(x[q_idx], x[kv_idx], W, kernel[1], r[1], border, stride[1], causal[1])
+    return in_y & in_x
 
 
 @size_cache(64)
@@ -106,9 +116,11 @@ def sliding_block_mask(partition: Dilated, H: int, W: int, device: torch.device)
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
-    r = partition.dilation_size
+    kernel, r, stride, causal = partition.axes(2)
     _, _, y, x = subgrid_order(H, W, r, device)
-    mod = partial(_sliding_mask_mod, y, x, H, W, partition.kernel_size, r, partition.border)
+    mod = partial(
+        _sliding_mask_mod, y, x, H, W, kernel, r, partition.border, stride=stride, causal=causal
+    )
     N = H * W
     return create_block_mask(mod, None, None, N, N, device=device)
 
@@ -148,6 +160,11 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
         )
     check_flex_call(g, qkv, ctx)
     _check_encoders(g, ctx.encoders)
+    if qkv.dim() != 5:
+        raise AttnblocksError(
+            f"backend='flex' runs {part!r} on 2-D maps only (sub-grid order), got a "
+            f"rank-{qkv.dim() - 3} map; use backend='eager' (the gather lowering) or 'dense'."
+        )
     B, H, W, _, c = qkv.shape
     check_fits(part, H, W)
     h = g.num_heads
