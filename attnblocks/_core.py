@@ -68,14 +68,14 @@ class CallPlan:
 
 def plan_call(
     groups: Sequence[GroupPlan],
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     device: torch.device | str,
     pad: str,
     backend: str,
     grad: Callable[[], bool],
     runners: Sequence[GroupRunner] | None = None,
 ) -> CallPlan:
-    """The plan of one call on a ``(B, H, W)`` map.
+    """The plan of one call on a ``(B, *map)`` map (``(B, H, W)``, ``(B, T, H, W)``, ...).
 
     ``grad()`` says whether the call records a graph (asked only where ``"auto"`` needs it).
     ``runners``: given when the caller can hand the groups their tokens in window order (q/k/v
@@ -88,11 +88,11 @@ def plan_call(
     )
     layouts = None
     if runners is not None and all(b == "eager" for b in backends):
-        B, H, W = shape
+        B, *size = shape
         found = []
         for r in runners:
             ordered = getattr(r, "ordered_layout", None)
-            layout = None if ordered is None else ordered(H, W, pad, B, device)
+            layout = None if ordered is None else ordered(tuple(size), pad, B, device)
             if layout is None:
                 break
             found.append(layout)

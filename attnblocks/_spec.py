@@ -9,7 +9,7 @@ from typing import Any
 from . import hooks
 from ._errors import AttnblocksError
 
-__all__ = ["SPEC_TYPES", "Spec", "pair", "positive_int", "register_spec"]
+__all__ = ["SPEC_TYPES", "Spec", "axes", "pair", "per_axis", "positive_int", "register_spec"]
 
 
 class _SpecNames(Mapping):
@@ -73,6 +73,47 @@ def pair(owner: str, name: str, value: Any, minimum: int = 1) -> tuple[int, int]
         )
     v = positive_int(owner, name, value, minimum)
     return (v, v)
+
+
+def axes(owner: str, name: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
+    """Normalise an int or a per-axis tuple of ints (any rank) to a tuple.
+
+    An int is stored as an equal pair, as :func:`pair` does, and an equal pair means the same
+    value on every axis of a map of any rank (:func:`per_axis`); other tuples fix the rank.
+
+    Example:
+        >>> axes("Window", "size", 7), axes("Window", "size", (8, 7, 7))
+        ((7, 7), (8, 7, 7))
+    """
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise AttnblocksError(
+                f"{owner}: {name} must be an int or a non-empty per-axis tuple, got {value!r}."
+            )
+        return tuple(positive_int(owner, name, v, minimum) for v in value)
+    v = positive_int(owner, name, value, minimum)
+    return (v, v)
+
+
+def per_axis(owner: str, name: str, value: tuple[Any, ...], rank: int) -> tuple[Any, ...]:
+    """``value`` (a stored per-axis tuple) for a map of ``rank`` axes.
+
+    A tuple of ``rank`` entries is returned as it is; an equal pair (the stored form of an int)
+    means that value on every axis. Anything else is an error naming the spec, the field, the
+    value and the map's rank: ``(8, 7, 7)`` belongs to a 3-D map and ``(7, 7, 7)`` too.
+
+    Example:
+        >>> per_axis("Window", "size", (7, 7), 3), per_axis("Window", "size", (8, 7, 7), 3)
+        ((7, 7, 7), (8, 7, 7))
+    """
+    if len(value) == rank:
+        return tuple(value)
+    if len(value) == 2 and value[0] == value[1]:
+        return (value[0],) * rank
+    raise AttnblocksError(
+        f"{owner}: {name}={value!r} has {len(value)} axes, but the token map has {rank} "
+        f"(a {rank}-D map needs an int or a tuple of {rank})."
+    )
 
 
 def _short(value: Any) -> Any:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ._cache import size_cache
 from ._errors import AttnblocksError
-from ._spec import pair
+from ._spec import axes
 from .lowering import GroupPlan, RectLayout
 from .partition import Dilated, Grid, Window
 
@@ -70,17 +70,54 @@ class EncoderModule(nn.Module):
 
 
 @size_cache(128)
-def relative_position_index(window: tuple[int, int], table: tuple[int, int]) -> torch.Tensor:
+def relative_position_index(window: tuple[int, ...], table: tuple[int, ...]) -> torch.Tensor:
     """Swin's relative position index of a ``window`` inside a table sized for ``table``.
 
     Returns:
-        ``(T, T)`` int64 with ``T = wh * ww``: entry ``[i, j]`` is
-        ``(dh + Mh - 1) * (2*Mw - 1) + (dw + Mw - 1)``, ``(dh, dw)`` = coords(i) - coords(j).
+        ``(T, T)`` int64 with ``T = prod(window)``: entry ``[i, j]`` reads the offsets
+        ``coords(i) - coords(j) + M - 1`` per axis as mixed-radix digits of bases ``2M - 1``,
+        the first axis most significant (2-D: ``(dh + Mh - 1) * (2*Mw - 1) + (dw + Mw - 1)``).
     """
-    ys, xs = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
-    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, T)
+    grids = torch.meshgrid(*(torch.arange(w) for w in window), indexing="ij")
+    coords = torch.stack([g.flatten() for g in grids])  # (n, T)
     rel = coords[:, :, None] - coords[:, None, :]
-    return (rel[0] + table[0] - 1) * (2 * table[1] - 1) + (rel[1] + table[1] - 1)
+    index = torch.zeros(rel.shape[1:], dtype=torch.int64)
+    for r, m in zip(rel, table):
+        index = index * (2 * m - 1) + (r + m - 1)
+    return index
+
+
+def _x(sizes: tuple[int, ...]) -> str:
+    return "x".join(map(str, sizes))
+
+
+def two_d(module: nn.Module, group: GroupPlan, layout: RectLayout) -> None:
+    """Refuse a map of other than two axes for an encoder written for 2-D windows."""
+    if layout.ndim != 2:
+        raise AttnblocksError(
+            f"{type(module).__name__} (head group {group.index}, {group.partition!r}) acts on "
+            f"2-D windows, but the map has {layout.ndim} axes ({_x(layout.shape)}): only "
+            f"RelPosBias acts on windows of any rank."
+        )
+
+
+def table_size(size: tuple[int, ...], rank: int, group: GroupPlan) -> tuple[int, ...]:
+    """A window table's size on a map of ``rank`` axes: the table's own where its axes match;
+    a table built for 2-D windows of an int size, or of other axes, is an error naming the
+    group."""
+    if len(size) == rank:
+        return size
+    hint = ""
+    if len(size) == 2 and size[0] == size[1]:
+        hint = (
+            f"\n  Hint: give the window one size per axis, e.g. "
+            f"{type(group.partition).__name__}({(size[0],) * rank}), so that the table is "
+            f"built for {rank}-D windows."
+        )
+    raise AttnblocksError(
+        f"RelPosBias: head group {group.index} ({group.partition!r}) has a table for "
+        f"{len(size)}-D windows of {_x(size)} tokens, but the map has {rank} axes.{hint}"
+    )
 
 
 class RelPosBiasModule(EncoderModule):
@@ -105,7 +142,8 @@ class RelPosBiasModule(EncoderModule):
 
     def __init__(self, spec, groups: tuple[GroupPlan, ...], device=None, dtype=None) -> None:
         super().__init__()
-        self.sizes: list[tuple[int, int]] = []
+        self.index = spec.index
+        self.sizes: list[tuple[int, ...]] = []
         shapes = []
         for g in groups:
             if isinstance(g.partition, Dilated):
@@ -126,7 +164,7 @@ class RelPosBiasModule(EncoderModule):
             elif isinstance(g.partition, (Window, Grid)):
                 size = g.partition.size
             elif getattr(g.partition, "window_size", None) is not None:  # attnblocks.extend
-                size = pair(repr(g.partition), "window_size", g.partition.window_size)
+                size = axes(repr(g.partition), "window_size", g.partition.window_size)
             elif hasattr(g.partition, "window_size"):
                 raise AttnblocksError(
                     f"{spec!r} needs a window size, but head group {g.index} uses "
@@ -141,7 +179,7 @@ class RelPosBiasModule(EncoderModule):
                     f"extent, e.g. RelPosBias(size=(64, 64))."
                 )
             self.sizes.append(size)
-            shapes.append(((2 * size[0] - 1) * (2 * size[1] - 1), g.num_heads))
+            shapes.append((math.prod(2 * m - 1 for m in size), g.num_heads))
         self.tables = nn.ParameterList(
             nn.Parameter(torch.empty(s, device=device, dtype=dtype)) for s in shapes
         )
@@ -152,16 +190,21 @@ class RelPosBiasModule(EncoderModule):
             nn.init.trunc_normal_(t, std=0.02)
 
     def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor:
-        size, table = self.sizes[group.index], self.tables[group.index]
-        if layout.window[0] > size[0] or layout.window[1] > size[1]:
+        table = self.tables[group.index]
+        size = table_size(self.sizes[group.index], layout.ndim, group)
+        if any(w > m for w, m in zip(layout.window, size)):
             raise AttnblocksError(
-                f"RelPosBias: head group {group.index} has a table for {size[0]}x{size[1]} "
-                f"windows, but {group.partition!r} makes {layout.window[0]}x{layout.window[1]} "
-                f"windows on a {layout.H}x{layout.W} map."
+                f"RelPosBias: head group {group.index} has a table for {_x(size)} windows, "
+                f"but {group.partition!r} makes {_x(layout.window)} windows on a "
+                f"{_x(layout.shape)} map."
             )
-        index = relative_position_index(layout.window, size).to(table.device)
         T = layout.tokens
-        return table[index.view(-1)].view(T, T, -1).permute(2, 0, 1)
+        if self.index == "torchvision":  # the full window's index, its top-left T x T block
+            index = relative_position_index(size, size)[:T, :T]
+        else:
+            index = relative_position_index(layout.window, size)
+        index = index.to(table.device)
+        return table[index.reshape(-1)].view(T, T, -1).permute(2, 0, 1)
 
     def offset_bias(self, group: GroupPlan) -> torch.Tensor | None:
         """NAT's ``rpb`` of a sliding-window group, ``(h_g, 2k-1, 2k-1)``; ``None`` otherwise."""
@@ -182,6 +225,7 @@ class LePEModule(EncoderModule):
     def value(self, group: GroupPlan, v: torch.Tensor, layout: RectLayout) -> torch.Tensor:
         """``v: (B, nW, h, T, d)`` -> the same shape: the conv of each window's frame."""
         c0, c1 = group.channels
+        two_d(self, group, layout)
         wh, ww = layout.window
         frames = rearrange(v, "b n h (wh ww) d -> (b n) (h d) wh ww", wh=wh, ww=ww)
         weight, pad = self.conv.weight[c0:c1], self.kernel // 2
@@ -273,6 +317,7 @@ class ContinuousPosBiasModule(EncoderModule):
 
     def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor:
         weight = self.cpb_mlp[0].weight
+        two_d(self, group, layout)
         coords = log_relative_coords(layout.window, self.pretrained or layout.window)
         table = self.cpb_mlp(coords.to(device=weight.device, dtype=weight.dtype))
         table = 16 * torch.sigmoid(table[:, group.heads[0] : group.heads[1]])

@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -197,12 +198,13 @@ class RulePartition(Partition):
         """The rule: whether query ``q`` may attend to key ``k`` (coordinate tuples)."""
         raise NotImplementedError
 
-    def oracle(self, H: int, W: int) -> np.ndarray:
-        """``(N, N)`` bool with ``N = H * W``: the rule evaluated on every token pair."""
-        shape = (H, W)
+    def oracle(self, *shape: int) -> np.ndarray:
+        """``(N, N)`` bool with ``N = H * W`` (``prod(shape)`` on a map of any rank): the rule
+        evaluated on every token pair."""
         c = token_coords(shape)
         q, k = tuple(t[:, None] for t in c), tuple(t[None, :] for t in c)
-        return self.rule(q, k, shape).expand(H * W, H * W).numpy().copy()
+        N = int(np.prod(shape))
+        return self.rule(q, k, tuple(shape)).expand(N, N).numpy().copy()
 
     def mask_mod(self, H: int, W: int, device: torch.device) -> Callable:
         """FlexAttention's ``mask_mod(b, h, q_idx, kv_idx)`` over row-major tokens."""
@@ -213,7 +215,7 @@ class RulePartition(Partition):
                 return self.rule(token_coords(shape, q_idx), token_coords(shape, kv_idx), shape)
 
             return mod
-        allowed = _allowed(self, H, W, device)
+        allowed = _allowed(self, (H, W), device)
 
         def lookup(b, h, q_idx, kv_idx):
             return allowed[q_idx, kv_idx]
@@ -284,11 +286,11 @@ def _normal_tensors(fn: Callable) -> Callable:
     saved for backward by a later call in grad mode (inference tensors cannot be)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         if torch.is_inference_mode_enabled():
             with torch.inference_mode(False):
-                return fn(*args)
-        return fn(*args)
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
 
     return wrapper
 
@@ -319,9 +321,9 @@ def _layout_oracle(lay: RectLayout) -> np.ndarray:
 
 @size_cache(256, constant=True)
 @_normal_tensors
-def _allowed(partition: Partition, H: int, W: int, device: torch.device) -> torch.Tensor:
+def _allowed(partition: Partition, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """The oracle as a bool tensor on ``device`` (a graph constant under compile)."""
-    return torch.from_numpy(partition_oracle(partition, H, W)).to(device)
+    return torch.from_numpy(partition_oracle(partition, *shape)).to(device)
 
 
 @size_cache(256, constant=True)
@@ -374,7 +376,7 @@ def declared_sliding(partition: RulePartition, H: int, W: int) -> Dilated | None
     return slide
 
 
-register_oracle(RulePartition)(lambda p, H, W: p.oracle(H, W))
+register_oracle(RulePartition)(lambda p, *shape: p.oracle(*shape))
 register_coords(RulePartition)(lambda p, H, W, pad: p.frames(H, W, pad))
 
 
@@ -467,17 +469,26 @@ def _check_pad(g: Any, ctx: Any, backend: str) -> None:
 
 @register_lowering("dense", RulePartition)
 def rule_dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """A rule's head group as dense masked attention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    """A rule's head group as dense masked attention: ``(B, *shape, 3, c) -> (B, *shape, c)``
+    (positional encoders on 2-D maps only)."""
     g = runner.group
     _check_pad(g, ctx, "dense")
-    H, W = qkv.shape[1:3]
-    allowed = _allowed(g.partition, H, W, qkv.device)
-    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=g.num_heads)
-    bias, values = _encoder_terms(g, ctx.encoders, H, W, ctx.pad, q)
+    B, *shape, _, c = qkv.shape
+    allowed = _allowed(g.partition, tuple(shape), qkv.device)
+    t = qkv.reshape(B, math.prod(shape), 3, g.num_heads, c // g.num_heads)
+    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
+    bias, values = None, []
+    if ctx.encoders:
+        if len(shape) != 2:
+            raise AttnblocksError(
+                f"{g.partition!r} with positional encoders runs on 2-D maps only, got a "
+                f"{len(shape)}-D map of size {'x'.join(map(str, shape))}."
+            )
+        bias, values = _encoder_terms(g, ctx.encoders, *shape, ctx.pad, q)
     o = dense_attention(q, k, v, allowed, ctx.scale, bias, ctx.dropout_p)
     for f in values:
         o = o + f(v)
-    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+    return o.transpose(1, 2).reshape(B, *shape, c)
 
 
 def _score_mod(bias: torch.Tensor, score, b, h, q_idx, kv_idx):
@@ -531,13 +542,15 @@ class RuleRunner(RectRunner):
     Shapes: ``qkv: (B, H, W, 3, c) -> (B, H, W, c)``.
     """
 
-    def key_sets(self, H: int, W: int, pad: str) -> str:
+    def key_sets(self, shape: tuple[int, ...], pad: str) -> str:
         """``"masked"``: a rule's lowering may compute with keys outside its sets (the generic
         containment of :func:`~attnblocks.runners.run_group` applies)."""
         return "masked"
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         g = self.group
+        if qkv.dim() != 5:  # the declared layouts and sliding windows are 2-D
+            return rule_dense_lowering(self, qkv, ctx)
         H, W = qkv.shape[1], qkv.shape[2]
         layout = declared_layout(g.partition, H, W, ctx.pad)
         if layout is None:
@@ -550,10 +563,16 @@ class RuleRunner(RectRunner):
         return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
 
     def ordered_layout(
-        self, H: int, W: int, pad: str, batch: int = 1, device: torch.device | str = "cpu"
+        self,
+        shape: tuple[int, ...],
+        pad: str,
+        batch: int = 1,
+        device: torch.device | str = "cpu",
     ) -> RectLayout | None:
-        layout = declared_layout(self.group.partition, H, W, pad)
-        if layout is None or layout.pad != (0, 0):
+        if len(shape) != 2:
+            return None
+        layout = declared_layout(self.group.partition, *shape, pad)
+        if layout is None or any(layout.pad):
             return None
         if layout.needs_mask and not loops_per_head(
             layout.tokens, batch * layout.num_windows, device
@@ -625,10 +644,10 @@ class _KeySetOp(RulePartition, abstract=True):
             out = r if out is None else self.combine(out, r)
         return out
 
-    def oracle(self, H: int, W: int) -> np.ndarray:
+    def oracle(self, *shape: int) -> np.ndarray:
         out = None
         for p in self.parts:
-            m = partition_oracle(p, H, W)
+            m = partition_oracle(p, *shape)
             out = m if out is None else self.combine(out, m)
         return out
 
@@ -749,7 +768,7 @@ def _part_layout(part: Partition, H: int, W: int) -> RectLayout | None:
     from .runners import runner_for
 
     if issubclass(runner_for(part), RectRunner):
-        return rect_layout(part, H, W, "mask")
+        return rect_layout(part, H, W, pad="mask")
     return None
 
 
@@ -865,6 +884,8 @@ class UnionRunner(RuleRunner):
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         g = self.group
+        if qkv.dim() != 5:  # the fast union plans are 2-D
+            return rule_dense_lowering(self, qkv, ctx)
         H, W = qkv.shape[1], qkv.shape[2]
         if ctx.encoders or ctx.dropout_p or ctx.pad not in ("mask", "error"):
             return rule_dense_lowering(self, qkv, ctx)

@@ -74,7 +74,7 @@ def _rect_row_major(partition: Partition, H: int, W: int) -> MaskMod:
     """Same window and same shift region, from the coordinates of ``q_idx`` and ``kv_idx``."""
     from .lowering import rect_layout
 
-    lay = rect_layout(partition, H, W, "mask")
+    lay = rect_layout(partition, H, W, pad="mask")
     (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
 
     def cell(n):
@@ -129,7 +129,7 @@ def _one(partition: Partition, H: int, W: int, order: str, device) -> MaskMod:
 def _layout(partition: Partition, H: int, W: int) -> RectLayout:
     from .lowering import rect_layout
 
-    return rect_layout(partition, H, W, "mask")
+    return rect_layout(partition, H, W, pad="mask")
 
 
 def _fields(lay: RectLayout) -> tuple:
@@ -231,7 +231,7 @@ def token_order(
     if not isinstance(partition, _RECT):
         raise AttnblocksError(f"{partition!r} has no FlexAttention token order.")
     lay = _layout(partition, H, W)
-    if lay.pad == (0, 0):
+    if not any(lay.pad):
         perm, inverse = window_order(lay)
         return perm.to(device), inverse.to(device)
     # padded: the rolled, padded canvas cut into windows, N where a slot is padding

@@ -346,14 +346,12 @@ def partition_windows(x: torch.Tensor, layout: RectLayout, heads: int = 1) -> to
         >>> partition_windows(torch.randn(1, 3, 4, 6), lay, heads=2).shape
         torch.Size([1, 4, 2, 4, 3])
     """
-    sh, sw = layout.shift
-    if sh or sw:
-        x = torch.roll(x, (-sh, -sw), (1, 2))
-    ph, pw = layout.pad
-    if ph or pw:
-        x = F.pad(x, (0, 0, 0, pw, 0, ph))
-    wh, ww = layout.window
-    return rearrange(x, layout.pattern, h=heads, wh=wh, ww=ww)
+    dims = tuple(range(1, layout.ndim + 1))
+    if any(layout.shift):
+        x = torch.roll(x, tuple(-s for s in layout.shift), dims)
+    if any(layout.pad):
+        x = F.pad(x, [0, 0] + [w for p in reversed(layout.pad) for w in (0, p)])
+    return rearrange(x, layout.pattern, h=heads, **layout.sizes)
 
 
 def unpartition_windows(w: torch.Tensor, layout: RectLayout) -> torch.Tensor:
@@ -366,12 +364,10 @@ def unpartition_windows(w: torch.Tensor, layout: RectLayout) -> torch.Tensor:
         >>> torch.equal(unpartition_windows(partition_windows(x, lay), lay), x)
         True
     """
-    (wh, ww), (nh, nw) = layout.window, layout.counts
     inverse = " -> ".join(reversed(layout.pattern.split(" -> ")))
-    x = rearrange(w, inverse, wh=wh, ww=ww, nh=nh, nw=nw)
-    if layout.pad != (0, 0):
-        x = x[:, : layout.H, : layout.W]
-    sh, sw = layout.shift
-    if sh or sw:
-        x = torch.roll(x, (sh, sw), (1, 2))
+    x = rearrange(w, inverse, **layout.sizes, **layout.count_sizes)
+    if any(layout.pad):
+        x = x[(slice(None), *(slice(0, n) for n in layout.shape))]
+    if any(layout.shift):
+        x = torch.roll(x, layout.shift, tuple(range(1, layout.ndim + 1)))
     return x

@@ -38,29 +38,31 @@ def explain(spec, hw: tuple[int, int], dim: int | None = None, num_heads: int | 
     num_heads = num_heads or spec.num_heads
     if dim is None or num_heads is None:
         raise AttnblocksError(f"explain({spec!r}) needs dim and num_heads.")
-    H, W = hw
-    lines = [f"{spec!r} on a {H}x{W} map, dim={dim}, num_heads={num_heads}"]
+    shape = tuple(hw)
+    lines = [f"{spec!r} on a {'x'.join(map(str, shape))} map, dim={dim}, num_heads={num_heads}"]
     for g in spec.groups(dim, num_heads):
         lines.append(
             f"  group {g.index}: heads [{g.heads[0]}, {g.heads[1]}), channels "
             f"[{g.channels[0]}, {g.channels[1]}), {g.partition!r}"
         )
-        lines.extend("    " + line for line in describe(g.partition, H, W, spec.pad))
+        lines.extend("    " + line for line in describe(g.partition, *shape, pad=spec.pad))
     return "\n".join(lines)
 
 
-def describe(partition: Partition, H: int, W: int, pad: str = "mask") -> list[str]:
-    """Lines that say how ``partition`` lowers on an ``H x W`` map."""
+def describe(partition: Partition, *shape: int, pad: str = "mask") -> list[str]:
+    """Lines that say how ``partition`` lowers on a map of size ``shape`` (``H, W``, ...)."""
     own = getattr(partition, "describe", None)  # partitions that describe themselves
     if own is not None:
-        return own(H, W, pad)
+        return own(*shape, pad=pad)
     fn = hooks.lookup(partition, "describe", None)
     if fn is None:
         raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
-    return fn(partition, H, W, pad)
+    return fn(partition, *shape, pad=pad)
 
 
-def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tensor:
+def dense_mask(
+    spec, H: int | tuple[int, ...], W: int | None = None, num_heads: int | None = None
+) -> torch.Tensor:
     """The dense "who may attend to whom" mask of a partition or attention spec.
 
     Tokens are row-major (``n = y * W + x``); padded positions do not exist here, which is
@@ -69,7 +71,8 @@ def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tens
     Args:
         spec (Partition | Attention): a concrete :class:`~attnblocks.Partition`, or an
             :class:`~attnblocks.Attention`.
-        H: the map height.
+        H: the map height, or the map's whole size as a tuple of any rank (``(L,)``,
+            ``(T, H, W)``; then ``W`` is not given).
         W: the map width.
         num_heads: for an ``Attention`` whose spec does not fix it.
 
@@ -81,17 +84,27 @@ def dense_mask(spec, H: int, W: int, num_heads: int | None = None) -> torch.Tens
         >>> from attnblocks import Window
         >>> dense_mask(Window(2), 2, 4).int()[0]
         tensor([1, 1, 0, 0, 1, 1, 0, 0], dtype=torch.int32)
+        >>> dense_mask(Window(2), (5,)).int()[2]
+        tensor([0, 0, 1, 1, 0], dtype=torch.int32)
     """
+    if isinstance(H, tuple):
+        if W is not None:
+            raise TypeError(f"dense_mask: give the size as H, W or as one tuple, not {H!r}, {W!r}.")
+        shape = H
+    else:
+        if W is None:
+            raise TypeError("dense_mask: give the map size as H, W or as one tuple (T, H, W).")
+        shape = (H, W)
     if isinstance(spec, Partition):
         if spec.is_generic():
             raise AttnblocksError(
                 f"dense_mask({spec!r}): a generic partition needs heads=Split(...)."
             )
-        return torch.from_numpy(partition_oracle(spec, H, W))
+        return torch.from_numpy(partition_oracle(spec, *shape))
     if not isinstance(spec, Attention):
         raise TypeError(
             f"dense_mask expects a Partition or an Attention, got {type(spec).__name__}."
         )
     heads = num_heads or spec.num_heads or (spec.heads.count if spec.heads else 1)
     groups = resolve_groups(spec.partition, spec.heads, heads, heads)
-    return torch.stack([torch.from_numpy(partition_oracle(g.partition, H, W)) for g in groups])
+    return torch.stack([torch.from_numpy(partition_oracle(g.partition, *shape)) for g in groups])

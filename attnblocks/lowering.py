@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from . import hooks
 from ._cache import size_cache
 from ._errors import AttnblocksError
+from ._spec import per_axis
 from .heads import Split
 from .partition import Global, Grid, Partition, Stripe, Window
 
@@ -25,6 +26,7 @@ __all__ = [
     "PAD_MODES",
     "GroupPlan",
     "RectLayout",
+    "map_shape",
     "rect_layout",
     "register_describe",
     "resolve_groups",
@@ -62,64 +64,90 @@ class GroupPlan:
 
 @dataclass(frozen=True)
 class RectLayout:
-    """Window geometry of a rectangular partition on an ``H x W`` map.
+    """Window geometry of a rectangular partition on a token map of any rank.
 
-    The map is rolled by ``-shift``, padded on the bottom/right to ``Hp x Wp`` (padded, then
-    rolled, for ``pad_mode="torchvision"``) and cut into
-    ``nh x nw`` windows of ``window`` tokens: contiguous blocks (``grid=False``,
-    ``b (nh wh) (nw ww) c``) or dilated grids (``grid=True``, ``b (wh nh) (ww nw) c``).
+    The map (``shape``, e.g. ``(H, W)`` or ``(T, H, W)``) is rolled by ``-shift``, padded at
+    the end of every axis to ``padded`` (padded, then rolled, for ``pad_mode="torchvision"``)
+    and cut into ``counts`` windows of ``window`` tokens: contiguous blocks (``grid=False``,
+    ``b (n0 w0) (n1 w1) ... c``) or dilated grids (``grid=True``, ``b (w0 n0) (w1 n1) ... c``).
     ``regions`` says how the shift's wrapped-around tokens are kept apart (``"wrap"``: by
-    whether a token wrapped, on the real map; ``"timm"``: Swin's three bands on the padded
-    canvas, as timm computes them) and ``mask_pad`` whether padded keys are masked out.
+    whether a token wrapped, on the real map; ``"timm"``: Swin's three bands per axis on the
+    padded canvas, as timm and torchvision compute them) and ``mask_pad`` whether padded keys
+    are masked out.
 
     Example:
         >>> from attnblocks import Window
         >>> layout = rect_layout(Window(7, shift=3), 14, 20)
         >>> layout.pad, layout.counts, layout.tokens, layout.needs_mask
         ((0, 1), (2, 3), 49, True)
+        >>> rect_layout(Window((8, 7, 7)), 4, 14, 14).window
+        (8, 7, 7)
     """
 
-    H: int
-    W: int
-    window: tuple[int, int]
-    shift: tuple[int, int] = (0, 0)
+    shape: tuple[int, ...]
+    window: tuple[int, ...]
+    shift: tuple[int, ...] = ()
     grid: bool = False
     pad_mode: str = "mask"
 
+    def __post_init__(self) -> None:
+        if not self.shift:
+            object.__setattr__(self, "shift", (0,) * len(self.shape))
+
+    @property
+    def ndim(self) -> int:
+        """The map's rank."""
+        return len(self.shape)
+
+    @property
+    def H(self) -> int:
+        """The first axis (a 2-D map's height)."""
+        return self.shape[0]
+
+    @property
+    def W(self) -> int:
+        """The last axis (a 2-D map's width)."""
+        return self.shape[-1]
+
+    @property
+    def padded(self) -> tuple[int, ...]:
+        """The padded map's size per axis (a multiple of the window)."""
+        return tuple(math.ceil(n / w) * w for n, w in zip(self.shape, self.window))
+
     @property
     def Hp(self) -> int:
-        return math.ceil(self.H / self.window[0]) * self.window[0]
+        return self.padded[0]
 
     @property
     def Wp(self) -> int:
-        return math.ceil(self.W / self.window[1]) * self.window[1]
+        return self.padded[-1]
 
     @property
-    def pad(self) -> tuple[int, int]:
-        """Rows and columns of padding added at the bottom and right."""
-        return (self.Hp - self.H, self.Wp - self.W)
+    def pad(self) -> tuple[int, ...]:
+        """Tokens of padding added at the end of each axis (bottom and right on 2-D)."""
+        return tuple(p - n for p, n in zip(self.padded, self.shape))
 
     @property
-    def counts(self) -> tuple[int, int]:
-        """Number of windows along each axis, ``(nh, nw)``."""
-        return (self.Hp // self.window[0], self.Wp // self.window[1])
+    def counts(self) -> tuple[int, ...]:
+        """Number of windows along each axis (``(nh, nw)`` on 2-D)."""
+        return tuple(p // w for p, w in zip(self.padded, self.window))
 
     @property
     def num_windows(self) -> int:
-        return self.counts[0] * self.counts[1]
+        return math.prod(self.counts)
 
     @property
     def tokens(self) -> int:
-        """Tokens per window, ``T = wh * ww``."""
-        return self.window[0] * self.window[1]
+        """Tokens per window, ``T = prod(window)``."""
+        return math.prod(self.window)
 
     @property
     def mask_pad(self) -> bool:
-        return self.pad_mode == "mask" and self.pad != (0, 0)
+        return self.pad_mode == "mask" and any(self.pad)
 
     @property
     def regions(self) -> str | None:
-        if self.shift == (0, 0):
+        if not any(self.shift):
             return None
         return "timm" if self.pad_mode in INPUT_PADS else "wrap"
 
@@ -128,11 +156,29 @@ class RectLayout:
         return self.mask_pad or self.regions is not None
 
     @property
+    def sizes(self) -> dict[str, int]:
+        """The window extents by the axis names of :attr:`pattern` (``wh``, ``ww`` on 2-D)."""
+        return dict(zip(_window_names(self.ndim), self.window))
+
+    @property
+    def count_sizes(self) -> dict[str, int]:
+        """The window counts by the axis names of :attr:`pattern` (``nh``, ``nw`` on 2-D)."""
+        return dict(zip(_count_names(self.ndim), self.counts))
+
+    @property
     def pattern(self) -> str:
         """The einops pattern that cuts the (rolled, padded) map into windows."""
-        if self.grid:
-            return "b (wh nh) (ww nw) (h d) -> b (nh nw) h (wh ww) d"
-        return "b (nh wh) (nw ww) (h d) -> b (nh nw) h (wh ww) d"
+        ws, ns = _window_names(self.ndim), _count_names(self.ndim)
+        axes = [f"({w} {n})" if self.grid else f"({n} {w})" for w, n in zip(ws, ns)]
+        return f"b {' '.join(axes)} (h d) -> b ({' '.join(ns)}) h ({' '.join(ws)}) d"
+
+
+def _window_names(rank: int) -> tuple[str, ...]:
+    return ("wh", "ww") if rank == 2 else tuple(f"w{i}" for i in range(rank))
+
+
+def _count_names(rank: int) -> tuple[str, ...]:
+    return ("nh", "nw") if rank == 2 else tuple(f"n{i}" for i in range(rank))
 
 
 def resolve_groups(
@@ -151,58 +197,76 @@ def resolve_groups(
     return tuple(groups)
 
 
-def _divisibility_error(spec: Partition, H: int, W: int, window: tuple[int, int]) -> str:
-    bad = H if H % window[0] else W
-    size = window[0] if H % window[0] else window[1]
-    Hn = math.ceil(H / window[0]) * window[0]
-    Wn = math.ceil(W / window[1]) * window[1]
+def _divisibility_error(spec: Partition, shape: tuple[int, ...], window: tuple[int, ...]) -> str:
+    axis = next(i for i, (n, w) in enumerate(zip(shape, window)) if n % w)
+    fit = "x".join(str(math.ceil(n / w) * w) for n, w in zip(shape, window))
     return (
-        f"{spec!r} cannot partition a {H}x{W} token map without padding: {bad} is not "
-        f"divisible by {size}.\n  Hint: use pad='mask' (default) or resize the map to {Hn}x{Wn}."
+        f"{spec!r} cannot partition a {'x'.join(map(str, shape))} token map without padding: "
+        f"{shape[axis]} is not divisible by {window[axis]}.\n  Hint: use pad='mask' (default) "
+        f"or resize the map to {fit}."
     )
 
 
+def map_shape(spec: Partition, shape: tuple) -> tuple[int, ...]:
+    """Check a token map's size: ints, at least one axis, each at least 1; and the rank the
+    spec fixes (:attr:`~attnblocks.Partition.rank`)."""
+    if not shape or any(isinstance(n, (str, bool)) for n in shape):
+        raise TypeError(
+            f"{spec!r}: the token map's size must be one int per axis (pad is a keyword), got "
+            f"{shape!r}."
+        )
+    if min(shape) < 1:
+        raise AttnblocksError(
+            f"{spec!r}: the token map must be at least 1 token per axis, got "
+            f"{'x'.join(map(str, shape))}."
+        )
+    if spec.rank is not None and spec.rank != len(shape):
+        raise AttnblocksError(
+            f"{spec!r} is written for {spec.rank}-D token maps, got a {len(shape)}-D map of "
+            f"size {'x'.join(map(str, shape))}."
+        )
+    return tuple(shape)
+
+
 @size_cache(1024)
-def rect_layout(partition: Partition, H: int, W: int, pad: str = "mask") -> RectLayout:
-    """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on a map.
+def rect_layout(partition: Partition, *shape: int, pad: str = "mask") -> RectLayout:
+    """The window geometry of a rectangular partition (Window, Stripe, Global, Grid) on a map
+    of size ``shape`` (``H, W``; ``T, H, W``; ``L``).
 
     Example:
         >>> from attnblocks import Stripe
         >>> rect_layout(Stripe(7, axis="h"), 14, 20)
-        RectLayout(H=14, W=20, window=(7, 20), shift=(0, 0), grid=False, pad_mode='mask')
+        RectLayout(shape=(14, 20), window=(7, 20), shift=(0, 0), grid=False, pad_mode='mask')
     """
-    if H < 1 or W < 1:
-        raise AttnblocksError(f"{partition!r}: the token map must be at least 1x1, got {H}x{W}.")
+    shape = map_shape(partition, shape)
     if pad not in PAD_MODES:
         raise AttnblocksError(f"pad must be one of {PAD_MODES}, got {pad!r}.")
+    n, name = len(shape), type(partition).__name__
     grid = False
-    shift: tuple[int, int] = (0, 0)
+    shift = (0,) * n
     if isinstance(partition, Window):
-        window, shift = partition.size, partition.shift
-        if partition.clamp == "swin" and min(H, W) <= min(window):
-            window, shift = (min(H, W),) * 2, (0, 0)
+        window = per_axis(name, "size", partition.size, n)
+        shift = per_axis(name, "shift", partition.shift, n)
+        if partition.clamp == "swin" and min(shape) <= min(window):
+            window, shift = (min(shape),) * n, (0,) * n
         elif partition.clamp in ("timm", "torchvision"):
             # per axis: no shift where the map is not larger than the window; timm also shrinks
-            # the window to the map (torchvision pads the map instead)
-            shift = tuple(0 if r <= w else s for r, w, s in zip((H, W), window, shift))
+            # the window to the map (torchvision's 2-D attention pads the map instead)
+            shift = tuple(0 if r <= w else s for r, w, s in zip(shape, window, shift))
             if partition.clamp == "timm":
-                window = (min(H, window[0]), min(W, window[1]))
+                window = tuple(min(r, w) for r, w in zip(shape, window))
     elif isinstance(partition, Stripe):
-        if partition.axis is None:
-            raise AttnblocksError(
-                f"{partition!r} has no axis and no head group to take one from: use "
-                f"Stripe({partition.width}, axis='v') or heads=Split(2)."
-            )
-        window = (H, partition.width) if partition.axis == "v" else (partition.width, W)
+        axis = partition.axis_index(n)
+        window = tuple(r if i == axis else partition.width for i, r in enumerate(shape))
     elif isinstance(partition, Global):
-        window = (H, W)
+        window = shape
     elif isinstance(partition, Grid):
-        window, grid = partition.size, True
+        window, grid = per_axis(name, "size", partition.size, n), True
     else:
         raise AttnblocksError(f"{partition!r} is not a rectangular partition.")
-    if pad == "error" and (H % window[0] or W % window[1]):
-        raise AttnblocksError(_divisibility_error(partition, H, W, window))
-    return RectLayout(H, W, window, shift, grid, pad)
+    if pad == "error" and any(r % w for r, w in zip(shape, window)):
+        raise AttnblocksError(_divisibility_error(partition, shape, window))
+    return RectLayout(shape, window, shift, grid, pad)
 
 
 Describe = Callable[[Partition, int, int, str], list[str]]

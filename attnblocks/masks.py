@@ -28,12 +28,13 @@ __all__ = [
     "window_mask",
 ]
 
-Oracle = Callable[[Partition, int, int], np.ndarray]
+Oracle = Callable[..., np.ndarray]
 
 
 def register_oracle(*types: type[Partition]) -> Callable[[Oracle], Oracle]:
-    """Decorator: ``fn(partition, H, W) -> (N, N) bool ndarray`` is the oracle of ``types``
-    (the ``oracle`` hook of :mod:`attnblocks.hooks`).
+    """Decorator: ``fn(partition, *shape) -> (N, N) bool ndarray`` is the oracle of ``types``
+    (the ``oracle`` hook of :mod:`attnblocks.hooks`): ``fn(partition, H, W)`` on a 2-D map,
+    ``fn(partition, T, H, W)`` on a 3-D one, tokens row-major.
 
     Oracles are written from token coordinates, independently of the fast lowering.
     """
@@ -44,12 +45,21 @@ def register_oracle(*types: type[Partition]) -> Callable[[Oracle], Oracle]:
     return deco
 
 
-def partition_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
-    """``(N, N)`` bool: the registered oracle of a concrete partition on ``H x W``."""
+def partition_oracle(partition: Partition, *shape: int) -> np.ndarray:
+    """``(N, N)`` bool: the registered oracle of a concrete partition on a map of size
+    ``shape``."""
     fn = hooks.lookup(partition, "oracle", None)
     if fn is None:
         raise AttnblocksError(f"dense_mask: no oracle is registered for {partition!r}.")
-    return fn(partition, H, W)
+    try:
+        return fn(partition, *shape)
+    except TypeError as e:
+        if len(shape) == 2:
+            raise
+        raise AttnblocksError(
+            f"{partition!r} has no oracle for a {len(shape)}-D token map (its oracle takes "
+            f"H, W: {e})."
+        ) from None
 
 
 def mask_value(dtype: torch.dtype) -> float:
@@ -86,8 +96,12 @@ def _bands(n: int, n_padded: int, window: int, shift: int, rule: str) -> np.ndar
 def region_ids(layout: RectLayout) -> torch.Tensor:
     """Shift-region id of every position of the rolled, padded canvas.
 
+    Each axis has up to three bands (:func:`_bands`); a position's region is its bands read as
+    the digits of a base-3 number, so tokens share a region where they share every axis' band.
+
     Returns:
-        ``(Hp, Wp)`` int64; tokens attend only within their region. All zeros without a shift.
+        ``padded`` int64 (``(Hp, Wp)`` on 2-D); tokens attend only within their region. All
+        zeros without a shift.
 
     Example:
         >>> from attnblocks import Window, rect_layout
@@ -98,9 +112,13 @@ def region_ids(layout: RectLayout) -> torch.Tensor:
                 [3, 3, 3, 4]])
     """
     rule = layout.regions or "wrap"
-    rows = _bands(layout.H, layout.Hp, layout.window[0], layout.shift[0], rule)
-    cols = _bands(layout.W, layout.Wp, layout.window[1], layout.shift[1], rule)
-    return torch.from_numpy(3 * rows[:, None] + cols[None, :])
+    ids = np.zeros(layout.padded, dtype=np.int64)
+    for axis, args in enumerate(zip(layout.shape, layout.padded, layout.window, layout.shift)):
+        band = _bands(*args, rule)
+        view = [1] * layout.ndim
+        view[axis] = -1
+        ids = 3 * ids + band.reshape(view)
+    return torch.from_numpy(ids)
 
 
 @size_cache(256)
@@ -124,18 +142,14 @@ def window_mask(layout: RectLayout, device: torch.device | None = None) -> torch
         return None
     canvas = region_ids(layout)
     if layout.mask_pad:  # padded keys get a region of their own that no real query shares
-        real = torch.zeros(layout.Hp, layout.Wp, dtype=torch.bool)
-        real[: layout.H, : layout.W] = True
+        real = torch.zeros(layout.padded, dtype=torch.bool)
+        real[tuple(slice(0, n) for n in layout.shape)] = True
         canvas = torch.where(real, canvas, torch.full_like(canvas, -1))
-    ids = rearrange(canvas[None, :, :, None], layout.pattern, h=1, **_sizes(layout))[0, :, 0, :, 0]
+    ids = rearrange(canvas[None, ..., None], layout.pattern, h=1, **layout.sizes)[0, :, 0, :, 0]
     allowed = ids[:, :, None] == ids[:, None, :]
     if layout.mask_pad:
         allowed &= (ids != -1)[:, None, :]
     return allowed.to(device)
-
-
-def _sizes(layout: RectLayout) -> dict[str, int]:
-    return {"wh": layout.window[0], "ww": layout.window[1]}
 
 
 @size_cache(256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -26,6 +27,12 @@ from .projection import qkv_projection
 from .runners import RunContext, runner_for
 
 __all__ = ["AttentionLayer", "grouped_rows"]
+
+
+def _axis_names(rank: int) -> tuple[str, ...]:
+    return {1: ("length",), 2: ("height", "width"), 3: ("time", "height", "width")}.get(
+        rank, tuple(f"axis {i}" for i in range(rank))
+    )
 
 
 @size_cache(64)
@@ -144,43 +151,52 @@ class AttentionLayer(nn.Module):
                 f"under torch.autocast)."
             )
         if hw is not None:
-            ok = isinstance(hw, (tuple, list, torch.Size)) and len(hw) == 2
+            ok = isinstance(hw, (tuple, list, torch.Size)) and len(hw) >= 1
             if not ok or any(
                 isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in hw
             ):
                 raise AttnblocksError(
-                    f"{self.spec!r}: hw must be a pair of ints (H, W), got {hw!r}."
+                    f"{self.spec!r}: hw must be the map size, a tuple of ints such as (H, W), "
+                    f"(L,) or (T, H, W), got {hw!r}."
                 )
             if min(hw) < 1:
                 raise AttnblocksError(f"{self.spec!r}: hw={tuple(hw)} must be positive.")
 
-    def _as_map(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+    @property
+    def rank(self) -> int | None:
+        """The token-map rank the head groups' partitions fix, or ``None`` (any rank)."""
+        ranks = {g.partition.rank for g in self.groups} - {None}
+        return ranks.pop() if len(ranks) == 1 else None
+
+    def _as_map(self, x: torch.Tensor, hw: tuple[int, ...] | None) -> torch.Tensor:
         if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
             self._check_input(x, hw)
-        if x.dim() == 4:
-            if hw is not None and tuple(hw) != tuple(x.shape[1:3]):
+        if x.dim() >= 4:
+            if hw is not None and tuple(hw) != tuple(x.shape[1:-1]):
                 raise AttnblocksError(
                     f"{self.spec!r}: hw={tuple(hw)} contradicts x.shape={fmt_shape(x.shape)} read "
-                    f"as (batch, height, width, channels)."
+                    f"as (batch, {', '.join(_axis_names(x.dim() - 2))}, channels)."
                 )
             out = x
         elif x.dim() == 3:
+            if hw is None and self.rank == 1:
+                hw = (x.shape[1],)
             if hw is None:
                 raise AttnblocksError(
                     f"{self.spec!r}: a token sequence x.shape={fmt_shape(x.shape)} needs the map "
-                    f"size: call with hw=(H, W), or pass x as (B, H, W, C)."
+                    f"size: call with hw=(H, W) (or hw=(L,) for a 1-D sequence, hw=(T, H, W) "
+                    f"for video), or pass x as (B, H, W, C)."
                 )
-            H, W = hw
-            if x.shape[1] != H * W:
+            if x.shape[1] != math.prod(hw):
                 raise AttnblocksError(
-                    f"{self.spec!r}: hw=({H}, {W}) has {H * W} tokens but "
+                    f"{self.spec!r}: hw={tuple(hw)} has {math.prod(hw)} tokens but "
                     f"x.shape={fmt_shape(x.shape)} has {x.shape[1]}."
                 )
-            out = x.view(x.shape[0], H, W, x.shape[2])
+            out = x.view(x.shape[0], *hw, x.shape[2])
         else:
             raise AttnblocksError(
-                f"{self.spec!r} expects x as (B, H, W, C) or (B, N, C) with hw=(H, W), got "
-                f"x.shape={fmt_shape(x.shape)}."
+                f"{self.spec!r} expects x as (B, H, W, C), (B, T, H, W, C), or (B, N, C) with "
+                f"hw=(H, W) / (L,) / (T, H, W), got x.shape={fmt_shape(x.shape)}."
             )
         if out.shape[-1] != self.dim:
             raise AttnblocksError(
@@ -198,10 +214,10 @@ class AttentionLayer(nn.Module):
         """
         if self._prepares_nothing() or (self.score is None and not rotate):
             return qkv
-        B, H, W = qkv.shape[:3]
-        q, k, v = qkv.view(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
+        *lead, _, _ = qkv.shape
+        q, k, v = qkv.view(*lead, 3, self.num_heads, self.head_dim).unbind(-3)
         q, k = prepare_qk(q, k, self.pe if rotate else (), self.score)
-        return torch.stack((q, k, v), dim=3).view(qkv.shape)
+        return torch.stack((q, k, v), dim=-3).view(qkv.shape)
 
     def _prepares_nothing(self) -> bool:
         """No per-token q/k transform (rotary encoders, a score's ``prepare_qk``) before the
@@ -217,9 +233,9 @@ class AttentionLayer(nn.Module):
 
         ``xm: (B, H, W, C)`` -> per group ``(B, H, W, 3, c)``.
         """
-        B, H, W, _ = xm.shape
+        lead = xm.shape[:-1]
         params = self._group_params()
-        return [F.linear(xm, *params[g.index]).view(B, H, W, 3, g.dim) for g in self.groups]
+        return [F.linear(xm, *params[g.index]).view(*lead, 3, g.dim) for g in self.groups]
 
     def _group_params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per group, its rows of the qkv weight and bias (:func:`grouped_rows`): its
@@ -249,9 +265,9 @@ class AttentionLayer(nn.Module):
         ``(B, H, W, 3, c)`` from ``q`` and the fused ``kv`` (whose ``[k | v]`` halves hold the
         token-reading groups' channels in group order); and the ``pad="timm"`` fill ``(3, C)``.
         """
-        B, H, W, C = xm.shape
-        qs = self._split_groups(self.q(xm).view(B, H, W, 1, C))
-        kv = None if self.kv is None else self.kv(xm).view(B, H, W, 2, -1)
+        *lead, C = xm.shape
+        qs = self._split_groups(self.q(xm).view(*lead, 1, C))
+        kv = None if self.kv is None else self.kv(xm).view(*lead, 2, -1)
         kvb = None if self.kv is None or self.kv.bias is None else self.kv.bias.view(2, -1)
         inputs, fills, r0 = [], [], 0
         for g, own, q in zip(self.groups, self.own_kv, qs):
@@ -264,8 +280,9 @@ class AttentionLayer(nn.Module):
         fill = torch.cat(fills, dim=1) if self.spec.pad in INPUT_PADS and fills else None
         return inputs, fill
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
-        """``x: (B, H, W, C)``, or ``(B, N, C)`` with ``hw``; returns the same shape."""
+    def forward(self, x: torch.Tensor, hw: tuple[int, ...] | None = None) -> torch.Tensor:
+        """``x: (B, *map, C)`` (``(B, H, W, C)``, ``(B, T, H, W, C)``), or ``(B, N, C)`` with
+        ``hw`` the map size (``(H, W)``, ``(L,)``, ``(T, H, W)``); returns the same shape."""
         xm = self._as_map(x, hw)
         for e in self.pe:
             xm = e.prepare(xm)
@@ -276,9 +293,8 @@ class AttentionLayer(nn.Module):
             else:
                 out = self._forward_groups(xm, plan)
         except AttnblocksError as e:  # add the input, as einops does, and drop the traceback
-            form = (
-                "(batch, height, width, channels)" if x.dim() == 4 else "(batch, tokens, channels)"
-            )
+            names = ", ".join(_axis_names(xm.dim() - 2))
+            form = f"(batch, {names}, channels)" if x.dim() > 3 else "(batch, tokens, channels)"
             raise AttnblocksError(
                 f"{e}\n  Input: x.shape={fmt_shape(x.shape)} read as {form}."
             ) from None
@@ -293,10 +309,15 @@ class AttentionLayer(nn.Module):
                 xm.requires_grad or any(p.requires_grad for p in self.parameters())
             )
 
-        B, H, W, _ = xm.shape
         runners = self.runners if ordered and self._orderable else None
         return plan_call(
-            self.groups, (B, H, W), xm.device, self.spec.pad, self.spec.backend, grad, runners
+            self.groups,
+            tuple(xm.shape[:-1]),
+            xm.device,
+            self.spec.pad,
+            self.spec.backend,
+            grad,
+            runners,
         )
 
     def _context(self, xm: torch.Tensor, fill: torch.Tensor | None) -> RunContext:
@@ -305,7 +326,7 @@ class AttentionLayer(nn.Module):
 
     def _forward_groups(self, xm: torch.Tensor, plan: CallPlan | None = None) -> torch.Tensor:
         """qkv on the map, the core on each group, output projection on the map."""
-        B, H, W, C = xm.shape
+        *lead, C = xm.shape
         plan = plan or self._plan(xm, ordered=False)
         if any(self.own_kv):
             inputs, fill = self._split_inputs(xm)
@@ -313,11 +334,12 @@ class AttentionLayer(nn.Module):
             if len(self.groups) > 1 and self._prepares_nothing():
                 inputs = self._project_grouped(xm)
             else:
-                qkv = self._prepare_qk(self.qkv(xm).view(B, H, W, 3, C), rotate=True)
+                qkv = self._prepare_qk(self.qkv(xm).view(*lead, 3, C), rotate=True)
                 inputs = self._split_groups(qkv)
             fill = None
             if self.spec.pad in INPUT_PADS and self.qkv.bias is not None:
-                fill = self._prepare_qk(self.qkv.bias.view(1, 1, 1, 3, C), rotate=False)[0, 0, 0]
+                bias = self.qkv.bias.view(*(1,) * len(lead), 3, C)
+                fill = self._prepare_qk(bias, rotate=False).view(3, C)
         outs = attention_core(plan, self.runners, inputs, self._context(xm, fill))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         return self.proj_drop(self.proj(out))
@@ -333,8 +355,9 @@ class AttentionLayer(nn.Module):
         plan = plan or self._plan(xm)
         if plan.layouts is None:
             return None
-        B, H, W, C = xm.shape
-        tokens = xm.reshape(B, H * W, C)
+        B, *size, C = xm.shape
+        N = math.prod(size)
+        tokens = xm.reshape(B, N, C)
         single = len(self.runners) == 1
         params = None if single else self._group_params()
         gathered: dict = {}  # groups with one layout (a Split of one partition) share x
@@ -346,11 +369,11 @@ class AttentionLayer(nn.Module):
             t = gathered[layout]
             qkv = self.qkv(t) if single else F.linear(t, *params[g.index])
             orders.append(order)
-            inputs.append(qkv.view(B, H * W, 3, g.dim))
+            inputs.append(qkv.view(B, N, 3, g.dim))
         outs = attention_core(plan, self.runners, inputs, self._context(xm, None))
         if single:
             out = restore_order(self.proj_drop(self.proj(outs[0])), orders[0])
         else:
             outs = [restore_order(o, order) for o, order in zip(outs, orders)]
             out = self.proj_drop(self.proj(torch.cat(outs, dim=-1)))
-        return out.view(B, H, W, C)
+        return out.view(xm.shape)

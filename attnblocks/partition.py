@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from . import hooks
 from ._errors import AttnblocksError
-from ._spec import Spec, pair, positive_int
+from ._spec import Spec, axes, pair, per_axis, positive_int
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,6 +31,13 @@ __all__ = [
 CLAMP_RULES = (None, "swin", "timm", "torchvision")
 ACTIVATIONS = (None, "gelu")
 _AXES = {"v": "v", "vertical": "v", "h": "h", "horizontal": "h"}
+
+
+def fixed_rank(*values: tuple) -> int | None:
+    """The map rank that stored per-axis tuples fix: their length, except an equal pair (an
+    int's stored form), which holds for any rank; ``None`` where nothing fixes it."""
+    ranks = {len(v) for v in values if not (len(v) == 2 and v[0] == v[1])}
+    return ranks.pop() if len(ranks) == 1 else None
 
 
 class Partition(Spec):
@@ -54,6 +61,12 @@ class Partition(Spec):
     def is_generic(self) -> bool:
         """True when the spec needs a head split to mean one concrete partition."""
         return False
+
+    @property
+    def rank(self) -> int | None:
+        """The token-map rank the spec is written for (per-axis tuples fix it), or ``None``
+        where it holds for maps of any rank."""
+        return None
 
     def _set_op(self, other: object, op: str) -> Partition:
         if not isinstance(other, Partition):
@@ -79,7 +92,9 @@ class Window(Partition):
     """Non-overlapping windows of ``size`` tokens, optionally cyclically shifted (Swin).
 
     Args:
-        size: window height and width, an int or an ``(h, w)`` pair.
+        size: the window's extent per axis: an int (every axis of a map of any rank), an
+            ``(h, w)`` pair, or one entry per axis of any rank (``(8, 7, 7)``: Video Swin's
+            ``(t, h, w)``; ``(16,)``: a 1-D sequence).
         shift: cyclic shift (Swin's SW-MSA); ``0 <= shift < size`` per axis. Tokens that the
             roll brings together from opposite borders do not attend to each other.
         clamp: what happens when the map is not larger than the window. ``None``: the window
@@ -96,17 +111,30 @@ class Window(Partition):
         Window(7, shift=3)
         >>> Window((7, 7)) == Window(7)
         True
+        >>> Window((8, 7, 7), shift=(4, 3, 3)).rank
+        3
     """
 
-    size: int | tuple[int, int]
-    shift: int | tuple[int, int] = 0
+    size: int | tuple[int, ...]
+    shift: int | tuple[int, ...] = 0
     clamp: str | None = None
     _positional: ClassVar[tuple[str, ...]] = ("size",)
 
     def __post_init__(self) -> None:
-        size = pair("Window", "size", self.size)
-        shift = pair("Window", "shift", self.shift, minimum=0)
-        if shift[0] >= size[0] or shift[1] >= size[1]:
+        size = axes("Window", "size", self.size)
+        shift = axes("Window", "shift", self.shift, minimum=0)
+        ranks = {len(v) for v in (size, shift) if not (len(v) == 2 and v[0] == v[1])}
+        if len(ranks) > 1:
+            raise AttnblocksError(
+                f"Window: size={size} and shift={shift} give different numbers of axes."
+            )
+        rank = fixed_rank(size, shift) or 2
+        if any(
+            t >= w
+            for w, t in zip(
+                per_axis("Window", "size", size, rank), per_axis("Window", "shift", shift, rank)
+            )
+        ):
             raise AttnblocksError(
                 f"Window: shift must be smaller than the window per axis, got "
                 f"size={size}, shift={shift}."
@@ -118,6 +146,12 @@ class Window(Partition):
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "shift", shift)
 
+    @property
+    def rank(self) -> int | None:
+        """The map rank the spec fixes (a per-axis size or shift of other than two equal
+        entries), or ``None`` where it holds for any rank."""
+        return fixed_rank(self.size, self.shift)
+
 
 @dataclass(frozen=True, repr=False)
 class Stripe(Partition):
@@ -125,20 +159,25 @@ class Stripe(Partition):
 
     Args:
         width: the stripe width (CSWin's ``split_size``).
-        axis: ``"v"`` (vertical: full height, ``width`` columns) or ``"h"`` (horizontal:
-            ``width`` rows, full width). ``None`` means one axis per head group: under
-            ``Split(n)`` the groups alternate vertical, horizontal, ... so ``Stripe(7)`` under
-            ``Split(2)`` is CSWin's pair of branches.
+        axis: the axis the stripe spans whole: ``"v"`` (vertical: full height, ``width``
+            columns) or ``"h"`` (horizontal: ``width`` rows, full width), or an axis index
+            of a map of any rank (negative counts from the last). A stripe is ``width`` tokens
+            along every other axis; ``"v"`` and ``"h"`` name the last two axes (height and
+            width, also of a ``(T, H, W)`` map), so on a 2-D map ``"v"`` is axis 0. ``None``
+            means one axis per head group: under ``Split(n)`` the groups alternate vertical,
+            horizontal, ... so ``Stripe(7)`` under ``Split(2)`` is CSWin's pair of branches.
 
     Example:
         >>> Stripe(7, axis="horizontal")
         Stripe(7, axis='h')
         >>> Stripe(7).resolve(1, 2)
         Stripe(7, axis='h')
+        >>> Stripe(2, axis=0)  # a 3-D map: whole in time, 2 x 2 in space
+        Stripe(2, axis=0)
     """
 
     width: int
-    axis: str | None = None
+    axis: str | int | None = None
     _positional: ClassVar[tuple[str, ...]] = ("width",)
 
     def __post_init__(self) -> None:
@@ -146,9 +185,12 @@ class Stripe(Partition):
         if isinstance(self.width, tuple):
             raise TypeError(f"Stripe: width must be an int, got {self.width!r}.")
         if self.axis is not None:
+            if isinstance(self.axis, int) and not isinstance(self.axis, bool):
+                return
             if self.axis not in _AXES:
                 raise AttnblocksError(
-                    f"Stripe: axis must be 'v' (vertical) or 'h' (horizontal), got {self.axis!r}."
+                    f"Stripe: axis must be 'v' (vertical), 'h' (horizontal) or an axis index, "
+                    f"got {self.axis!r}."
                 )
             object.__setattr__(self, "axis", _AXES[self.axis])
 
@@ -159,6 +201,32 @@ class Stripe(Partition):
         if self.axis is not None:
             return self
         return Stripe(self.width, axis="v" if index % 2 == 0 else "h")
+
+    def axis_index(self, rank: int) -> int:
+        """The index of the axis the stripe spans on a map of ``rank`` axes."""
+        if self.axis is None:
+            raise AttnblocksError(
+                f"{self!r} has no axis and no head group to take one from: use "
+                f"Stripe({self.width}, axis='v') or heads=Split(2)."
+            )
+        if isinstance(self.axis, str):
+            if rank < 2:
+                raise AttnblocksError(
+                    f"{self!r}: axis {self.axis!r} names the height or width of an image, but "
+                    f"the token map has {rank} axis: give an axis index (Stripe(w, axis=0) "
+                    f"spans a 1-D map whole, which is Global())."
+                )
+            return rank - 2 if self.axis == "v" else rank - 1
+        if not -rank <= self.axis < rank:
+            raise AttnblocksError(
+                f"{self!r}: axis {self.axis} does not exist on a token map of {rank} axes."
+            )
+        return self.axis % rank
+
+    @property
+    def rank(self) -> int | None:
+        """Stripes hold for any rank (``"v"`` and ``"h"`` for at least two axes)."""
+        return None
 
 
 @dataclass(frozen=True, repr=False)
@@ -177,18 +245,24 @@ class Grid(Partition):
 
     The map is cut as ``b (g1 h) (g2 w) c -> (b h w) (g1 g2) c`` with ``g1, g2 = size``: each
     token set holds the tokens ``H/g1`` rows and ``W/g2`` columns apart, a dilated global
-    window. It is a :class:`Window` of the transposed index order.
+    window. It is a :class:`Window` of the transposed index order. In any rank the same holds
+    per axis: ``size`` is an int or one grid extent per axis.
 
     Example:
         >>> Grid(7)
         Grid(7)
     """
 
-    size: int | tuple[int, int]
+    size: int | tuple[int, ...]
     _positional: ClassVar[tuple[str, ...]] = ("size",)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", pair("Grid", "size", self.size))
+        object.__setattr__(self, "size", axes("Grid", "size", self.size))
+
+    @property
+    def rank(self) -> int | None:
+        """The map rank a per-axis size fixes (see :attr:`Window.rank`)."""
+        return fixed_rank(self.size)
 
 
 @dataclass(frozen=True, repr=False)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._spec import Spec, pair, positive_int
+from ._errors import AttnblocksError
+from ._spec import Spec, axes, pair, positive_int
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CPE",
+    "RELPOS_INDEX",
     "AxialRoPE",
     "ContinuousPosBias",
     "LePE",
@@ -29,6 +31,9 @@ __all__ = [
     "PositionalEncoder",
     "RelPosBias",
 ]
+
+
+RELPOS_INDEX = ("exact", "torchvision")
 
 
 class PositionalEncoder(Spec):
@@ -69,23 +74,40 @@ class RelPosBias(PositionalEncoder):
     offset) and its extent follows the partition, so a hybrid of windows and neighbourhoods
     under one ``Split`` takes one ``RelPosBias()``; each table keeps its authors' layout.
 
+    In any rank the same holds per axis: a ``(t, h, w)`` window (Video Swin) has a
+    ``(2t-1)(2h-1)(2w-1) x heads`` table, indexed by the offsets read as mixed-radix digits, time
+    first.
+
     Args:
-        size: the table's window size, or ``None`` to take it from the partition.
+        size: the table's window size (an int, or one extent per axis), or ``None`` to take it
+            from the partition.
+        index: how a window smaller than the table (clamped to a small map) reads it.
+            ``"exact"``: by its true offsets (the table's centre). ``"torchvision"``: the
+            top-left ``T x T`` block of the full window's index, as torchvision's
+            ``ShiftedWindowAttention3d`` computes it (the true offsets only where the clamped
+            axes are leading ones, e.g. time alone).
 
     Example:
         >>> RelPosBias()
         RelPosBias()
+        >>> RelPosBias(index="torchvision")
+        RelPosBias(index='torchvision')
         >>> from attnblocks import Attention, Neighborhood
         >>> layer = Attention(partition=Neighborhood(7), pe=RelPosBias()).build(64, 2)
         >>> layer.pe[0].tables[0].shape  # NAT's rpb: (heads, 2k-1, 2k-1)
         torch.Size([2, 13, 13])
     """
 
-    size: int | tuple[int, int] | None = None
+    size: int | tuple[int, ...] | None = None
+    index: str = "exact"
 
     def __post_init__(self) -> None:
         if self.size is not None:
-            object.__setattr__(self, "size", pair("RelPosBias", "size", self.size))
+            object.__setattr__(self, "size", axes("RelPosBias", "size", self.size))
+        if self.index not in RELPOS_INDEX:
+            raise AttnblocksError(
+                f"RelPosBias: index must be one of {RELPOS_INDEX}, got {self.index!r}."
+            )
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import RelPosBiasModule

@@ -8,7 +8,7 @@ projected ``q, k, v`` and a :class:`RunContext`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -34,8 +34,9 @@ __all__ = [
 class RunContext:
     """What every group of one forward call shares.
 
-    ``x: (B, H, W, C)`` is the layer input after the encoders' ``prepare``; ``fill: (3, C)`` the
-    values of padded tokens for ``pad="timm"`` (else ``None``).
+    ``x: (B, *shape, C)`` (``(B, H, W, C)`` on 2-D) is the layer input after the encoders'
+    ``prepare``; ``fill: (3, C)`` the values of padded tokens for ``pad="timm"`` (else
+    ``None``).
     """
 
     x: torch.Tensor
@@ -51,8 +52,9 @@ class GroupRunner(nn.Module):
     """Runs one head group. ``kv_source`` says where its keys and values come from:
 
     ``"tokens"``: the fused ``[q | k | v]`` projection of the map's tokens, so ``forward`` gets
-    ``qkv: (B, H, W, 3, c)``; ``"own"``: the runner makes K and V itself (from ``ctx.x``) and
-    ``forward`` gets ``qkv: (B, H, W, 1, c)``, the group's queries only.
+    ``qkv: (B, *shape, 3, c)`` (``(B, H, W, 3, c)`` on 2-D); ``"own"``: the runner makes K
+    and V itself (from ``ctx.x``) and ``forward`` gets ``qkv: (B, *shape, 1, c)``, the
+    group's queries only.
     """
 
     kv_source: ClassVar[str] = "tokens"
@@ -62,11 +64,12 @@ class GroupRunner(nn.Module):
         self.group = group
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-        """``qkv: (B, H, W, 3 or 1, c) -> (B, H, W, c)``."""
+        """``qkv: (B, *shape, 3 or 1, c) -> (B, *shape, c)``."""
         raise NotImplementedError
 
-    def key_sets(self, H: int, W: int, pad: str) -> str:
-        """How the eager lowering's keys relate to each query's key set on an ``H x W`` map
+    def key_sets(self, shape: tuple[int, ...], pad: str) -> str:
+        """How the eager lowering's keys relate to each query's key set on a map of size
+        ``shape``
         (what :func:`run_group` needs to contain a non-finite token): ``"windows"`` (each
         query attends to all of its window's keys: NaN spreads only where it may),
         ``"self"`` (windows of one token: SDPA returns v for one key whatever q and k are, so
@@ -97,14 +100,14 @@ def run_group(
     dense or flex mask) run under :func:`~attnblocks._contain.contained`: a non-finite token
     reaches only the queries that may attend to it."""
     if runner.kv_source == "tokens":
-        static_map_size(runner.group, qkv.shape[1], qkv.shape[2])
+        static_map_size(runner.group, tuple(qkv.shape[1:-2]))
     backend = ctx.backend if backend is None else backend
     if backend == "auto":
         backend = choose_backend(runner.group.partition, qkv, ctx)
     if backend == "eager":
         if runner.kv_source != "tokens":
             return own_keys_contained(runner, qkv, ctx)
-        keys = runner.key_sets(qkv.shape[1], qkv.shape[2], ctx.pad)
+        keys = runner.key_sets(tuple(qkv.shape[1:-2]), ctx.pad)
         if keys == "windows":
             return runner(qkv, ctx)
         if keys == "self":
@@ -120,15 +123,16 @@ def run_group(
     return contained(lambda t, c: lowering(runner, t, c), qkv, ctx)
 
 
-def static_map_size(group: GroupPlan, H: Any, W: Any) -> None:
-    """Raise a clear error where ``torch.export`` was given a dynamic H or W: window and
+def static_map_size(group: GroupPlan, shape: tuple) -> None:
+    """Raise a clear error where ``torch.export`` was given a dynamic map size: window and
     sliding-window plans are per map size (compile specialises them, one graph per size), so
     an exported program cannot hold for other sizes."""
-    if torch.compiler.is_exporting() and not (isinstance(H, int) and isinstance(W, int)):
+    if torch.compiler.is_exporting() and not all(isinstance(n, int) for n in shape):
         raise AttnblocksError(
             f"{group.partition!r} (head group {group.index}) plans its windows per map size: "
-            f"torch.export with a dynamic H or W (here {H} x {W}) cannot hold for other sizes."
-            f"\n  Hint: export once per map size (static H, W); a dynamic batch is fine."
+            f"torch.export with a dynamic map size (here {' x '.join(map(str, shape))}) cannot "
+            f"hold for other sizes.\n  Hint: export once per map size (static H, W); a dynamic "
+            f"batch is fine."
         )
 
 

@@ -74,7 +74,7 @@ def floor_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
     B, H, W, _ = x.shape
     shapes: dict[tuple[int, int, int], int] = {}
     for g in layer.groups:
-        lay = rect_layout(g.partition, H, W, layer.spec.pad)
+        lay = rect_layout(g.partition, H, W, pad=layer.spec.pad)
         key = (g.num_heads, lay.tokens, g.dim // g.num_heads)
         shapes[key] = shapes.get(key, 0) + B * lay.num_windows
     qkvs = [

@@ -21,6 +21,7 @@ sys.path.insert(0, str(DOCS.parent))  # document the checkout these docs belong 
 
 from attnblocks import (  # noqa: E402
     Attention,
+    Causal,
     Dilated,
     Global,
     Grid,
@@ -43,8 +44,8 @@ class Entry:
     caption: str
     spec: object
     code: str  # the spec as the reader would write it
-    hw: tuple[int, int]
-    queries: tuple[tuple[int, int], ...]
+    hw: tuple[int, ...]
+    queries: tuple[tuple[int, ...], ...]
     num_heads: int | None = None
 
 
@@ -160,6 +161,41 @@ GALLERY = (
         'Attention(heads=Split(Window(4), Dilated(3, dilation=2, border="mask"), Grid(3)))',
         (12, 12),
         ((5, 6),),
+    ),
+    Entry(
+        "sequence_windows",
+        "1-D: shifted windows over a sequence",
+        "A sequence of 16 tokens in windows of 4, shifted by 2: the last two tokens wrap "
+        "around to the front, and stay apart from the first two (their own shift region).",
+        Attention(partition=Window((4,), shift=(2,))),
+        "Attention(partition=Window((4,), shift=(2,)))",
+        (16,),
+        ((0,), (7,), (15,)),
+    ),
+    Entry(
+        "video_swin",
+        "3-D: Video Swin's shifted windows, slices in time",
+        "A 4x8x8 clip in (2, 4, 4) windows shifted by (1, 2, 2), drawn one time slice per "
+        "panel: each window spans two frames, and the shift wraps the last frame to the first.",
+        Attention(partition=Window((2, 4, 4), shift=(1, 2, 2))),
+        "Attention(partition=Window((2, 4, 4), shift=(1, 2, 2)))",
+        (4, 8, 8),
+        ((1, 2, 2), (3, 7, 7)),
+    ),
+    Entry(
+        "video_causal",
+        "3-D: windows causal in time, with a time stripe",
+        "One head group in (2, 4, 4) windows that never look at a later frame; the other "
+        "follows its token through every earlier frame (a stripe along time, causal).",
+        Attention(
+            heads=Split(
+                Window((2, 4, 4)) & Causal(axes=(0,)), Stripe(1, axis=0) & Causal(axes=(0,))
+            )
+        ),
+        "Attention(heads=Split(Window((2, 4, 4)) & Causal(axes=(0,)),\n"
+        "                      Stripe(1, axis=0) & Causal(axes=(0,))))",
+        (3, 8, 8),
+        ((1, 5, 6),),
     ),
 )
 

@@ -71,7 +71,7 @@ class Tiles(RulePartition):
         return (q[0] // s == k[0] // s) & (q[1] // s == k[1] // s)
 
     def layout(self, H, W, pad="mask"):
-        return RectLayout(H, W, (self.size, self.size), pad_mode=pad)
+        return RectLayout((H, W), (self.size, self.size), pad_mode=pad)
 
     @property
     def window_size(self):

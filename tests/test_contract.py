@@ -93,7 +93,7 @@ class Bands(RulePartition):
         return q[0] // self.rows == k[0] // self.rows
 
     def layout(self, H, W, pad="mask"):
-        return RectLayout(H, W, (self.rows, W), pad_mode=pad)
+        return RectLayout((H, W), (self.rows, W), pad_mode=pad)
 
     @classmethod
     def examples(cls):
@@ -377,7 +377,7 @@ def test_a_layout_that_contradicts_the_rule_is_refused():
             return q[0] == k[0]
 
         def layout(self, H, W, pad="mask"):
-            return RectLayout(H, W, (2, 2), pad_mode=pad)
+            return RectLayout((H, W), (2, 2), pad_mode=pad)
 
     with pytest.raises(AttnblocksError, match="its rule allows other pairs"):
         Attention(partition=Liar()).build(4, 2)(torch.randn(1, 4, 4, 4))

@@ -48,7 +48,7 @@ def test_low_precision_is_finite_and_close_to_float64(layer, H, W, dtype):
 @pytest.mark.parametrize("dtype", LOW)
 def test_fully_masked_rows_are_finite_in_the_window_kernel(dtype):
     """Padded queries of a padded window have no allowed key at all: finite, never NaN."""
-    layout = rect_layout(Window(3, shift=1), 4, 4, "mask")  # padded to 6x6
+    layout = rect_layout(Window(3, shift=1), 4, 4, pad="mask")  # padded to 6x6
     allowed = window_mask(layout)
     empty = ~allowed.any(-1)
     assert empty.any()  # the case under test exists

@@ -27,7 +27,8 @@ def test_error_type_is_a_value_error():
     [
         (lambda: Window(0), AttnblocksError, r"Window: size must be >= 1, got 0"),
         (lambda: Window(7, shift=7), AttnblocksError, r"shift must be smaller than the window"),
-        (lambda: Window((7, 7, 7)), AttnblocksError, r"int or an \(h, w\) pair"),
+        (lambda: Window((8, 7, 7), shift=(1, 2)), AttnblocksError, r"different numbers of axes"),
+        (lambda: Window(()), AttnblocksError, r"non-empty per-axis tuple"),
         (lambda: Window(7.0), TypeError, r"Window: size must be an int, got 7.0"),
         (lambda: Window(7, clamp="auto"), AttnblocksError, r"clamp must be one of"),
         (lambda: Stripe(7, axis="x"), AttnblocksError, r"axis must be 'v' .* got 'x'"),
@@ -147,8 +148,9 @@ def _swin_layer():
         (torch.ones(1, 3, 3, 8, dtype=torch.int64), None, AttnblocksError, r"floating-point x"),
         (torch.ones(1, 3, 3, 8, dtype=torch.bool), None, AttnblocksError, r"dtype=torch.bool"),
         (torch.randn(1, 9, 8), (-3, -3), AttnblocksError, r"hw=\(-3, -3\) must be positive"),
-        (torch.randn(1, 9, 8), (3.0, 3), AttnblocksError, r"hw must be a pair of ints"),
-        (torch.randn(1, 9, 8), (3, 3, 1), AttnblocksError, r"got \(3, 3, 1\)"),
+        (torch.randn(1, 9, 8), (3.0, 3), AttnblocksError, r"hw must be the map size, a tuple"),
+        (torch.randn(1, 9, 8), (), AttnblocksError, r"got \(\)"),
+        (torch.randn(1, 9, 8), (3, 3, 2), AttnblocksError, r"hw=\(3, 3, 2\) has 18 tokens"),
         (torch.randn(1, 9, 8), (3, 4), AttnblocksError, r"hw=\(3, 4\) has 12 tokens"),
     ],
 )

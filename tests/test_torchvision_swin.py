@@ -79,10 +79,6 @@ def test_block_and_rules_by_name():
 def test_refusals():
     with pytest.raises(TypeError, match="ShiftedWindowAttention"):
         from_torchvision(torch.nn.Linear(4, 4))
-    from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
-
-    with pytest.raises(AttnblocksError, match="2-D"):
-        from_torchvision(ShiftedWindowAttention3d(16, [2, 7, 7], [1, 3, 3], 2))
     no_proj_bias = swin.ShiftedWindowAttention(16, [7, 7], [3, 3], 2, proj_bias=False)
     with pytest.raises(AttnblocksError, match="proj_bias=False"):
         from_torchvision(no_proj_bias)

@@ -104,3 +104,21 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"attnblocks\[viz\]"):
         draw_pattern(Window(2), (4, 6), (0, 0))
+
+
+def test_one_and_three_dimensional_maps_are_drawn_per_slice():
+    """A 1-D map is one row per group; a 3-D map one panel per time slice and group, and each
+    slice shows the dense mask's keys of that frame."""
+    from attnblocks.viz import pattern_image
+
+    fig = draw_pattern(Attention(heads=Split(Window((4,)), Window((2,)))), (12,), [(5,)])
+    assert len(fig.axes) == 2
+    spec = Attention(heads=Split(Window((2, 2, 2), shift=(1, 1, 1)), Stripe(1, axis=0)))
+    fig = draw_pattern(spec, (3, 4, 5), [(1, 2, 3)])
+    assert len(fig.axes) == 2 * 3
+    mask = dense_mask(Window((2, 2, 2), shift=(1, 1, 1)), (3, 4, 5)).numpy()
+    img = pattern_image(mask, (3, 4, 5), [(1, 2, 3)])
+    keys = mask[1 * 20 + 2 * 5 + 3].reshape(3, 4, 5)
+    assert ((img != BACKGROUND).any(-1) == keys).all()
+    with pytest.raises(AttnblocksError, match=r"\(t, y, x\) position"):
+        draw_pattern(spec, (3, 4, 5), [(1, 2)])

@@ -9,6 +9,7 @@ encoder module type gives its dense form with ``register_dense_encoder``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +69,10 @@ def dense_attention(
 
 @dataclass(frozen=True)
 class WindowCoords:
-    """Window frame of every real token (row-major ``n = y * W + x``).
+    """Window frame of every real token (row-major, ``n = y * W + x`` on 2-D).
 
-    ``window: (N,)`` int64 window id; ``pos: (N, 2)`` int64 (row, col) inside the window's frame.
+    ``window: (N,)`` int64 window id; ``pos: (N, n)`` int64, the position inside the window's
+    frame per axis ((row, col) on 2-D).
     """
 
     window: np.ndarray
@@ -81,7 +83,7 @@ class WindowCoords:
         return self.window[:, None] == self.window[None, :]
 
     def offsets(self) -> np.ndarray:
-        """``(N, N, 2)``: ``pos[i] - pos[j]`` (meaningful within a window)."""
+        """``(N, N, n)``: ``pos[i] - pos[j]`` (meaningful within a window)."""
         return self.pos[:, None, :] - self.pos[None, :, :]
 
 
@@ -98,8 +100,8 @@ def register_coords(*types: type) -> Callable[[Coords], Coords]:
     return deco
 
 
-def window_coords(partition: Partition, H: int, W: int, pad: str = "mask") -> WindowCoords:
-    """The registered window coordinates of a concrete partition on an ``H x W`` map.
+def window_coords(partition: Partition, *shape: int, pad: str = "mask") -> WindowCoords:
+    """The registered window coordinates of a concrete partition on a map of size ``shape``.
 
     Example:
         >>> from attnblocks import Window
@@ -108,7 +110,7 @@ def window_coords(partition: Partition, H: int, W: int, pad: str = "mask") -> Wi
     """
     fn = hooks.lookup(partition, "coords", None)
     if fn is not None:
-        return fn(partition, H, W, pad)
+        return fn(partition, *shape, pad=pad)
     raise AttnblocksError(
         f"backend='dense': {partition!r} has no window coordinates (register_coords), which its "
         f"positional encoders need."
@@ -146,18 +148,45 @@ def _dense_form(module: EncoderModule) -> tuple[DenseBias | None, DenseValue | N
 def _relpos_dense_bias(module: RelPosBiasModule, group: GroupPlan, co: WindowCoords):
     if isinstance(group.partition, Dilated):
         return _offset_dense_bias(module.tables[group.index], group.partition, co)
-    size, table = module.sizes[group.index], module.tables[group.index]
+    table = module.tables[group.index]
+    size = np.array(module.sizes[group.index])
     same, off = co.same_window(), co.offsets()
-    too_far = same & ((np.abs(off[..., 0]) >= size[0]) | (np.abs(off[..., 1]) >= size[1]))
+    if len(size) != off.shape[-1]:
+        extent = tuple(co.pos.max(0) + 1)
+        raise AttnblocksError(
+            f"RelPosBias: head group {group.index} has a table for {len(size)}-D windows, but "
+            f"{group.partition!r} makes {off.shape[-1]}-D windows of {extent} tokens."
+        )
+    too_far = same & (np.abs(off) >= size).any(-1)
     if too_far.any():
         extent = co.pos.max(0) + 1
         raise AttnblocksError(
-            f"RelPosBias: head group {group.index} has a table for {size[0]}x{size[1]} windows, "
-            f"but {group.partition!r} makes {extent[0]}x{extent[1]} windows."
+            f"RelPosBias: head group {group.index} has a table for "
+            f"{'x'.join(map(str, size))} windows, but {group.partition!r} makes "
+            f"{'x'.join(map(str, extent))} windows."
         )
     off = np.where(same[..., None], off, 0)  # pairs across windows are masked anyway
-    index = (off[..., 0] + size[0] - 1) * (2 * size[1] - 1) + off[..., 1] + size[1] - 1
+    if module.index == "torchvision":  # the full window's index, its top-left T x T block
+        return _torchvision_dense_bias(table, tuple(size), co, same)
+    index = np.zeros(off.shape[:-1], dtype=np.int64)
+    for a, m in enumerate(size):
+        index = index * (2 * m - 1) + off[..., a] + m - 1
     index = torch.from_numpy(index).to(table.device)
+    return table[index].permute(2, 0, 1)
+
+
+def _torchvision_dense_bias(table, size, co: WindowCoords, same: np.ndarray) -> torch.Tensor:
+    """torchvision's clipped-window bias, densely: the token at frame position ``p`` of a
+    window of extent ``e`` is slot ``ravel(p, e)``, and reads the full window's relative
+    position between the tokens at those slots of a ``size`` window."""
+    extent = tuple(int(v) for v in co.pos.max(0) + 1)
+    slot = np.ravel_multi_index(tuple(co.pos.T), extent)
+    full = np.stack(np.unravel_index(slot, size), 1)  # the slot's place in the full window
+    off = full[:, None, :] - full[None, :, :]
+    index = np.zeros(off.shape[:-1], dtype=np.int64)
+    for a, m in enumerate(size):
+        index = index * (2 * m - 1) + off[..., a] + m - 1
+    index = torch.from_numpy(np.where(same, index, 0)).to(table.device)
     return table[index].permute(2, 0, 1)
 
 
@@ -207,14 +236,15 @@ def dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
         raise AttnblocksError(f"backend='dense' has no lowering for {g.partition!r}.")
     if ctx.pad not in ("mask", "error"):
         raise AttnblocksError(f"backend='dense' needs pad='mask' or 'error', got {ctx.pad!r}.")
-    H, W = qkv.shape[1:3]
+    B, *shape, _, c = qkv.shape
     forms = [(e, *_dense_form(e)) for e in ctx.encoders]
     coords = None
     has_coords = hooks.lookup(g.partition, "coords", None) is not None
     if (ctx.pad == "error" and has_coords) or any(bf or vf for _, bf, vf in forms):
-        coords = window_coords(g.partition, H, W, ctx.pad)  # also checks pad="error"
-    allowed = torch.from_numpy(partition_oracle(g.partition, H, W)).to(qkv.device)
-    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=g.num_heads)
+        coords = window_coords(g.partition, *shape, pad=ctx.pad)  # also checks pad="error"
+    allowed = torch.from_numpy(partition_oracle(g.partition, *shape)).to(qkv.device)
+    t = qkv.reshape(B, math.prod(shape), 3, g.num_heads, c // g.num_heads)
+    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
     bias = None
     for e, bf, _ in forms:
         if bf is not None:
@@ -224,4 +254,4 @@ def dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     for e, _, vf in forms:
         if vf is not None:
             o = o + vf(e, g, v, coords)
-    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+    return o.transpose(1, 2).reshape(B, *shape, c)

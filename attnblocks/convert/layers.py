@@ -606,18 +606,62 @@ def load_dilateformer(
     return _load(layer, mapped, "DilateFormer state dict")
 
 
+def _from_torchvision_3d(attn: torch.nn.Module) -> AttentionLayer:
+    """:func:`from_torchvision` for Video Swin's ``ShiftedWindowAttention3d``."""
+    fn, kind = "from_torchvision", type(attn).__name__
+    window, shift = tuple(attn.window_size), tuple(attn.shift_size)
+    if len(window) != 3 or len(shift) != 3:
+        raise AttnblocksError(
+            f"{fn}: expected 3-D window_size and shift_size, got {window}, {shift}."
+        )
+    if attn.proj.bias is None:
+        raise AttnblocksError(
+            f"{fn}: the {kind} has proj_bias=False; attnblocks layers always have one."
+        )
+    if any(s >= w for s, w in zip(shift, window)):
+        raise AttnblocksError(
+            f"{fn}: the {kind} has shift_size={list(shift)} not smaller than its window_size="
+            f"{list(window)}; Window needs 0 <= shift < size per axis."
+        )
+    spec = Attention(
+        partition=Window(window, shift=shift, clamp="timm"),
+        pe=RelPosBias(index="torchvision"),
+        pad="torchvision",
+        qkv_bias=attn.qkv.bias is not None,
+        attn_drop=float(attn.attention_dropout),
+        proj_drop=float(attn.dropout),
+    )
+    weight = attn.qkv.weight
+    layer = spec.build(
+        attn.qkv.in_features, attn.num_heads, device=weight.device, dtype=weight.dtype
+    )
+    state = attn.state_dict()
+    table = state["relative_position_bias_table"]
+    _refuse(fn, layer, "heads (the table's columns)", table.shape[1], layer.num_heads)
+    mapped = {k: v for k, v in state.items() if k.split(".")[0] in ("qkv", "proj")}
+    mapped["pe.0.tables.0"] = table
+    return _load(layer, mapped, f"torchvision {kind}")
+
+
 def from_torchvision(module: torch.nn.Module) -> AttentionLayer:
     """The attnblocks layer that computes what a torchvision Swin attention computes.
 
     ``module``: torchvision's ``ShiftedWindowAttention`` or ``ShiftedWindowAttentionV2``
-    (``torchvision.models.swin_transformer``), or a ``SwinTransformerBlock(V2)`` holding one.
+    (``torchvision.models.swin_transformer``), Video Swin's ``ShiftedWindowAttention3d``
+    (``torchvision.models.video.swin_transformer``), or a ``SwinTransformerBlock(V2)`` holding
+    one.
     Its configuration is read from the module (window, shift, heads, biases, dropouts) and its
     weights are copied, on the module's device and in its dtype. torchvision's rules are named
-    in the spec: ``Window(..., clamp="torchvision")`` (the window keeps its size; no shift on
-    an axis the map does not exceed) and ``pad="timm"`` (the map is zero-padded before the
-    projection and the padded tokens stay in the softmax).
+    in the spec. 2-D: ``Window(..., clamp="torchvision")`` (the window keeps its size; no shift
+    on an axis the map does not exceed) and ``pad="torchvision"`` (the map is zero-padded
+    before the projection, then rolled; the padded tokens stay in the softmax). 3-D:
+    ``Window((t, h, w), ..., clamp="timm")`` (per axis, the window shrinks to the map and the
+    shift is 0 where the map is not larger than the window), the same ``pad="torchvision"``,
+    and ``RelPosBias(index="torchvision")`` (a shrunk window reads the top-left block of the
+    full window's index, as torchvision does).
 
-    Shapes: the returned layer maps ``(B, H, W, C) -> (B, H, W, C)``, as ``module`` does.
+    Shapes: the returned layer maps ``(B, H, W, C) -> (B, H, W, C)``, or
+    ``(B, T, H, W, C) -> (B, T, H, W, C)`` for the 3-D attention, as ``module`` does.
 
     Example:
         >>> from torchvision.models.swin_transformer import ShiftedWindowAttention
@@ -629,10 +673,7 @@ def from_torchvision(module: torch.nn.Module) -> AttentionLayer:
     attn = getattr(module, "attn", module)
     kind = type(attn).__name__
     if kind == "ShiftedWindowAttention3d":
-        raise AttnblocksError(
-            f"{fn}: {kind} attends over (T, H, W) token maps; attnblocks layers are 2-D so far, "
-            f"so only the 2-D ShiftedWindowAttention and ShiftedWindowAttentionV2 convert."
-        )
+        return _from_torchvision_3d(attn)
     if kind not in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2"):
         raise TypeError(
             f"{fn}: expected torchvision's ShiftedWindowAttention(V2) or a SwinTransformerBlock "

@@ -34,7 +34,7 @@ def _log_coord(offset: Tensor, norm: int) -> Tensor:
 
 def _pair_offsets(partition, H: int, W: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """``(N, N)`` row and column offsets (query minus key) inside a window, and the window."""
-    lay = rect_layout(partition, H, W, "mask")
+    lay = rect_layout(partition, H, W, pad="mask")
     y, x = torch.arange(H).repeat_interleave(W), torch.arange(W).repeat(H)
     dy, dx = y[:, None] - y[None, :], x[:, None] - x[None, :]
     if isinstance(partition, Grid):  # grid sets are spaced by the number of sets per axis

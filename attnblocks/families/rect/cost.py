@@ -16,7 +16,7 @@ __all__: list[str] = []
 @register_cost("eager", Window, Stripe, Global, Grid)
 @register_cost("flex", Window, Stripe, Global, Grid)
 def _rect_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
-    return _layout_cost(rect_layout(g.partition, H, W, pad), g, H, W, batch, itemsize, bias)
+    return _layout_cost(rect_layout(g.partition, H, W, pad=pad), g, H, W, batch, itemsize, bias)
 
 
 def _layout_cost(

@@ -25,6 +25,7 @@ Measured rules (CPU; the numbers behind them: ``benchmarks/rules.md``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,16 +85,25 @@ def window_kernel(
 
 
 def _pad_map(t: torch.Tensor, layout: RectLayout, fill: torch.Tensor | None) -> torch.Tensor:
-    """Pad ``t: (B, H, W, 3, c)`` on the bottom/right to ``(B, Hp, Wp, 3, c)``."""
-    ph, pw = layout.pad
-    if ph == 0 and pw == 0:
+    """Pad ``t: (B, *shape, 3, c)`` at the end of every axis to ``(B, *padded, 3, c)``."""
+    if not any(layout.pad):
         return t
-    out = F.pad(t, (0, 0, 0, 0, 0, pw, 0, ph))
+    widths = [0, 0, 0, 0]
+    for p in reversed(layout.pad):
+        widths += [0, p]
+    out = F.pad(t, widths)
     if fill is not None:  # padded tokens carry the projection bias, as if x were zero-padded
-        real = torch.zeros(layout.Hp, layout.Wp, 1, 1, dtype=t.dtype, device=t.device)
-        real[: layout.H, : layout.W] = 1
+        real = torch.zeros(*layout.padded, 1, 1, dtype=t.dtype, device=t.device)
+        real[tuple(slice(0, n) for n in layout.shape)] = 1
         out = out + (1 - real) * fill
     return out
+
+
+def _roll(t: torch.Tensor, shift: tuple[int, ...], sign: int) -> torch.Tensor:
+    """``t: (B, *shape, ...)`` rolled by ``sign * shift`` over the map's axes."""
+    if not any(shift):
+        return t
+    return torch.roll(t, tuple(sign * s for s in shift), tuple(range(1, len(shift) + 1)))
 
 
 def rect_attention(
@@ -109,7 +119,7 @@ def rect_attention(
     """Attention of one head group over a rectangular partition (windows, stripes, grids).
 
     Args:
-        qkv: ``(B, H, W, 3, c)``, the group's channels of q, k and v.
+        qkv: ``(B, *shape, 3, c)`` (``(B, H, W, 3, c)`` on 2-D), the group's q, k and v.
         layout: the group's window geometry for this map.
         group: the head group (its heads and channels).
         scale: the logit scale.
@@ -120,9 +130,9 @@ def rect_attention(
             eager path (:func:`window_kernel`, SDPA, on padded maps).
 
     Returns:
-        ``(B, H, W, c)``.
+        ``(B, *shape, c)``.
     """
-    if kernel is None and layout.pad == (0, 0):
+    if kernel is None and not any(layout.pad):
         return _rect_attention_gathered(qkv, layout, group, scale, encoders, dropout_p)
     kernel = kernel or window_kernel
     return _rect_attention_padded(qkv, layout, group, scale, encoders, dropout_p, fill, kernel)
@@ -140,15 +150,13 @@ def _rect_attention_padded(
 ) -> torch.Tensor:
     """:func:`rect_attention` by roll, pad, einops, a window kernel, unpad and roll back: maps
     that need padding, and any replacement kernel (FlexAttention)."""
-    H, W = qkv.shape[1:3]
     h = group.num_heads
-    (wh, ww), (sh, sw) = layout.window, layout.shift
     pad_first = layout.pad_mode == "torchvision"  # torchvision rolls the padded map
     t = _pad_map(qkv, layout, fill) if pad_first else qkv
-    t = torch.roll(t, (-sh, -sw), (1, 2)) if sh or sw else t
+    t = _roll(t, layout.shift, -1)
     t = t if pad_first else _pad_map(t, layout, fill)
     pattern = layout.pattern.replace("(h d) ->", "three (h d) -> three")
-    q, k, v = rearrange(t, pattern, h=h, wh=wh, ww=ww)
+    q, k, v = rearrange(t, pattern, h=h, **layout.sizes)
 
     bias = None
     for e in encoders:
@@ -161,14 +169,13 @@ def _rect_attention_padded(
         if extra is not None:
             o = o + extra
     inverse = " -> ".join(reversed(layout.pattern.split(" -> ")))
-    nh, nw = layout.counts
-    out = rearrange(o, inverse, wh=wh, ww=ww, nh=nh, nw=nw)
-    if pad_first and (sh or sw):
-        out = torch.roll(out, (sh, sw), (1, 2))
-    if layout.pad != (0, 0):
-        out = out[:, :H, :W]
-    if not pad_first and (sh or sw):
-        out = torch.roll(out, (sh, sw), (1, 2))
+    out = rearrange(o, inverse, **layout.sizes, **layout.count_sizes)
+    if pad_first:
+        out = _roll(out, layout.shift, 1)
+    if any(layout.pad):
+        out = out[(slice(None), *(slice(0, n) for n in layout.shape))]
+    if not pad_first:
+        out = _roll(out, layout.shift, 1)
     return out
 
 
@@ -177,15 +184,13 @@ def window_order(layout: RectLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """Roll + window partition of an unpadded map as one token permutation, and its inverse.
 
     Returns:
-        ``perm: (nW*T,)`` int64, the row-major token (``y * W + x``) at each window slot
-        (window-major, tokens row-major inside a window, after the roll by ``-shift``), and
-        ``inv: (H*W,)``, the window slot of each token.
+        ``perm: (nW*T,)`` int64, the row-major token (``y * W + x`` on 2-D) at each window
+        slot (window-major, tokens row-major inside a window, after the roll by ``-shift``),
+        and ``inv: (N,)``, the window slot of each token.
     """
-    (wh, ww), (sh, sw) = layout.window, layout.shift
-    idx = torch.arange(layout.H * layout.W).view(1, layout.H, layout.W, 1)
-    if sh or sw:
-        idx = torch.roll(idx, (-sh, -sw), (1, 2))
-    perm = rearrange(idx, layout.pattern, h=1, wh=wh, ww=ww).reshape(-1)
+    idx = torch.arange(math.prod(layout.shape)).view(1, *layout.shape, 1)
+    idx = _roll(idx, layout.shift, -1)
+    perm = rearrange(idx, layout.pattern, h=1, **layout.sizes).reshape(-1)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(perm.numel())
     return perm, inv
@@ -338,6 +343,7 @@ def _add_mask(a: torch.Tensor, mask: torch.Tensor, B: int, layout: RectLayout) -
     nW, T = mask.shape[0], mask.shape[-1]
     if (torch.is_grad_enabled() and a.requires_grad) or not _edge_masked(layout):
         return (a.view(B, nW, T, T) + mask[:, 0]).view(a.shape)
+    # only on 2-D maps (_edge_masked)
     nh, nw = layout.counts
     a5, m4 = a.view(B, nh, nw, T, T), mask.view(nh, nw, T, T)
     a5[:, :, -1] += m4[:, -1]
@@ -347,9 +353,10 @@ def _add_mask(a: torch.Tensor, mask: torch.Tensor, B: int, layout: RectLayout) -
 
 @size_cache(256, constant=True)
 def _edge_masked(layout: RectLayout) -> bool:
-    """Whether only the last row and column of windows have a mask (unpadded shifted windows)."""
+    """Whether only the last row and column of windows have a mask (unpadded shifted windows
+    on a 2-D map)."""
     allowed = window_mask(layout)
-    if allowed is None:
+    if allowed is None or layout.ndim != 2:
         return False
     nh, nw = layout.counts
     inner = allowed.view(nh, nw, *allowed.shape[1:])[:-1, :-1]
@@ -418,12 +425,14 @@ def is_identity_order(layout: RectLayout) -> bool:
         >>> is_identity_order(rect_layout(Window(4), 8, 8))
         False
     """
-    if layout.pad != (0, 0) or layout.shift != (0, 0):
+    if any(layout.pad) or any(layout.shift):
         return False
-    (wh, ww), (nh, nw) = layout.window, layout.counts
-    if layout.grid:
-        return (wh == 1 and (ww == 1 or nw == 1)) or (nh == 1 and nw == 1)
-    return wh == 1 or nw == 1
+    # window order enumerates (n0 n1 ... w0 w1 ...), the map (n0 w0) (n1 w1) ... for blocks or
+    # (w0 n0) (w1 n1) ... for grids: the same order unless a window axis longer than 1 comes
+    # before a count axis longer than 1 in one and after it in the other
+    w, n = layout.window, layout.counts
+    later = range(len(w)) if layout.grid else range(1, len(w) + 1)
+    return not any(w[a] > 1 and any(c > 1 for c in n[b:]) for a, b in enumerate(later))
 
 
 def _rect_attention_gathered(
@@ -440,7 +449,8 @@ def _rect_attention_gathered(
     :func:`ordered_attention`; the other masked ones fold into the head axis, so the mask is
     one ``(1, h*nW, T, T)`` tensor.
     """
-    B, H, W, _, c = qkv.shape
+    B, *shape, _, c = qkv.shape
+    N = math.prod(shape)
     h, nW, T = group.num_heads, layout.num_windows, layout.tokens
     d = c // h
     perm, inv = window_order(layout)
@@ -449,14 +459,14 @@ def _rect_attention_gathered(
     if not layout.needs_mask or loops_per_head(T, B * nW, qkv.device):
         # gather whole tokens (3c contiguous values) into window order and attend on views
         same = is_identity_order(layout)
-        t = qkv.reshape(B, H * W, 3, c)
+        t = qkv.reshape(B, N, 3, c)
         t = t if same else permute_tokens(t, 1, perm, inv)
         o = ordered_attention(t, layout, group, scale, encoders, dropout_p)
         o = o if same else permute_tokens(o, 1, inv, perm)
-        return o.view(B, H, W, c)
+        return o.view(B, *shape, c)
     # (B, H, W, 3, h*d) -> (3, B, h, N, d) as a view; gathering N in window order gives
     # (3, B, h, nW*T, d) contiguous: windows fold into the head axis as (B, h*nW, T, d)
-    t = permute_tokens(qkv.reshape(B, H * W, 3, h, d).permute(2, 0, 3, 1, 4), 3, perm, inv)
+    t = permute_tokens(qkv.reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4), 3, perm, inv)
     q, k, v = t.view(3, B, h * nW, T, d).unbind(0)
     mask = _fold_windows(
         _head_bias(encoders, group, layout, q.dtype, q.device),
@@ -472,4 +482,4 @@ def _rect_attention_gathered(
             o = o + extra.transpose(1, 2)
     # (B, h, nW*T, d) -> (B, nW*T, h, d) as a view; gathering tokens back in map order
     o = permute_tokens(o.reshape(B, h, nW * T, d).transpose(1, 2), 1, inv, perm)
-    return o.view(B, H, W, c)
+    return o.view(B, *shape, c)

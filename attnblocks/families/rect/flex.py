@@ -107,7 +107,7 @@ def flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     """One rectangular head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
     g = runner.group
     check_flex_call(g, qkv, ctx)
-    layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+    layout = rect_layout(g.partition, *qkv.shape[1:-2], pad=ctx.pad)
     fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
     return rect_attention(
         qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill, kernel=flex_window_kernel

@@ -9,6 +9,8 @@ masks :func:`~attnblocks.masks.window_mask`; the eager kernel is :mod:`.eager`, 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -29,19 +31,24 @@ class RectRunner(GroupRunner):
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         g = self.group
-        layout = rect_layout(g.partition, qkv.shape[1], qkv.shape[2], ctx.pad)
+        layout = rect_layout(g.partition, *qkv.shape[1:-2], pad=ctx.pad)
         fill = None if ctx.fill is None else ctx.fill[:, g.channels[0] : g.channels[1]]
         return rect_attention(qkv, layout, g, ctx.scale, ctx.encoders, ctx.dropout_p, fill)
 
     def ordered_layout(
-        self, H: int, W: int, pad: str, batch: int = 1, device: torch.device | str = "cpu"
+        self,
+        shape: tuple[int, ...],
+        pad: str,
+        batch: int = 1,
+        device: torch.device | str = "cpu",
     ) -> RectLayout | None:
-        """The group's layout on an ``H x W`` map if tokens in window order can be attended as
-        they are (:meth:`forward_ordered`): no padding, and no mask or windows that run head by
-        head (:func:`~attnblocks.families.rect.eager.loops_per_head`); else ``None``."""
-        static_map_size(self.group, H, W)
-        layout = rect_layout(self.group.partition, H, W, pad)
-        if layout.pad != (0, 0):
+        """The group's layout on a map of size ``shape`` if tokens in window order can be
+        attended as they are (:meth:`forward_ordered`): no padding, and no mask or windows that
+        run head by head (:func:`~attnblocks.families.rect.eager.loops_per_head`); else
+        ``None``."""
+        static_map_size(self.group, shape)
+        layout = rect_layout(self.group.partition, *shape, pad=pad)
+        if any(layout.pad):
             return None
         windows = batch * layout.num_windows
         if layout.needs_mask and not loops_per_head(layout.tokens, windows, device):
@@ -61,43 +68,61 @@ class RectRunner(GroupRunner):
             return own_keys_contained(run, qkv, ctx)
         return contained(run, qkv, ctx) if layout.needs_mask else run(qkv, ctx)
 
-    def key_sets(self, H: int, W: int, pad: str) -> str:
+    def key_sets(self, shape: tuple[int, ...], pad: str) -> str:
         """See :meth:`GroupRunner.key_sets`: from the group's layout on the map."""
-        layout = rect_layout(self.group.partition, H, W, pad)
+        layout = rect_layout(self.group.partition, *shape, pad=pad)
         if layout.tokens == 1:
             return "self"
         return "masked" if layout.needs_mask else "windows"
 
 
+def _rolled(lay: RectLayout) -> np.ndarray:
+    """``(N, n)``: each token's position on the rolled map, tokens row-major."""
+    coords = np.stack(np.unravel_index(np.arange(math.prod(lay.shape)), lay.shape), 1)
+    return (coords - np.array(lay.shift)) % np.array(lay.shape)
+
+
+def _window_ids(lay: RectLayout, r: np.ndarray) -> np.ndarray:
+    """Window id (row-major over ``counts``) of rolled positions ``r: (N, n)``: blocks of
+    ``window`` tokens, or (grid) tokens congruent modulo the window count."""
+    counts = np.array(lay.counts)
+    per_axis = r % counts if lay.grid else r // np.array(lay.window)
+    return np.ravel_multi_index(tuple(per_axis.T), lay.counts)
+
+
 @register_oracle(Window, Stripe, Global, Grid)
-def _rect_oracle(partition: Partition, H: int, W: int) -> np.ndarray:
+def _rect_oracle(partition: Partition, *shape: int) -> np.ndarray:
     """``(N, N)`` oracle for one concrete rectangular partition, from token coordinates."""
-    lay = rect_layout(partition, H, W, "mask")
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
-    y, x = np.divmod(np.arange(H * W), W)
-    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled canvas
-    # window id: blocks of wh x ww tokens, or (grid) tokens congruent modulo the window count
-    win = (r % nh) * nw + (c % nw) if lay.grid else (r // wh) * nw + (c // ww)
-    region = 3 * (r >= H - sh) * (sh > 0) + (c >= W - sw) * (sw > 0)
+    lay = rect_layout(partition, *shape, pad="mask")
+    r = _rolled(lay)
+    win = _window_ids(lay, r)
+    n, s = np.array(lay.shape), np.array(lay.shift)
+    # tokens the roll brought over from the start of an axis stay apart from the others
+    wrapped = (r >= n - s) & (s > 0)
+    region = np.ravel_multi_index(tuple(wrapped.T.astype(np.int64)), (2,) * lay.ndim)
     return (win[:, None] == win[None, :]) & (region[:, None] == region[None, :])
 
 
 @register_coords(Window, Stripe, Global, Grid)
-def _rect_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
-    lay = rect_layout(partition, H, W, pad)  # raises for pad="error" on an indivisible map
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
-    y, x = np.divmod(np.arange(H * W), W)
-    r, c = (y - sh) % H, (x - sw) % W  # position on the rolled map
-    if lay.grid:  # rows (wh nh): window r % nh, frame row r // nh
-        return WindowCoords((r % nh) * nw + (c % nw), np.stack([r // nh, c // nw], 1))
-    return WindowCoords((r // wh) * nw + (c // ww), np.stack([r % wh, c % ww], 1))
+def _rect_coords(partition: Partition, *shape: int, pad: str = "mask") -> WindowCoords:
+    lay = rect_layout(partition, *shape, pad=pad)  # raises for pad="error" on an indivisible map
+    r = _rolled(lay)
+    if lay.grid:  # axis (w n): window r % n, frame position r // n
+        return WindowCoords(_window_ids(lay, r), r // np.array(lay.counts))
+    return WindowCoords(_window_ids(lay, r), r % np.array(lay.window))
+
+
+def _x(sizes: tuple[int, ...]) -> str:
+    return "x".join(map(str, sizes))
 
 
 @register_describe(Window, Stripe, Global, Grid)
-def _describe_rect(partition: Partition, H: int, W: int, pad: str) -> list[str]:
-    lay = rect_layout(partition, H, W, pad)
-    (nh, nw), (wh, ww) = lay.counts, lay.window
-    lines = [f"windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}, roll {lay.shift}", lay.pattern]
+def _describe_rect(partition: Partition, *shape: int, pad: str = "mask") -> list[str]:
+    lay = rect_layout(partition, *shape, pad=pad)
+    lines = [
+        f"windows {_x(lay.counts)} of {_x(lay.window)} tokens, pad {lay.pad}, roll {lay.shift}",
+        lay.pattern,
+    ]
     masks = [
         name for name, on in (("shift regions", lay.regions), ("padded keys", lay.mask_pad)) if on
     ]

@@ -59,7 +59,7 @@ def test_gathered_equals_padded_path(kind, size, n, shift, pe, B, grad):
     layer = randomize_(_spec(kind, size, shift, pe).build(4, 2).double())
     qkv = torch.randn(B, H, W, 3, 4, dtype=torch.float64, requires_grad=True)
     for g in layer.groups:
-        lay = rect_layout(g.partition, H, W, "mask")
+        lay = rect_layout(g.partition, H, W, pad="mask")
         assert lay.pad == (0, 0)
         part = qkv[..., g.channels[0] : g.channels[1]]
         with torch.set_grad_enabled(grad):
@@ -80,7 +80,7 @@ def test_gathered_equals_padded_path(kind, size, n, shift, pe, B, grad):
 def test_window_order_is_roll_then_partition(H, W, size, shift, grid):
     H, W = H * size, W * size
     part = Grid(size) if grid else Window(size, shift=shift % size)
-    lay = rect_layout(part, H, W, "mask")
+    lay = rect_layout(part, H, W, pad="mask")
     perm, inv = eager.window_order(lay)
     tokens = torch.arange(H * W).view(1, H, W, 1)
     rolled = torch.roll(tokens, (-lay.shift[0], -lay.shift[1]), (1, 2))
@@ -150,7 +150,7 @@ def test_long_windows_equal_padded_path(part, hw, grad, pe):
     layer = randomize_(Attention(partition=part, pe=pe).build(4, 2).double())
     qkv = torch.randn(2, *hw, 3, 4, dtype=torch.float64, requires_grad=True)
     (g,) = layer.groups
-    lay = rect_layout(g.partition, *hw, "mask")
+    lay = rect_layout(g.partition, *hw, pad="mask")
     perm, inv = eager.window_order(lay)
     with torch.set_grad_enabled(grad):
         slow = eager._rect_attention_padded(qkv, lay, g, layer.scale, layer.pe, 0.0)
@@ -247,7 +247,7 @@ def test_window_order_first_where_it_applies():
 def test_identity_order_is_detected_exactly(H, W, wh, ww, grid):
     """``is_identity_order`` (a rule on the geometry) == the permutation being the identity."""
     H, W = H * wh, W * ww
-    lay = rect_layout(Grid((wh, ww)) if grid else Window((wh, ww)), H, W, "mask")
+    lay = rect_layout(Grid((wh, ww)) if grid else Window((wh, ww)), H, W, pad="mask")
     perm, _ = eager.window_order(lay)
     assert eager.is_identity_order(lay) == torch.equal(perm, torch.arange(H * W))
 
