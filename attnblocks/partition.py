@@ -367,20 +367,9 @@ class Downsample(Partition):
 BORDERS = ("zeros", "shift", "mask")
 
 
-def _per_axis(owner: str, field_name: str, value, rank: int) -> tuple:
-    """``value`` as ``rank`` per-axis entries: a tuple of length ``rank`` as is, an int (bool)
-    or a tuple of equal entries repeated. The behaviour of ``_spec.per_axis``, local until the
-    core has it."""
-    if not isinstance(value, tuple):
-        return (value,) * rank
-    if len(value) == rank:
-        return value
-    if value and all(v == value[0] for v in value):
-        return (value[0],) * rank
-    raise AttnblocksError(
-        f"{owner}: {field_name}={value!r} gives {len(value)} axes, but the token map has rank "
-        f"{rank}: give an int (the same on every axis) or {rank} entries."
-    )
+def _stored(value) -> tuple:
+    """A Dilated field as ``per_axis`` reads it: a tuple as is, an int or bool as its pair."""
+    return value if isinstance(value, tuple) else (value, value)
 
 
 def _axis_ints(name: str, field_name: str, value) -> int | tuple[int, ...]:
@@ -518,19 +507,20 @@ class Dilated(Partition):
         object.__setattr__(self, "dilation", dilation)
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "causal", causal)
-        per_axis = {"kernel": kernel, "stride": stride, "causal": causal}
+        given = {"kernel": kernel, "stride": stride, "causal": causal}
         groups = dilation if isinstance(dilation, tuple) else (dilation,)
-        per_axis.update({f"dilation[{i}]": r for i, r in enumerate(groups)})
-        ranks = {f: len(v) for f, v in per_axis.items() if isinstance(v, tuple)}
+        given.update({f"dilation[{i}]": r for i, r in enumerate(groups)})
+        ranks = {f: len(v) for f, v in given.items() if isinstance(v, tuple)}
         if len(set(ranks.values())) > 1:
             raise AttnblocksError(
                 f"{name}: the per-axis tuples give different ranks: "
-                + ", ".join(f"{f}={per_axis[f]!r} ({n} axes)" for f, n in ranks.items())
+                + ", ".join(f"{f}={given[f]!r} ({n} axes)" for f, n in ranks.items())
                 + "."
             )
         rank = next(iter(ranks.values()), 1)
         for k, s in zip(
-            _per_axis(name, "kernel", kernel, rank), _per_axis(name, "stride", stride, rank)
+            per_axis(name, "kernel", _stored(kernel), rank),
+            per_axis(name, "stride", _stored(stride), rank),
         ):
             if s > k:
                 raise AttnblocksError(
@@ -597,10 +587,10 @@ class Dilated(Partition):
         r = self.dilation[0] if isinstance(self.dilation, tuple) else self.dilation
         owner = repr(self)
         return (
-            _per_axis(owner, "kernel", self.kernel, rank),
-            _per_axis(owner, "dilation", r, rank),
-            _per_axis(owner, "stride", self.stride, rank),
-            _per_axis(owner, "causal", self.causal, rank),
+            per_axis(owner, "kernel", _stored(self.kernel), rank),
+            per_axis(owner, "dilation", _stored(r), rank),
+            per_axis(owner, "stride", _stored(self.stride), rank),
+            per_axis(owner, "causal", _stored(self.causal), rank),
         )
 
     @property

@@ -445,8 +445,9 @@ def gather_plan(partition: Dilated, shape: tuple[int, ...]) -> GatherPlan:
 
 
 @register_coords(Dilated)
-def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
+def _map_coords(partition: Partition, *shape: int, pad: str = "mask") -> WindowCoords:
     """Sliding windows share no frame (each query has its own window): the map is the one frame
     in which their key offsets are measured; the oracle mask says which pairs count."""
-    y, x = np.divmod(np.arange(H * W), W)
-    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
+    N = int(np.prod(shape))
+    pos = np.stack(np.unravel_index(np.arange(N), shape), 1).astype(np.int64)
+    return WindowCoords(np.zeros(N, dtype=np.int64), pos)

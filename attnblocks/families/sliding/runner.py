@@ -193,8 +193,9 @@ class DilatedRunner(GroupRunner):
 
 
 @register_describe(Dilated)
-def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> list[str]:
-    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
+def describe_sliding(partition: Dilated, *shape: int, pad: str = "mask") -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` lowers on a map of size ``shape``
+    (``H, W``; any rank: :func:`describe_gather`).
 
     Example:
         >>> from attnblocks import Neighborhood
@@ -206,8 +207,9 @@ def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> l
     """
     if not isinstance(partition, Dilated):
         raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
-    if uses_gather(partition, 2):
-        return describe_gather(partition, (H, W))
+    if uses_gather(partition, len(shape)):
+        return describe_gather(partition, shape)
+    H, W = shape
     (kh, kw), (ry, rx) = _axes(partition)
     op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
     nT, Tq, Tk = tp.allowed.shape
