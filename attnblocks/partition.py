@@ -594,21 +594,29 @@ class Dilated(Partition):
         )
 
     @property
-    def kernel_size(self) -> tuple[int, ...]:
-        """``(kh, kw)``: the window's rows and columns (a per-axis kernel: its entries)."""
-        k = self.kernel
-        return k if isinstance(k, tuple) else (k, k)
+    def kernel_size(self) -> tuple[int, int]:
+        """``(kh, kw)``: the window's rows and columns on a 2-D map (other ranks:
+        :meth:`axes`)."""
+        return self._planar("kernel", self.kernel)
 
     @property
-    def dilation_size(self) -> tuple[int, ...]:
-        """``(ry, rx)``: the step between keys per axis (a concrete partition only; a per-axis
-        dilation: its entries)."""
+    def dilation_size(self) -> tuple[int, int]:
+        """``(ry, rx)``: the step between keys per axis of a 2-D map (a concrete partition
+        only; other ranks: :meth:`axes`)."""
         r = self.dilation
         if self.is_generic():
             raise AttnblocksError(f"{self!r} has one dilation per head group: resolve it first.")
-        if isinstance(r, tuple):
-            return r[0]
-        return (r, r)
+        return self._planar("dilation", r[0] if isinstance(r, tuple) else r)
+
+    def _planar(self, name: str, value) -> tuple[int, int]:
+        if not isinstance(value, tuple):
+            return (value, value)
+        if len(value) != 2:
+            raise AttnblocksError(
+                f"{self!r}: {name}={value!r} is written for {len(value)}-D token maps, and this "
+                f"use of it (a 2-D (h, w) {name}) is 2-D only."
+            )
+        return value
 
 
 @dataclass(frozen=True, repr=False)

@@ -464,3 +464,13 @@ def test_flex_rejects_rank_3_with_a_clear_error():
     layer = Attention(partition=Neighborhood(3), backend="flex").build(8, 2)
     with torch.no_grad(), pytest.raises(AttnblocksError, match=r"flex.*2-D maps only|rank"):
         layer(torch.randn(1, 4, 5, 6, 8))
+
+
+def test_relpos_bias_on_1d_and_3d_maps_raises_naming_the_spec():
+    layer = Attention(partition=Neighborhood(3), pe=RelPosBias()).build(8, 2)
+    with pytest.raises(AttnblocksError, match=r"RelPosBias: Neighborhood\(3\) .* rank-3 map"):
+        layer(torch.randn(1, 4, 5, 6, 8))
+    with pytest.raises(AttnblocksError, match=r"RelPosBias: Neighborhood\(3\) .* rank-1 map"):
+        layer(torch.randn(1, 9, 8), hw=(9,))
+    with pytest.raises(AttnblocksError, match=r"kernel=\(3, 5, 5\) is written for 3-D token maps"):
+        Attention(partition=Neighborhood((3, 5, 5)), pe=RelPosBias()).build(8, 2)
