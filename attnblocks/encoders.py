@@ -25,7 +25,7 @@ from torch import nn
 
 from ._cache import size_cache
 from ._errors import AttnblocksError
-from ._spec import axes
+from ._spec import axes, per_axis
 from .lowering import GroupPlan, RectLayout
 from .partition import Dilated, Grid, Window
 
@@ -37,6 +37,7 @@ __all__ = [
     "LePEModule",
     "LocalConvModule",
     "RelPosBiasModule",
+    "axial_angles",
     "log_relative_coords",
     "relative_position_index",
     "rope_angles",
@@ -47,6 +48,8 @@ class EncoderModule(nn.Module):
     """Base class: every hook is a no-op."""
 
     rotates: ClassVar[bool] = False
+    #: the token-map ranks the module acts on (``None``: any rank)
+    ranks: ClassVar[tuple[int, ...] | None] = None
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -217,15 +220,36 @@ class LePEModule(EncoderModule):
     Parameters: ``conv.weight: (C, 1, k, k)``, ``conv.bias: (C,)``.
     """
 
+    ranks: ClassVar[tuple[int, ...] | None] = (2,)
+
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()
         self.kernel = spec.kernel
-        self.conv = nn.Conv2d(dim, dim, spec.kernel, groups=dim, device=device, dtype=dtype)
+        self.ndim = getattr(spec, "ndim", 2)
+        self.ranks = (self.ndim,)
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[self.ndim - 1]
+        self.conv = conv(dim, dim, spec.kernel, groups=dim, device=device, dtype=dtype)
 
     def value(self, group: GroupPlan, v: torch.Tensor, layout: RectLayout) -> torch.Tensor:
         """``v: (B, nW, h, T, d)`` -> the same shape: the conv of each window's frame."""
         c0, c1 = group.channels
-        two_d(self, group, layout)
+        if layout.ndim != self.ndim:
+            raise AttnblocksError(
+                f"{type(self).__name__} (head group {group.index}, {group.partition!r}) was "
+                f"built for {self.ndim}-D maps (ndim={self.ndim}), got a {layout.ndim}-D map."
+            )
+        if layout.ndim != 2:
+            frames = v.movedim(-1, 3).reshape(-1, (c1 - c0), *layout.window)
+            conv = (F.conv1d, F.conv2d, F.conv3d)[layout.ndim - 1]
+            out = conv(
+                frames,
+                self.conv.weight[c0:c1],
+                self.conv.bias[c0:c1],
+                padding=self.kernel // 2,
+                groups=c1 - c0,
+            )
+            B, n, h, T, d = v.shape
+            return out.reshape(B, n, h, d, T).transpose(-1, -2)
         wh, ww = layout.window
         frames = rearrange(v, "b n h (wh ww) d -> (b n) (h d) wh ww", wh=wh, ww=ww)
         weight, pad = self.conv.weight[c0:c1], self.kernel // 2
@@ -305,6 +329,8 @@ class ContinuousPosBiasModule(EncoderModule):
         torch.Size([2, 16, 16])
     """
 
+    ranks: ClassVar[tuple[int, ...] | None] = (2,)
+
     def __init__(self, spec, num_heads: int, device=None, dtype=None) -> None:
         super().__init__()
         self.pretrained = spec.pretrained
@@ -341,12 +367,26 @@ def rope_angles(
         >>> pos[1, 2].tolist(), freqs.tolist()
         ([1.0, 2.0], [1.0, 0.10000000149011612])
     """
-    n = head_dim // 4
+    return axial_angles((H, W), head_dim, temperature, ref)
+
+
+def axial_angles(
+    shape: tuple[int, ...], head_dim: int, temperature: float, ref: tuple[int, ...] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rope_angles` on a map of any rank: ``pos: (*shape, n)`` and ``freqs:
+    (head_dim // (2 n),)`` for ``n`` axes, float32.
+
+    Example:
+        >>> pos, freqs = axial_angles((2, 3, 4), 12, 100.0, None)
+        >>> pos.shape, freqs.shape
+        (torch.Size([2, 3, 4, 3]), torch.Size([2]))
+    """
+    n = head_dim // (2 * len(shape))
     freqs = 1.0 / (temperature ** (torch.arange(n, dtype=torch.int64).to(torch.float32) / n))
-    axes = [torch.arange(s, dtype=torch.int64).to(torch.float32) for s in (H, W)]
+    coords = [torch.arange(s, dtype=torch.int64).to(torch.float32) for s in shape]
     if ref is not None:
-        axes = [t / s * r for t, s, r in zip(axes, (H, W), ref)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1), freqs
+        coords = [t / s * r for t, s, r in zip(coords, shape, ref)]
+    return torch.stack(torch.meshgrid(*coords, indexing="ij"), dim=-1), freqs
 
 
 class AxialRoPEModule(EncoderModule):
@@ -373,14 +413,24 @@ class AxialRoPEModule(EncoderModule):
         self.spec, self.head_dim = spec, head_dim
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``q, k: (B, H, W, h, d)`` -> rotated, same shapes."""
-        H, W = q.shape[1:3]
-        pos, freqs = rope_angles(H, W, self.head_dim, self.spec.temperature, self.spec.ref)
+        """``q, k: (B, H, W, h, d)`` -> rotated, same shapes; ``(B, *shape, h, d)`` on a map of
+        any rank ``n`` (head dim a multiple of ``2 n``: ``d / 2n`` frequencies per axis)."""
+        shape = tuple(q.shape[1:-2])
+        n = len(shape)
+        if self.head_dim % (2 * n):
+            raise AttnblocksError(
+                f"{self.spec!r} rotates one channel pair per axis and frequency: on a {n}-D map "
+                f"the head dim must be a multiple of {2 * n}, got head_dim={self.head_dim}."
+            )
+        ref = self.spec.ref
+        if ref is not None:
+            ref = per_axis(repr(self.spec), "ref", ref, n)
+        pos, freqs = axial_angles(shape, self.head_dim, self.spec.temperature, ref)
         # angles in at least float32: position * frequency in half precision is off by ~0.1 rad
         dd = {"device": q.device, "dtype": torch.promote_types(q.dtype, torch.float32)}
-        angles = (pos.to(**dd)[..., None] * freqs.to(**dd)).flatten(-2)  # (H, W, d/2)
-        cos = angles.cos()[:, :, None].to(q.dtype)  # (H, W, 1, d/2)
-        sin = angles.sin()[:, :, None].to(q.dtype)
+        angles = (pos.to(**dd)[..., None] * freqs.to(**dd)).flatten(-2)  # (*shape, d/2)
+        cos = angles.cos()[..., None, :].to(q.dtype)  # (*shape, 1, d/2)
+        sin = angles.sin()[..., None, :].to(q.dtype)
         return _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)
 
 
@@ -399,8 +449,10 @@ class CPEModule(EncoderModule):
     def __init__(self, spec, dim: int, device=None, dtype=None) -> None:
         super().__init__()
         k = spec.kernel
-        self.conv = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, device=device, dtype=dtype)
+        self.ranks = (spec.ndim,)
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spec.ndim - 1]
+        self.conv = conv(dim, dim, k, padding=k // 2, groups=dim, device=device, dtype=dtype)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, H, W, C) -> (B, H, W, C)``."""
-        return x + self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        """``x: (B, H, W, C) -> (B, H, W, C)``; ``(B, *shape, C)`` for ``ndim`` axes."""
+        return x + self.conv(x.movedim(-1, 1)).movedim(1, -1)

@@ -10,6 +10,7 @@ layer's own projections of ``x`` (tests/test_functional.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -27,7 +28,7 @@ from .kernels import attend_keys, check_flex_call
 from .kernels import flex_attend as _flex_attend
 from .lowering import BACKENDS, PAD_MODES, GroupPlan, RectLayout, resolve_groups
 from .partition import Downsample, Global, Partition
-from .runners import GroupRunner, RunContext, runner_for
+from .runners import GroupRunner, RunContext, check_rank, runner_for
 from .score import ScoreModule
 
 __all__ = ["attention", "partition_windows", "unpartition_windows"]
@@ -47,15 +48,16 @@ def _runner(group: GroupPlan) -> GroupRunner:
     return runner
 
 
-def _per_group(t: Keys, name: str, groups: tuple[GroupPlan, ...]) -> list[torch.Tensor]:
-    """``t`` (one tensor, cut by heads) or one tensor per group, as per-group tensors."""
+def _per_group(t: Keys, name: str, groups: tuple[GroupPlan, ...], rank: int) -> list[torch.Tensor]:
+    """``t`` (one tensor, cut by heads) or one tensor per group, as per-group tensors; ``rank``
+    map axes, as the queries'."""
     if isinstance(t, torch.Tensor):
-        if t.dim() != 5:
+        if t.dim() != rank + 3:
             raise AttnblocksError(
-                f"attention: {name} must be (B, H, W, heads, D), got {name}.shape="
-                f"{fmt_shape(t.shape)}."
+                f"attention: {name} must be (B, *map, heads, D) with {rank} map axes as q has, "
+                f"got {name}.shape={fmt_shape(t.shape)}."
             )
-        return [t[:, :, :, g.heads[0] : g.heads[1]] for g in groups]
+        return [t[..., g.heads[0] : g.heads[1], :] for g in groups]
     ts = list(t)
     if len(ts) != len(groups):
         raise AttnblocksError(
@@ -63,10 +65,10 @@ def _per_group(t: Keys, name: str, groups: tuple[GroupPlan, ...]) -> list[torch.
             f"{len(groups)} head groups (give one tensor, or one per group)."
         )
     for g, x in zip(groups, ts):
-        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[3] != g.num_heads:
+        if not isinstance(x, torch.Tensor) or x.dim() != rank + 3 or x.shape[-2] != g.num_heads:
             shape = fmt_shape(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise AttnblocksError(
-                f"attention: {name}[{g.index}] must be (B, Hk, Wk, {g.num_heads}, D) for head "
+                f"attention: {name}[{g.index}] must be (B, *key map, {g.num_heads}, D) for head "
                 f"group {g.index} ({g.partition!r}), got {shape}."
             )
     return ts
@@ -172,10 +174,11 @@ def attention(
         >>> attention(q, k, v, Window(7), score=Cosine().build(4)).shape  # SwinV2's score
         torch.Size([2, 14, 21, 4, 8])
     """
-    if not isinstance(q, torch.Tensor) or q.dim() != 5:
+    if not isinstance(q, torch.Tensor) or q.dim() < 4:
         shape = fmt_shape(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__
         raise AttnblocksError(
-            f"attention: q must be (B, H, W, heads, D) (NATTEN's layout), got q.shape={shape}."
+            f"attention: q must be (B, *map, heads, D) (NATTEN's layout: (B, H, W, heads, D), "
+            f"(B, L, heads, D), (B, T, H, W, heads, D)), got q.shape={shape}."
         )
     if backend not in BACKENDS:
         raise AttnblocksError(f"attention: backend must be one of {BACKENDS}, got {backend!r}.")
@@ -187,17 +190,24 @@ def attention(
         )
     if not 0.0 <= dropout_p < 1.0:
         raise AttnblocksError(f"attention: dropout_p must be in [0, 1), got {dropout_p}.")
-    B, H, W, h, D = q.shape
+    B, *size, h, D = q.shape
     groups = _groups(partition, heads, h, h * D)
-    ks, vs = _per_group(k, "k", groups), _per_group(v, "v", groups)
+    ks, vs = _per_group(k, "k", groups, len(size)), _per_group(v, "v", groups, len(size))
     for g, kg, vg in zip(groups, ks, vs):
-        if kg.shape != vg.shape or kg.shape[0] != B or kg.shape[3:] != (g.num_heads, D):
+        if (
+            kg.shape != vg.shape
+            or kg.dim() != q.dim()
+            or kg.shape[0] != B
+            or kg.shape[-2:] != (g.num_heads, D)
+        ):
             raise AttnblocksError(
                 f"attention: head group {g.index} ({g.partition!r}) needs k and v of shape "
-                f"(B={B}, Hk, Wk, {g.num_heads}, D={D}); got k {fmt_shape(kg.shape)} and v "
-                f"{fmt_shape(vg.shape)} for q.shape={fmt_shape(q.shape)}."
+                f"(B={B}, *key map, {g.num_heads}, D={D}) with as many map axes as q; got k "
+                f"{fmt_shape(kg.shape)} and v {fmt_shape(vg.shape)} for "
+                f"q.shape={fmt_shape(q.shape)}."
             )
     encoders = _encoders(pe)
+    check_rank("attention", len(size), encoders)
     _check_score(score, scale, h)
     scale = 1.0 if score is not None else D**-0.5 if scale is None else scale
     rotates = any(getattr(e, "rotates", False) for e in encoders)
@@ -207,13 +217,13 @@ def attention(
                 "attention: rotary encoders and a score act on q and k before the partitioning: "
                 "give k as one tensor for all head groups."
             )
-        if rotates and k.shape[1:3] != (H, W):
+        if rotates and tuple(k.shape[1:-2]) != tuple(size):
             raise AttnblocksError(
-                f"attention: rotary encoders need k on the query's {H}x{W} map, got "
-                f"k.shape={fmt_shape(k.shape)}."
+                f"attention: rotary encoders need k on the query's map "
+                f"{'x'.join(map(str, size))}, got k.shape={fmt_shape(k.shape)}."
             )
         q, kk = prepare_qk(q, k, encoders, score)
-        ks = [kk[:, :, :, g.heads[0] : g.heads[1]] for g in groups]
+        ks = [kk[..., g.heads[0] : g.heads[1], :] for g in groups]
     modules = [*encoders, *([] if score is None else [score])]
 
     def grad() -> bool:
@@ -222,20 +232,20 @@ def attention(
             or any(p.requires_grad for m in modules for p in m.parameters())
         )
 
-    plan = plan_call(groups, (B, H, W), q.device, pad, backend, grad)
+    plan = plan_call(groups, (B, *size), q.device, pad, backend, grad)
     runners, inputs = [], []
     for g, kg, vg in zip(groups, ks, vs):
-        qg = q[:, :, :, g.heads[0] : g.heads[1]]
+        qg = q[..., g.heads[0] : g.heads[1], :]
         if _given_keys(g, qg, kg):
             runners.append(partial(_all_keys, g))
             inputs.append((qg, kg, vg))
         else:
             runners.append(_runner(g))
-            inputs.append(torch.stack((qg, kg, vg), dim=3).view(B, H, W, 3, g.dim))
+            inputs.append(torch.stack((qg, kg, vg), dim=-3).view(B, *size, 3, g.dim))
     ctx = RunContext(q.new_empty(0), scale, encoders, dropout_p, pad, None, backend)
     outs = attention_core(plan, runners, inputs, ctx)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-    return out.view(B, H, W, h, D)
+    return out.view(B, *size, h, D)
 
 
 def _check_score(score, scale: float | None, heads: int) -> None:
@@ -278,24 +288,25 @@ def _encoders(pe) -> nn.ModuleList | list:
 def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether group ``g`` attends every key of another map (checked): reduced keys, or
     :class:`Global` over keys of another size; else its keys are tokens of the query's map."""
-    H, W = q.shape[1:3]
-    Hk, Wk = k.shape[1:3]
+    size, ksize = tuple(q.shape[1:-2]), tuple(k.shape[1:-2])
     part = g.partition
     if isinstance(part, Downsample):
-        expected = part.reduced_size(H, W)
-        if (Hk, Wk) != expected:
+        expected = part.reduced_size(*size)
+        if ksize != expected:
             raise AttnblocksError(
                 f"attention: {part!r} (head group {g.index}) attends to the map reduced by "
-                f"{part.ratio}: on a {H}x{W} map its keys are {expected[0]}x{expected[1]}, got "
-                f"k.shape={fmt_shape(k.shape)}.\n  Hint: use Global() for keys of any size."
+                f"{part.ratio}: on a {'x'.join(map(str, size))} map its keys are "
+                f"{'x'.join(map(str, expected))}, got k.shape={fmt_shape(k.shape)}.\n  Hint: "
+                f"use Global() for keys of any size."
             )
         return True
-    if (Hk, Wk) != (H, W):
+    if ksize != size:
         if isinstance(part, Global):
             return True
         raise AttnblocksError(
             f"attention: {part!r} (head group {g.index}) pairs each query with keys at its own "
-            f"map positions, so k and v must be on the query's {H}x{W} map, got "
+            f"map positions, so k and v must be on the query's {'x'.join(map(str, size))} map, "
+            f"got "
             f"k.shape={fmt_shape(k.shape)}.\n  Hint: Global() and Downsample() take keys of "
             f"another size."
         )
@@ -321,18 +332,19 @@ def _all_keys(
                 f"keys on the query's map; head group {g.index} ({g.partition!r}) has keys of "
                 f"another size."
             )
-    B, H, W, h, D = q.shape
-    qt = q.reshape(B, H * W, h, D).transpose(1, 2)
+    B, *size, h, D = q.shape
+    N = math.prod(size)
+    qt = q.reshape(B, N, h, D).transpose(1, 2)
     kt, vt = (t.reshape(B, -1, h, D).transpose(1, 2) for t in (k, v))
     if backend == "flex":
         check_flex_call(g, q, ctx)
         o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p, _flex_attend)
     elif backend == "dense":
-        allowed = torch.ones(H * W, kt.shape[2], dtype=torch.bool, device=q.device)
+        allowed = torch.ones(N, kt.shape[2], dtype=torch.bool, device=q.device)
         o = dense_attention(qt, kt, vt, allowed, ctx.scale, None, ctx.dropout_p)
     else:
         o = attend_keys(qt, kt, vt, ctx.scale, ctx.dropout_p)
-    return o.transpose(1, 2).reshape(B, H, W, h * D)
+    return o.transpose(1, 2).reshape(B, *size, h * D)
 
 
 def partition_windows(x: torch.Tensor, layout: RectLayout, heads: int = 1) -> torch.Tensor:

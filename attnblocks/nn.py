@@ -24,7 +24,7 @@ from ._errors import AttnblocksError, fmt_shape
 from .attention import Attention
 from .lowering import INPUT_PADS
 from .projection import qkv_projection
-from .runners import RunContext, runner_for
+from .runners import RunContext, check_rank, runner_for
 
 __all__ = ["AttentionLayer", "grouped_rows"]
 
@@ -203,6 +203,7 @@ class AttentionLayer(nn.Module):
                 f"{self.spec!r} was built for C={self.dim} channels, got "
                 f"x.shape={fmt_shape(x.shape)} with {x.shape[-1]}."
             )
+        check_rank(repr(self.spec), out.dim() - 2, [*self.runners, *self.pe])
         return out
 
     def _prepare_qk(self, qkv: torch.Tensor, rotate: bool) -> torch.Tensor:
@@ -272,7 +273,7 @@ class AttentionLayer(nn.Module):
         inputs, fills, r0 = [], [], 0
         for g, own, q in zip(self.groups, self.own_kv, qs):
             c0, c1 = g.channels
-            inputs.append(q if own else torch.cat([q, kv[..., r0 : r0 + g.dim]], dim=3))
+            inputs.append(q if own else torch.cat([q, kv[..., r0 : r0 + g.dim]], dim=-2))
             if kvb is not None and self.q.bias is not None:
                 rest = xm.new_zeros(2, g.dim) if own else kvb[:, r0 : r0 + g.dim]
                 fills.append(torch.cat([self.q.bias[None, c0:c1], rest]))

@@ -288,6 +288,8 @@ class Downsample(Partition):
         act: ``None`` (PVTv2) or ``"gelu"`` (Shunted): the activation after the norm.
         conv1x1: whether a ratio of 1 still runs its reduction as a 1x1 conv + norm (+ act),
             as Shunted's second branch does at ``sr = 2``.
+        ndim: the token map's rank, 2 for images (PVTv2, Shunted): the reduction is a
+            ``Conv1d``, ``Conv2d`` or ``Conv3d`` of kernel and stride ``ratio`` on every axis.
 
     Example:
         >>> Downsample(8)
@@ -299,6 +301,7 @@ class Downsample(Partition):
     ratio: int | tuple[int, ...]
     act: str | None = None
     conv1x1: bool = False
+    ndim: int = 2
     _positional: ClassVar[tuple[str, ...]] = ("ratio",)
 
     def __post_init__(self) -> None:
@@ -317,6 +320,11 @@ class Downsample(Partition):
             )
         if not isinstance(self.conv1x1, bool):
             raise TypeError(f"Downsample: conv1x1 must be a bool, got {self.conv1x1!r}.")
+        if self.ndim not in (1, 2, 3) or isinstance(self.ndim, bool):
+            raise AttnblocksError(
+                f"Downsample: ndim must be 1, 2 or 3 (the token map's rank, for the reduction's "
+                f"Conv1d / Conv2d / Conv3d), got ndim={self.ndim!r}."
+            )
         object.__setattr__(self, "ratio", ratio)
 
     def is_generic(self) -> bool:
@@ -330,38 +338,57 @@ class Downsample(Partition):
                 f"{self!r} gives {len(self.ratio)} ratios, one per head group, but the heads "
                 f"are split into {count} groups."
             )
-        return Downsample(self.ratio[index], act=self.act, conv1x1=self.conv1x1)
+        return dataclasses.replace(self, ratio=self.ratio[index])
+
+    @property
+    def rank(self) -> int:
+        """The token-map rank the reduction's convolution is built for (``ndim``)."""
+        return self.ndim
 
     @property
     def reduces(self) -> bool:
         """Whether keys pass through a reduction (conv + norm) rather than the raw map."""
         return isinstance(self.ratio, tuple) or self.ratio > 1 or self.conv1x1
 
-    def reduced_size(self, H: int, W: int) -> tuple[int, int]:
-        """The key map's size on an ``H x W`` map: ``(H // ratio, W // ratio)`` (floor)."""
+    def reduced_size(self, *shape: int) -> tuple[int, ...]:
+        """The key map's size on a map of size ``shape``: ``(H // ratio, W // ratio)`` (floor)
+        on 2-D, ``shape // ratio`` per axis in any rank."""
         if isinstance(self.ratio, tuple):
             raise AttnblocksError(
                 f"{self!r} has one ratio per head group: resolve it with heads=Split(n)."
             )
         r = self.ratio
-        if min(H, W) < r:
+        size = "x".join(map(str, shape))
+        if len(shape) != self.ndim:
             raise AttnblocksError(
-                f"{self!r} cannot reduce a {H}x{W} token map: it is smaller than the ratio "
-                f"{r}, so no key would be left.\n  Hint: use a ratio of at most {min(H, W)} "
+                f"{self!r} reduces {self.ndim}-D token maps (ndim={self.ndim}), got a "
+                f"{len(shape)}-D map of size {size}."
+            )
+        if min(shape) < r:
+            raise AttnblocksError(
+                f"{self!r} cannot reduce a {size} token map: it is smaller than the ratio "
+                f"{r}, so no key would be left.\n  Hint: use a ratio of at most {min(shape)} "
                 f"on this map."
             )
-        return (H // r, W // r)
+        return tuple(n // r for n in shape)
 
-    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
+    def describe(self, *shape: int, pad: str = "mask") -> list[str]:
         """Lines for :func:`~attnblocks.explain`."""
-        Hr, Wr = self.reduced_size(H, W)
+        reduced = self.reduced_size(*shape)
+        size, rsize = "x".join(map(str, shape)), "x".join(map(str, reduced))
         if not self.reduces:
-            return [f"keys: all {H}x{W} tokens, no reduction"]
-        steps = f"Conv2d(k=s={self.ratio}) -> LayerNorm" + (" -> GELU" if self.act else "")
+            return [f"keys: all {size} tokens, no reduction"]
+        conv = f"Conv{self.ndim}d"
+        steps = f"{conv}(k=s={self.ratio}) -> LayerNorm" + (" -> GELU" if self.act else "")
         dropped = ""
-        if H % self.ratio or W % self.ratio:
-            dropped = f", last {H % self.ratio} rows / {W % self.ratio} columns dropped"
-        return [f"keys: {Hr}x{Wr} reduced tokens ({steps}){dropped}"]
+        if any(n % self.ratio for n in shape) and len(shape) == 2:
+            dropped = (
+                f", last {shape[0] % self.ratio} rows / {shape[1] % self.ratio} columns dropped"
+            )
+        elif any(n % self.ratio for n in shape):
+            left = ", ".join(str(n % self.ratio) for n in shape)
+            dropped = f", last ({left}) tokens per axis dropped"
+        return [f"keys: {rsize} reduced tokens ({steps}){dropped}"]
 
 
 BORDERS = ("zeros", "shift", "mask")

@@ -125,21 +125,28 @@ class LePE(PositionalEncoder):
 
     Args:
         kernel: the odd conv kernel size (CSWin: 3).
+        ndim: the token map's rank: the conv is a depthwise ``Conv1d``, ``Conv2d`` or
+            ``Conv3d`` of ``kernel`` on every axis of each window's frame.
 
     Example:
         >>> LePE()
         LePE()
+        >>> LePE(ndim=3)  # on (T, H, W) windows: a 3x3x3 depthwise conv
+        LePE(ndim=3)
     """
 
     kernel: int = 3
+    ndim: int = 2
     _positional: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         positive_int("LePE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
-            from ._errors import AttnblocksError
-
             raise AttnblocksError(f"LePE: kernel must be odd, got kernel={self.kernel}.")
+        if isinstance(self.ndim, bool) or self.ndim not in (1, 2, 3):
+            raise AttnblocksError(
+                f"LePE: ndim must be 1, 2 or 3 (the token map's rank), got ndim={self.ndim!r}."
+            )
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import LePEModule
@@ -200,6 +207,10 @@ class AxialRoPE(PositionalEncoder):
         ref: EVA-02's ``ref_feat_shape``: positions are rescaled by ``ref / (H, W)``, so any
             map spans the positions of a ``ref``-sized one; ``None`` keeps token indices.
 
+    On a map of ``n`` axes (a sequence, a clip) the same holds per axis: ``d / 2n``
+    frequencies each, the pairs of axis ``a`` rotated by its coordinate (the head dim a
+    multiple of ``2n``); 1-D is the usual interleaved RoPE.
+
     Example:
         >>> AxialRoPE()
         AxialRoPE()
@@ -208,7 +219,7 @@ class AxialRoPE(PositionalEncoder):
     """
 
     temperature: float = 10000.0
-    ref: int | tuple[int, int] | None = None
+    ref: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -220,7 +231,7 @@ class AxialRoPE(PositionalEncoder):
             raise AttnblocksError(f"AxialRoPE: temperature must be > 1, got temperature={t}.")
         object.__setattr__(self, "temperature", float(t))
         if self.ref is not None:
-            object.__setattr__(self, "ref", pair("AxialRoPE", "ref", self.ref))
+            object.__setattr__(self, "ref", axes("AxialRoPE", "ref", self.ref))
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import AxialRoPEModule
@@ -278,21 +289,27 @@ class CPE(PositionalEncoder):
 
     Args:
         kernel: the odd conv kernel size (DilateFormer: 3).
+        ndim: the token map's rank: a depthwise ``Conv1d``, ``Conv2d`` or ``Conv3d``.
 
     Example:
         >>> CPE()
         CPE()
+        >>> CPE(ndim=3)
+        CPE(ndim=3)
     """
 
     kernel: int = 3
+    ndim: int = 2
     _positional: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         positive_int("CPE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
-            from ._errors import AttnblocksError
-
             raise AttnblocksError(f"CPE: kernel must be odd, got kernel={self.kernel}.")
+        if isinstance(self.ndim, bool) or self.ndim not in (1, 2, 3):
+            raise AttnblocksError(
+                f"CPE: ndim must be 1, 2 or 3 (the token map's rank), got ndim={self.ndim!r}."
+            )
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import CPEModule

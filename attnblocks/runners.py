@@ -23,6 +23,7 @@ from .partition import Partition
 __all__ = [
     "GroupRunner",
     "RunContext",
+    "check_rank",
     "register_runner",
     "run_group",
     "runner_for",
@@ -58,6 +59,8 @@ class GroupRunner(nn.Module):
     """
 
     kv_source: ClassVar[str] = "tokens"
+    #: the token-map ranks the runner takes (``None``: any rank)
+    ranks: ClassVar[tuple[int, ...] | None] = None
 
     def __init__(self, spec, group: GroupPlan, dim: int, num_heads: int, device=None, dtype=None):
         super().__init__()
@@ -134,6 +137,23 @@ def static_map_size(group: GroupPlan, shape: tuple) -> None:
             f"hold for other sizes.\n  Hint: export once per map size (static H, W); a dynamic "
             f"batch is fine."
         )
+
+
+def check_rank(owner: str, rank: int, modules) -> None:
+    """Refuse a token map of ``rank`` axes for any runner or encoder module that does not take
+    it (their ``ranks``), naming it and the ranks it does take."""
+    for m in modules:
+        ranks = getattr(m, "ranks", None)
+        if ranks is not None and rank not in ranks:
+            what = (
+                f"{m.group.partition!r} (head group {m.group.index})"
+                if isinstance(m, GroupRunner)
+                else type(m).__name__
+            )
+            raise AttnblocksError(
+                f"{owner}: {what} runs on {' or '.join(f'{r}-D' for r in ranks)} token maps, "
+                f"got a {rank}-D map."
+            )
 
 
 def runner_for(partition: Partition) -> type[GroupRunner]:

@@ -17,6 +17,7 @@ To add an attention, register a case (here or from your own module imported by `
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,7 +69,8 @@ class Case:
     work at other map sizes (the resolution sweep builds every implementation per size);
     ``growth`` is the theoretical growth of its cost with the token count ``N`` (a key of
     :data:`GROWTH`); ``floor`` says whether the distance to the floor applies (rectangular
-    partitions: windows, stripes, grids).
+    partitions: windows, stripes, grids); ``batches`` the forward batch sizes timed, the
+    last also for training. ``hw`` may be a map of any rank (``(T, H, W)`` for video).
     """
 
     name: str
@@ -81,6 +83,7 @@ class Case:
     sweep: bool = True
     growth: str = "N"
     floor: bool = True
+    batches: tuple[int, ...] = (1, 8)
 
     def build(
         self, hw: tuple[int, int] | None = None, skipped: dict[str, str] | None = None
@@ -95,7 +98,7 @@ class Case:
         out: dict[str, nn.Module] = {"attnblocks": layer}
         skipped = {} if skipped is None else skipped
         for ref in self.references:
-            if ref.max_tokens is not None and hw[0] * hw[1] > ref.max_tokens:
+            if ref.max_tokens is not None and math.prod(hw) > ref.max_tokens:
                 skipped[ref.name] = f"not run above {ref.max_tokens} tokens"
                 continue
             try:
@@ -190,6 +193,25 @@ register_case(
         heads=2,
         hw=(56, 56),
         references=(_timm_maxvit("grid", True), _timm_maxvit("grid", False)),
+    )
+)
+register_case(
+    Case(
+        name="video-swin",
+        title="Video Swin-T stage 1, 3-D SW-MSA: 8x56x56, C=96, 3 heads, window (8,7,7), "
+        "shift (4,3,3)",
+        spec=lambda: Attention(
+            partition=Window((8, 7, 7), shift=(4, 3, 3), clamp="timm"),
+            pe=RelPosBias(index="torchvision"),
+            pad="torchvision",
+        ),
+        dim=96,
+        heads=3,
+        hw=(8, 56, 56),
+        references=(Impl("torchvision", lambda layer, hw: refs.TorchvisionSwin3d(layer)),),
+        sweep=False,
+        floor=False,
+        batches=(1, 2),
     )
 )
 _DILATIONS = (1, 2, 3)

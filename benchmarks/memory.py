@@ -61,8 +61,7 @@ def _child(case_name: str, impl: str, batch: int) -> dict:
     torch.manual_seed(0)
     case = CASES[case_name]
     module = case.build()[impl]
-    H, W = case.hw
-    x = torch.randn(batch, H, W, case.dim)
+    x = torch.randn(batch, *case.hw, case.dim)
     run = step(module, x, "train")
     rss0 = _status("VmRSS")
     ok = _reset_peak()

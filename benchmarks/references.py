@@ -52,6 +52,30 @@ def _swin_mask(H: int, W: int, M: int, s: int) -> torch.Tensor:
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
+class TorchvisionSwin3d(nn.Module):
+    """torchvision's Video Swin ``ShiftedWindowAttention3d`` with the layer's weights.
+
+    Shapes: ``x: (B, T, H, W, C) -> (B, T, H, W, C)``.
+    """
+
+    def __init__(self, layer: AttentionLayer) -> None:
+        super().__init__()
+        try:
+            from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
+        except ImportError as e:
+            raise Unavailable(f"torchvision is not installed: {e}") from e
+        window = list(layer.spec.partition.size)
+        shift = list(layer.spec.partition.shift)
+        self.attn = ShiftedWindowAttention3d(layer.dim, window, shift, layer.num_heads)
+        state = {k: v for k, v in layer.state_dict().items() if k.split(".")[0] != "pe"}
+        state["relative_position_bias_table"] = layer.pe[0].tables[0].detach()
+        state["relative_position_index"] = self.attn.relative_position_index
+        self.attn.load_state_dict(state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x)
+
+
 class SwinAuthors(nn.Module):
     """Swin v1 W-MSA / SW-MSA as the authors compute it (roll, window partition, matmuls).
 

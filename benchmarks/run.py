@@ -95,14 +95,14 @@ def _preflight(fns: dict, skipped: dict[str, str], label: str) -> None:
 def time_case(case: Case, args, hw=None, batches=None, modes=("fwd", "train")) -> dict:
     skipped: dict[str, str] = {}
     mods = case.build(hw, skipped)
-    H, W = hw or case.hw
+    shape = hw or case.hw
     out: dict = {}
     torch.manual_seed(0)
-    diffs = check(case, mods, torch.randn(1, H, W, case.dim), skipped)
+    diffs = check(case, mods, torch.randn(1, *shape, case.dim), skipped)
     caps = {r.name: r.reps for r in case.references if r.reps is not None}
     for mode in modes:
-        for B in batches or ((1, 8) if mode == "fwd" else (8,)):
-            x = torch.randn(B, H, W, case.dim)
+        for B in batches or (case.batches if mode == "fwd" else case.batches[-1:]):
+            x = torch.randn(B, *shape, case.dim)
             names = [n for n in mods if mode == "fwd" or n == "attnblocks" or case.impl(n).train]
             fns = {n: step(mods[n], x, mode) for n in names}
             _preflight(fns, skipped, f"{mode}{B}")

@@ -335,11 +335,13 @@ def render_markdown() -> str:
     """The gallery sections: title, the spec's code, the picture, the caption."""
     parts = []
     for e in GALLERY:
-        where = ", ".join(f"({y}, {x})" for y, x in e.queries)
+        where = ", ".join(str(q) for q in e.queries)
+        axes = {1: "(x,)", 2: "(y, x)", 3: "(t, y, x)"}[len(e.hw)]
+        size = "x".join(map(str, e.hw))
         parts.append(
             f"## {e.title}\n\n```python\n{e.code}\n```\n\n"
             f"![{e.title}](gallery/{e.name}.png)\n\n"
-            f"{e.caption} Map {e.hw[0]}x{e.hw[1]}, queries at (y, x) = {where}.\n"
+            f"{e.caption} Map {size}, queries at {axes} = {where}.\n"
         )
     return "\n".join(parts)
 

@@ -182,3 +182,17 @@ def test_report_shows_notes_skips_and_growth():
     assert "- `flex` not measured: inductor failed" in md
     assert "| toy | N*N/r^2 | 16x16 | 20.00 | 20.0x | 16x | ref not run |" in md
     assert "Distance to the floor" not in md
+
+
+@pytest.mark.parametrize("thw", [(8, 14, 14), (3, 9, 10), (10, 7, 15)])
+def test_video_swin_reference_equals_attnblocks(thw):
+    """The Video Swin case's torchvision reference, with the layer's weights, computes the
+    layer's attention (float64), at the case's window and at maps it does not divide."""
+    from benchmarks.references import TorchvisionSwin3d
+
+    case = CASES["video-swin"]
+    layer = randomize_(case.spec().build(12, 3)).double()
+    ref = TorchvisionSwin3d(layer).double()
+    x = torch.randn(2, *thw, 12, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), layer(x), atol=1e-10, rtol=0)

@@ -245,7 +245,8 @@ def test_dropout_in_training_changes_output_and_zero_is_exact():
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda q: attention(q[0], q, q, Window(2)), r"q must be \(B, H, W, heads, D\)"),
+        (lambda q: attention(q[0, 0], q, q, Window(2)), r"q must be \(B, \*map, heads, D\)"),
+        (lambda q: attention(q[0], q, q, Window(2)), r"k must be \(B, \*map, heads, D\) with 1"),
         (
             lambda q: attention(q, q[:, :2], q[:, :2], Window(2)),
             r"k and v must be on the query's 4x4 map",

@@ -11,10 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnblocks import (
+    CPE,
     Attention,
     AttnblocksError,
+    AxialRoPE,
+    Downsample,
     Global,
     Grid,
+    LePE,
     RelPosBias,
     Split,
     Stripe,
@@ -214,3 +218,196 @@ def test_partition_windows_round_trip_in_3d(part):
 def test_explain_a_video_window():
     text = explain(Attention(partition=Window((8, 7, 7), shift=(4, 3, 3))), (8, 14, 14), 96, 3)
     assert "on a 8x14x14 map" in text and "windows 1x2x2 of 8x7x7 tokens" in text
+
+
+def test_functional_attention_on_sequences_and_video():
+    """``functional.attention`` takes ``(B, *map, heads, D)`` of any rank (NATTEN's layout):
+    it equals masked softmax attention over the reference mask, and Global takes keys of
+    another length."""
+    from attnblocks.functional import attention
+
+    for part, shape in [(Window((2, 3, 2), shift=(1, 1, 0)), (3, 5, 4)), (Grid((3,)), (7,))]:
+        q, k, v = torch.randn(3, 2, *shape, 2, 4, dtype=torch.float64).unbind(0)
+        got = attention(q, k, v, part)
+        N = math.prod(shape)
+        qt, kt, vt = (t.reshape(2, N, 2, 4).transpose(1, 2) for t in (q, k, v))
+        logits = (qt @ kt.transpose(-1, -2) * 4**-0.5).masked_fill(
+            ~reference_mask(part, shape), float("-inf")
+        )
+        want = (logits.softmax(-1) @ vt).transpose(1, 2).reshape(got.shape)
+        torch.testing.assert_close(got, want, **TOL)
+    q = torch.randn(2, 6, 2, 4, dtype=torch.float64)
+    kv = torch.randn(2, 3, 2, 4, dtype=torch.float64)
+    want = torch.softmax(q.transpose(1, 2) @ kv.permute(0, 2, 3, 1) * 0.5, -1) @ kv.transpose(1, 2)
+    torch.testing.assert_close(attention(q, kv, kv, Global()), want.transpose(1, 2), **TOL)
+
+
+def _reduced_reference(runner, x: torch.Tensor) -> torch.Tensor:
+    """The reduction from the facts: each reduced token is ``sum(weight * patch) + bias`` over
+    its ``r``-cube of input tokens (the last ``n % r`` per axis dropped), then LayerNorm."""
+    r, n = runner.ratio, x.dim() - 2
+    shape = [s // r for s in x.shape[1:-1]]
+    crop = x[(slice(None), *(slice(0, s * r) for s in shape))]
+    view = [x.shape[0]] + [v for s in shape for v in (s, r)] + [x.shape[-1]]
+    order = [0, *range(1, 2 * n, 2), *range(2, 2 * n + 1, 2), 2 * n + 1]
+    patches = crop.reshape(view).permute(order)  # (B, *reduced, r, ..., r, C)
+    letters = "ijk"[:n]
+    w = runner.sr.weight  # (C_out, C_in, r, ..., r)
+    red = torch.einsum(f"b...{letters}c,oc{letters}->b...o", patches, w) + runner.sr.bias
+    return runner.norm(red)
+
+
+@pytest.mark.parametrize("ndim, shape", [(1, (11,)), (3, (4, 7, 5)), (3, (2, 2, 3))])
+def test_downsample_in_1d_and_3d_equals_the_reference(ndim, shape):
+    """Downsampled keys (PVTv2's reduction) on sequences and clips: ``Downsample(r, ndim=n)``
+    reduces with a ``Conv{n}d``, alone and beside a window group under a split."""
+    split = Split(Window((2,) * ndim), Downsample(2, ndim=ndim))
+    layer = Attention(heads=split).build(16, 4).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, *shape, 16, dtype=torch.float64, requires_grad=True)
+    got = layer(x, hw=shape)
+    N = math.prod(shape)
+    q = layer.q(x).reshape(2, N, 4, 4).transpose(1, 2)
+    kv0 = layer.kv(x).reshape(2, N, 2, 2, 4)  # the window group's k, v: [k | v] of its channels
+    k0, v0 = kv0[:, :, 0].transpose(1, 2), kv0[:, :, 1].transpose(1, 2)
+    runner = layer.runners[1]
+    assert type(runner.sr).__name__ == f"Conv{ndim}d"
+    kv1 = runner.kv(_reduced_reference(runner, x))
+    kv1 = kv1.reshape(2, -1, 2, 2, 4)
+    k1, v1 = kv1[:, :, 0].transpose(1, 2), kv1[:, :, 1].transpose(1, 2)
+    mask = reference_mask(Window((2,) * ndim), shape)
+    a0 = (q[:, :2] @ k0.transpose(-1, -2) / 2).masked_fill(~mask, float("-inf")).softmax(-1)
+    a1 = (q[:, 2:] @ k1.transpose(-1, -2) / 2).softmax(-1)
+    o = torch.cat([a0 @ v0, a1 @ v1], 1).transpose(1, 2).reshape(2, *shape, 16)
+    want = layer.proj(o)
+    torch.testing.assert_close(got, want, **TOL)
+    g = torch.randn_like(got)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], **TOL
+    )
+    with pytest.raises(AttnblocksError, match=f"written for {ndim}-D|{ndim}-D token maps"):
+        layer(torch.randn(1, *(3,) * (5 - ndim), 16, dtype=torch.float64))
+
+
+def _lepe_reference(layer, part, shape, v: torch.Tensor) -> torch.Tensor:
+    """LePE from the facts: the depthwise conv of each window's frame (the map rolled by
+    ``-shift``, padded at its end, cut into windows; zeros beyond the frame and on padding): a
+    token at frame position ``f`` adds ``sum_o w[c, o] * v[f + o - k//2]`` over the kernel
+    offsets ``o``, plus the bias. ``v: (B, N, C)`` -> ``(B, N, C)``."""
+    conv = layer.pe[0].conv
+    k, n = conv.weight.shape[-1], len(shape)
+    if isinstance(part, Stripe):
+        axis = part.axis % n
+        size = tuple(m if a == axis else part.width for a, m in enumerate(shape))
+        shift = (0,) * n
+    else:
+        size, shift = part.size, part.shift
+    cs = _coords(shape)
+    index = {p: i for i, p in enumerate(cs)}
+    out = conv.bias.expand_as(v).clone()
+    for i, p in enumerate(cs):
+        rolled = [(a - s) % m for a, s, m in zip(p, shift, shape)]
+        for o in itertools.product(range(k), repeat=n):
+            frame = [r % w + b - k // 2 for r, w, b in zip(rolled, size, o)]
+            target = [r - r % w + f for r, w, f in zip(rolled, size, frame)]
+            if all(0 <= f < w for f, w in zip(frame, size)) and all(
+                t < m for t, m in zip(target, shape)
+            ):
+                q = tuple((t + s) % m for t, s, m in zip(target, shift, shape))
+                out[:, i] = out[:, i] + conv.weight[(slice(None), 0, *o)] * v[:, index[q]]
+    return out
+
+
+@pytest.mark.parametrize(
+    "part, shape",
+    [
+        (Window((2, 3, 2), shift=(1, 1, 1)), (3, 5, 4)),
+        (Stripe(1, axis=0), (3, 3, 4)),
+        (Window((4,), shift=(1,)), (9,)),
+    ],
+)
+@pytest.mark.parametrize("backend", ["eager", "dense"])
+def test_lepe_in_1d_and_3d_equals_the_loop_reference(part, shape, backend):
+    """CSWin's LePE on windows of any rank: ``LePE(ndim=n)`` is a depthwise ``Conv{n}d`` over
+    each window's frame."""
+    layer = Attention(partition=part, pe=LePE(ndim=len(shape)), backend=backend).build(8, 2)
+    layer = layer.double()
+    with torch.no_grad():
+        layer.pe[0].conv.weight.normal_()
+        layer.pe[0].conv.bias.normal_()
+    x = torch.randn(2, *shape, 8, dtype=torch.float64)
+    with torch.no_grad():
+        B, N = 2, math.prod(shape)
+        v = layer.qkv(x.reshape(B, N, 8))[..., 16:]
+        attn = reference(layer, x)
+        extra = layer.proj.weight @ _lepe_reference(layer, part, shape, v)[..., None]
+        torch.testing.assert_close(layer(x, hw=shape), attn + extra[..., 0].view(attn.shape), **TOL)
+
+
+@pytest.mark.parametrize("shape, d", [((7,), 4), ((3, 4, 2), 12), ((2, 3, 4), 24)])
+def test_axial_rope_in_1d_and_3d_follows_the_formula(shape, d):
+    """RoPE on ``n`` axes: channel pair ``i`` turns by ``coord[i // m] * f_(i % m)`` with
+    ``m = d / 2n`` frequencies ``f_j = T ** (-j / m)``; the logit of a query and a key then
+    depends on their offset only (checked by moving both by one token along every axis)."""
+    from attnblocks.functional import attention
+
+    n, T = len(shape), 100.0
+    m = d // (2 * n)
+    layer = Attention(partition=Global(), pe=AxialRoPE(temperature=T)).build(2 * d, 2).double()
+    rope = layer.pe[0]
+    q = torch.randn(1, *shape, 2, d, dtype=torch.float64)
+    got, _ = rope.rotate(q, q)
+    want = torch.empty_like(q)
+    for p in _coords(shape):
+        for i in range(d // 2):
+            # the frequency in float32, as timm computes it; the angle in float64
+            f = 1.0 / torch.tensor(T, dtype=torch.float32) ** torch.tensor((i % m) / m)
+            angle = p[i // m] * f.double()
+            a, b = q[(0, *p, slice(None), 2 * i)], q[(0, *p, slice(None), 2 * i + 1)]
+            want[(0, *p, slice(None), 2 * i)] = a * angle.cos() - b * angle.sin()
+            want[(0, *p, slice(None), 2 * i + 1)] = b * angle.cos() + a * angle.sin()
+    torch.testing.assert_close(got, want, **TOL)
+    # offsets only: the same vectors one token further along every axis of a larger map give
+    # the same logits between every query and every key
+    k = torch.randn_like(q)
+    big = tuple(s + 1 for s in shape)
+    hi = (slice(None), *(slice(1, s + 1) for s in shape))
+    qb = torch.zeros(1, *big, 2, d, dtype=torch.float64)
+    kb = torch.zeros_like(qb)
+    qb[hi], kb[hi] = q, k
+    rq, rk = rope.rotate(q, k)
+    bq, bk = rope.rotate(qb, kb)
+
+    def logits(a, b):
+        return torch.einsum("qhd,khd->hqk", a.reshape(-1, 2, d), b.reshape(-1, 2, d))
+
+    torch.testing.assert_close(logits(bq[hi], bk[hi]), logits(rq, rk), **TOL)
+    x = torch.randn(2, *shape, 2 * d, dtype=torch.float64)
+    assert layer(x, hw=shape).shape == x.shape
+    out = attention(q, q, q, Global(), pe=layer.pe)
+    assert out.shape == q.shape
+
+
+@pytest.mark.parametrize("shape", [(9,), (3, 4, 5)])
+def test_cpe_in_1d_and_3d_equals_the_loop_reference(shape):
+    """CPE(ndim=n): ``x + DWConv(x)`` over the whole map, zero padding, from the facts."""
+    n = len(shape)
+    layer = Attention(partition=Global(), pe=CPE(ndim=n)).build(4, 2).double()
+    conv = layer.pe[0].conv
+    with torch.no_grad():
+        conv.weight.normal_()
+        conv.bias.normal_()
+    x = torch.randn(2, *shape, 4, dtype=torch.float64)
+    want = x + conv.bias
+    for p in _coords(shape):
+        for o in itertools.product(range(3), repeat=n):
+            q = tuple(a + b - 1 for a, b in zip(p, o))
+            if all(0 <= v < m for v, m in zip(q, shape)):
+                want[(slice(None), *p)] += conv.weight[(slice(None), 0, *o)] * x[(slice(None), *q)]
+    with torch.no_grad():
+        torch.testing.assert_close(layer.pe[0].prepare(x), want, **TOL)
+        torch.testing.assert_close(layer(x, hw=shape), reference(layer, want), **TOL)
+    with pytest.raises(AttnblocksError, match="CPEModule runs on"):
+        layer(torch.randn(1, 3, 3, 4, dtype=torch.float64))

@@ -9,6 +9,7 @@ encoder module type gives its dense form with ``register_dense_encoder``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,13 +212,23 @@ def _lepe_dense_value(module: LePEModule, group: GroupPlan, v: torch.Tensor, co:
     c0, c1 = group.channels
     k, p = module.kernel, module.kernel // 2
     same, off = co.same_window(), co.offsets()
+    n = off.shape[-1]
+    if n != module.ndim:
+        raise AttnblocksError(
+            f"backend='dense': {type(module).__name__} was built for {module.ndim}-D maps, "
+            f"head group {group.index} ({group.partition!r}) has {n}-D windows."
+        )
     # shifts[o, i, j]: token j sits at kernel offset o from token i, in i's window
     shifts = np.stack(
-        [same & (off[..., 0] == p - a) & (off[..., 1] == p - b) for a in range(k) for b in range(k)]
+        [
+            same & np.all(off == p - np.array(o), axis=-1)
+            for o in itertools.product(range(k), repeat=n)
+        ]
     )
     s = torch.from_numpy(shifts).to(v)
     h = group.num_heads
-    w = rearrange(module.conv.weight[c0:c1], "(h d) 1 ka kb -> (ka kb) 1 h 1 d", h=h).to(v)
+    w = module.conv.weight[c0:c1].reshape(h, -1, k**n).permute(2, 0, 1)  # (k^n, h, d)
+    w = w[:, None, :, None, :].to(v)
     b = rearrange(module.conv.bias[c0:c1], "(h d) -> h 1 d", h=h).to(v)
     # one matmul (the k*k shifted copies of V), then the per-channel weights elementwise
     shifted = s[:, None, None] @ v  # (k*k, B, h, N, d)

@@ -16,6 +16,7 @@ B * M * c``), or acts as LePE on other partitions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -73,8 +74,10 @@ class DownsampleRunner(GroupRunner):
         self.spec_name = repr(spec)
         self.partition = part
         self.ratio = part.ratio
+        self.ranks = (part.ndim,)  # check_rank: the reduction's conv is built for this rank
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[part.ndim - 1]
         if part.reduces:
-            self.sr = nn.Conv2d(dim, dim, self.ratio, stride=self.ratio, **dd)
+            self.sr = conv(dim, dim, self.ratio, stride=self.ratio, **dd)
             self.norm = nn.LayerNorm(dim, eps=1e-5, **dd)
         else:
             self.sr = self.norm = None
@@ -85,11 +88,12 @@ class DownsampleRunner(GroupRunner):
         return repr(self.partition)
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        """The map keys and values are made from: ``(B, H, W, C) -> (B, H', W', C)``."""
-        self.partition.reduced_size(x.shape[1], x.shape[2])  # raises on maps below the ratio
+        """The map keys and values are made from: ``(B, H, W, C) -> (B, H', W', C)``, and
+        ``(B, *shape, C) -> (B, *reduced, C)`` in any rank."""
+        self.partition.reduced_size(*x.shape[1:-1])  # raises on maps below the ratio
         if self.sr is None:
             return x
-        red = self.sr(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # floors like the authors'
+        red = self.sr(x.movedim(-1, 1)).movedim(1, -1)  # floors like the authors'
         red = self.norm(red)
         return F.gelu(red) if self.gelu else red
 
@@ -112,31 +116,39 @@ class DownsampleRunner(GroupRunner):
         """``kernel``: the attention of ``q: (B, h, N, d)`` over the reduced ``k, v``
         (:func:`~attnblocks.kernels.attend`, or the flex backend's)."""
         g = self.group
-        B, H, W = qkv.shape[:3]
+        B, *shape = qkv.shape[:-2]
         h, c = g.num_heads, g.dim
         d = c // h
         local = self._local_conv(ctx)
+        if local is not None and len(shape) != 2:
+            raise AttnblocksError(
+                f"{self.spec_name}: LocalConv convolves 2-D maps, got a {len(shape)}-D map."
+            )
         red = self.reduce(ctx.x)
         r = self.ratio
-        if ctx.pad == "error" and (H % r or W % r):
+        if ctx.pad == "error" and any(n % r for n in shape):
+            bad = next(n for n in shape if n % r)
+            size = "x".join(map(str, shape))
+            fit = "x".join(str(n // r * r) for n in shape)
             raise AttnblocksError(
-                f"{self.partition!r} cannot reduce a {H}x{W} token map without dropping tokens: "
-                f"{H if H % r else W} is not divisible by {r} (pad='error').\n  Hint: the "
-                f"default pad='mask' floors as the authors' strided conv does, or resize the map "
-                f"to {H // r * r}x{W // r * r}."
+                f"{self.partition!r} cannot reduce a {size} token map without dropping tokens: "
+                f"{bad} is not divisible by {r} (pad='error').\n  Hint: the default "
+                f"pad='mask' floors as the authors' strided conv does, or resize the map to "
+                f"{fit}."
             )
-        Hr, Wr = red.shape[1:3]
-        kv = self.kv(red)  # (B, H', W', 2c)
+        M = math.prod(red.shape[1:-1])
+        kv = self.kv(red)  # (B, *reduced, 2c)
         k, v = kv.split(c, dim=-1)
-        k = k.reshape(B, Hr * Wr, h, d).transpose(1, 2)
-        v_map = v.permute(0, 3, 1, 2)  # (B, c, H', W'), channel = head * d + dim
+        k = k.reshape(B, M, h, d).transpose(1, 2)
+        v_map = v.movedim(-1, 1)  # (B, c, *reduced), channel = head * d + dim
         if local is not None and self.sr is not None:  # Shunted sr > 1: enhance V, then attend
             v_map = v_map + local.term(g, v_map)
-        v = v_map.reshape(B, h, d, Hr * Wr).transpose(-1, -2)
-        q = qkv.squeeze(3).reshape(B, H * W, h, d).transpose(1, 2)  # a view: no zero-filled grad
+        v = v_map.reshape(B, h, d, M).transpose(-1, -2)
+        # a view: no zero-filled grad
+        q = qkv.squeeze(-2).reshape(B, math.prod(shape), h, d).transpose(1, 2)
         # the shared kernel for every query over every key (functional.attention's too)
         o = attend_keys(q, k, v, ctx.scale, ctx.dropout_p, None if kernel is attend else kernel)
-        out = o.transpose(1, 2).reshape(B, H, W, c)
+        out = o.transpose(1, 2).reshape(B, *shape, c)
         if local is not None and self.sr is None:  # Shunted sr = 1: LePE over the whole map
             out = out + local.term(g, v_map).permute(0, 2, 3, 1)
         return out
