@@ -90,8 +90,8 @@ def test_natten_nd_equals_gather(case, seed):
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
 
 
-@given(natten_cases(ranks=(2,)), st.integers(0, 2**16))
-def test_natten_na2d_stride_causal_equals_functional_attention(case, seed):
+@given(natten_cases(), st.integers(0, 2**16))
+def test_natten_nd_equals_functional_attention(case, seed):
     shape, kernel, dilation, stride, causal = case
     q, k, v = _qkv(shape, seed=seed)
     ref = _natten(q, k, v, kernel, dilation, stride, causal)
@@ -115,8 +115,9 @@ def test_natten_na2d_stride_causal_equals_functional_attention(case, seed):
 def test_natten_na1d_na3d_cases(shape, kernel, dilation, stride, causal):
     q, k, v = _qkv(shape, seed=3)
     ref = _natten(q, k, v, kernel, dilation, stride, causal)
-    out = _gather(q, k, v, _spec(kernel, dilation, stride, causal))
-    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+    part = _spec(kernel, dilation, stride, causal)
+    torch.testing.assert_close(_gather(q, k, v, part), ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(attention(q, k, v, part), ref, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize(

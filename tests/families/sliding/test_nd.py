@@ -362,19 +362,31 @@ def test_layer_eager_equals_dense_backend_and_oracle(part, shape):
     torch.testing.assert_close(g, gd, **TOL)
 
 
-@pytest.mark.parametrize(
-    "part",
-    [Neighborhood(3, stride=(2, 3), causal=(False, True)), Dilated(3, border="mask", stride=3)],
-    ids=repr,
-)
-def test_functional_attention_2d_strided_causal_eager_equals_dense(part):
+@pytest.mark.parametrize(("part", "shape"), LAYER_CASES, ids=repr)
+def test_functional_attention_eager_equals_dense_and_oracle(part, shape):
     g = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(2, 7, 8, 2, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = (torch.randn(2, *shape, 2, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    for t in (q, k, v):
+        t.requires_grad_(True)
     out = attention(q, k, v, part, backend="eager")
-    torch.testing.assert_close(out, attention(q, k, v, part, backend="dense"), **TOL)
-    qkv = torch.stack((q, k, v), dim=3).flatten(-2)  # (B, H, W, 3, c)
+    dense = attention(q, k, v, part, backend="dense")
+    torch.testing.assert_close(out, dense, **TOL)
+    qkv = torch.stack((q, k, v), dim=-3).flatten(-2)  # (B, *shape, 3, c)
     ref = dense_from_oracle(qkv, part, 2, 4**-0.5).view(out.shape)
     torch.testing.assert_close(out, ref, **TOL)
+    w = torch.randn_like(out)
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    for a, b in zip(grads, torch.autograd.grad((ref * w).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_functional_attention_zeros_border_1d_equals_loop_reference():
+    part, shape = Dilated(5, dilation=2), (9,)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, *shape, 2, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    out = attention(q, k, v, part)
+    qkv = torch.stack((q, k, v), dim=-3).flatten(-2)
+    torch.testing.assert_close(out, reference_attention(qkv, part, 2, 0.5).view(out.shape), **TOL)
 
 
 def test_explain_and_cost_of_the_gather_lowering():
