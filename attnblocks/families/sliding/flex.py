@@ -15,6 +15,9 @@ coordinates of the query and key (looked up from their permuted index):
   stride and causal axes as :class:`~attnblocks.Dilated` states them (the tile leader's window;
   causal: ``leader - k < j <= q // r``).
 
+Maps of other ranks (1-D, 3-D) keep the row-major order, the same per-axis rule on every axis
+(:func:`sliding_block_mask_nd`).
+
 ``border="zeros"`` keeps out-of-map keys as zero vectors *in* the softmax, which no mask can
 express: it raises. :class:`~attnblocks.Downsample` needs no mask at all (every query sees every
 reduced token): its keys and values come from the runner's own reduction, and FlexAttention
@@ -29,6 +32,7 @@ scores, so ``"auto"`` never picks it on CPU. Measurements: ``benchmarks/rules.md
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -44,6 +48,7 @@ from .plan import check_fits
 __all__ = [
     "flex_sliding_lowering",
     "sliding_block_mask",
+    "sliding_block_mask_nd",
     "subgrid_order",
 ]
 
@@ -125,6 +130,41 @@ def sliding_block_mask(partition: Dilated, H: int, W: int, device: torch.device)
     return create_block_mask(mod, None, None, N, N, device=device)
 
 
+def _nd_mask_mod(
+    coords: tuple[torch.Tensor, ...], shape: tuple[int, ...], axes: tuple, border: str,
+    b, h, q_idx, kv_idx,
+):  # fmt: skip
+    allowed = None
+    for c, L, (k, r, s, causal) in zip(coords, shape, axes):
+        a = _axis_in_window(c[q_idx], c[kv_idx], L, k, r, border, s, causal)
+        allowed = a if allowed is None else allowed & a
+    return allowed
+
+
+@size_cache(64)
+def sliding_block_mask_nd(partition: Dilated, shape: tuple[int, ...], device: torch.device):
+    """The :class:`BlockMask` of a concrete ``Dilated`` on a map of ``shape`` (any rank), in
+    row-major token order: the per-axis rule of :func:`_axis_in_window` on each axis.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> bm = sliding_block_mask_nd(Neighborhood(3, causal=True), (4, 5, 6), torch.device("cpu"))
+        >>> bm.shape
+        (1, 1, 120, 120)
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    N = math.prod(shape)
+    n = torch.arange(N, device=device)
+    coords, rest = [], n
+    for L in reversed(shape):
+        coords.append(rest % L)
+        rest = rest // L
+    axes = tuple(zip(*partition.axes(len(shape))))
+    mod = partial(_nd_mask_mod, tuple(reversed(coords)), tuple(shape), axes, partition.border)
+    return create_block_mask(mod, None, None, N, N, device=device)
+
+
 def _check_encoders(g: Any, encoders: Any) -> None:
     for e in encoders:
         if e.acts_per_window():
@@ -137,7 +177,9 @@ def _check_encoders(g: Any, encoders: Any) -> None:
 
 @register_lowering("flex", Dilated)
 def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """One sliding-window head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``.
+    """One sliding-window head group with FlexAttention: ``(B, H, W, 3, c) -> (B, H, W, c)``
+    in sub-grid-major order; other ranks ``(B, *shape, 3, c) -> (B, *shape, c)`` in row-major
+    order (:func:`sliding_block_mask_nd`).
 
     Example:
         >>> import warnings
@@ -160,11 +202,16 @@ def flex_sliding_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Ten
         )
     check_flex_call(g, qkv, ctx)
     _check_encoders(g, ctx.encoders)
-    if qkv.dim() != 5:
-        raise AttnblocksError(
-            f"backend='flex' runs {part!r} on 2-D maps only (sub-grid order), got a "
-            f"rank-{qkv.dim() - 3} map; use backend='eager' (the gather lowering) or 'dense'."
-        )
+    if qkv.dim() != 5:  # other ranks: row-major order
+        B, shape, c = qkv.shape[0], tuple(qkv.shape[1:-2]), qkv.shape[-1]
+        check_fits(part, *shape)
+        h, N = g.num_heads, math.prod(shape)
+        t = qkv.reshape(B, N, 3, h, c // h).permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
+        q, k, v, negated = fresh_inputs(t[0], t[1], t[2])
+        bm = sliding_block_mask_nd(part, shape, qkv.device)
+        o = flex_attention(q, k, v, block_mask=bm, scale=ctx.scale).transpose(1, 2)
+        o = o.reshape(B, *shape, c)
+        return -o if negated else o
     B, H, W, _, c = qkv.shape
     check_fits(part, H, W)
     h = g.num_heads

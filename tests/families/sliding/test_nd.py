@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -472,10 +473,15 @@ def test_relpos_bias_with_stride_or_rank_3_raises_naming_the_spec():
         layer(torch.randn(1, 6, 6, 8))
 
 
-def test_flex_rejects_rank_3_with_a_clear_error():
-    layer = Attention(partition=Neighborhood(3), backend="flex").build(8, 2)
-    with torch.no_grad(), pytest.raises(AttnblocksError, match=r"flex.*2-D maps only|rank"):
-        layer(torch.randn(1, 4, 5, 6, 8))
+@pytest.mark.parametrize(("part", "shape"), [c for c in LAYER_CASES if c[0].border != "zeros"],
+                         ids=repr)  # fmt: skip
+def test_flex_equals_dense_at_any_rank(part, shape):
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, *shape, 2, 8, generator=g) for _ in range(3))
+    with torch.no_grad(), warnings.catch_warnings():  # uncompiled flex on CPU: unfused
+        warnings.simplefilter("ignore")
+        out = attention(q, k, v, part, backend="flex")
+    torch.testing.assert_close(out, attention(q, k, v, part, backend="dense"), atol=1e-5, rtol=0)
 
 
 def test_relpos_bias_on_1d_and_3d_maps_raises_naming_the_spec():
