@@ -492,3 +492,19 @@ def test_relpos_bias_on_1d_and_3d_maps_raises_naming_the_spec():
         layer(torch.randn(1, 9, 8), hw=(9,))
     with pytest.raises(AttnblocksError, match=r"kernel=\(3, 5, 5\) is written for 3-D token maps"):
         Attention(partition=Neighborhood((3, 5, 5)), pe=RelPosBias()).build(8, 2)
+
+
+@pytest.mark.parametrize("order", ["row-major", "lowering"])
+def test_flex_mask_mod_takes_stride_and_causal(order):
+    from attnblocks.families.sliding.flex import subgrid_order
+    from attnblocks.flex import mask_mod
+
+    part = Neighborhood(3, dilation=((1, 2),), stride=(2, 3), causal=(True, False))
+    mod = mask_mod(part, (6, 7), order=order)
+    n = torch.arange(42)
+    got = mod(0, 0, n[:, None], n[None, :])
+    want = torch.from_numpy(partition_oracle(part, 6, 7))
+    if order == "lowering":
+        perm = subgrid_order(6, 7, (1, 2), torch.device("cpu"))[0]
+        want = want[perm][:, perm]
+    assert torch.equal(got, want)
