@@ -36,6 +36,7 @@ __all__ = [
     "axis_slots",
     "check_fits",
     "gather_plan",
+    "nd_tile_plan",
     "offset_bias_index",
     "offset_plan",
     "tile_bias_index",
@@ -255,6 +256,96 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     real = slots < N
     inverse[slots[real]] = np.nonzero(real)[0]
     return TilePlan(query, key, allowed, inverse)
+
+
+def _axis_window(i: np.ndarray, n: int, k: int, s: int, causal: bool, border: str):
+    """The first and last sub-grid index (inclusive) of the window of sub-grid queries ``i`` on
+    a sub-grid of ``n`` positions (the rule of :class:`~attnblocks.Dilated`; may leave the
+    sub-grid under ``"mask"`` / ``"zeros"``, and below 0 when causal)."""
+    if causal:
+        leader = np.minimum((i // s) * s + s - 1, n - 1)
+        return leader - (k - 1), i
+    leader = np.minimum((i // s) * s + s // 2, n - 1)
+    lo = np.clip(leader - k // 2, 0, n - k) if border == "shift" else leader - k // 2
+    return lo, lo + k - 1
+
+
+def _axis_tiles_nd(
+    L: int, k: int, r: int, s: int, causal: bool, border: str, tile: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tiles along one axis for any stride and causal flag: query coords ``(n, t)`` and key
+    coords ``(n, R)`` (``-1``: none) and allowed ``(n, t, R)``. Tiles hold ``t`` consecutive
+    sub-grid queries (a multiple of the stride, so a tile holds whole query groups); the key
+    region of a tile spans its queries' windows, ``R`` the longest span."""
+    longest = -(-L // r)
+    t = min(s * -(-tile // s), s * -(-longest // s))
+    tiles = []
+    for g in range(min(r, L)):
+        n = -(-(L - g) // r)
+        for i0 in range(0, n, t):
+            qi = i0 + np.arange(t)
+            real = qi < n
+            lo, hi = _axis_window(np.minimum(qi, n - 1), n, k, s, causal, border)
+            tiles.append((g, n, qi, real, lo, hi, int(lo[real].min()), int(hi[real].max())))
+    R = max(b - a + 1 for *_, a, b in tiles)
+    qs, ks, alloweds = [], [], []
+    for g, n, qi, real, lo, hi, a, _ in tiles:
+        kj = a + np.arange(R)
+        inside = (kj >= 0) & (kj < n)
+        allowed = (kj[None, :] >= lo[:, None]) & (kj[None, :] <= hi[:, None])
+        if border != "zeros":
+            allowed &= inside[None, :]
+        allowed[~real] = True  # padded query slots: anything, their output is dropped
+        qs.append(np.where(real, g + qi * r, -1))
+        ks.append(np.where(inside, g + kj * r, -1))
+        alloweds.append(allowed)
+    return np.stack(qs), np.stack(ks), np.stack(alloweds)
+
+
+@size_cache(512)
+def nd_tile_plan(partition: Dilated, shape: tuple[int, ...], tile: int) -> TilePlan:
+    """The :class:`TilePlan` of a concrete :class:`~attnblocks.Dilated` on a map of ``shape``
+    (any rank, any stride and causal axes): up to ``tile`` sub-grid queries per axis in a tile,
+    the product over the axes of :func:`_axis_tiles_nd`.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> plan = nd_tile_plan(Neighborhood(3, causal=True), (4, 8, 8), 4)
+        >>> plan.query.shape, plan.key.shape, plan.allowed.shape
+        ((4, 64), (4, 216), (4, 64, 216))
+    """
+    shape = tuple(shape)
+    check_fits(partition, *shape)
+    N = int(np.prod(shape))
+    query = np.zeros((1, 1), dtype=np.int64)
+    key = np.zeros((1, 1), dtype=np.int64)
+    qreal = np.ones((1, 1), dtype=bool)
+    kreal = np.ones((1, 1), dtype=bool)
+    allowed = np.ones((1, 1, 1), dtype=bool)
+    for L, k, r, s, c in zip(shape, *partition.axes(len(shape))):
+        qs, ks, al = _axis_tiles_nd(L, k, r, s, c, partition.border, tile)
+        query = _outer_tiles(query * L, np.maximum(qs, 0), np.add)
+        key = _outer_tiles(key * L, np.maximum(ks, 0), np.add)
+        qreal = _outer_tiles(qreal, qs >= 0, np.logical_and)
+        kreal = _outer_tiles(kreal, ks >= 0, np.logical_and)
+        n, Tq, Tk = allowed.shape
+        m, t, R = al.shape
+        allowed = (allowed[:, None, :, None, :, None] & al[None, :, None, :, None, :]).reshape(
+            n * m, Tq * t, Tk * R
+        )
+    allowed[~qreal] = True
+    query, key = np.where(qreal, query, N), np.where(kreal, key, N)
+    slots = query.reshape(-1)
+    inverse = np.empty(N, dtype=np.int64)
+    real = slots < N
+    inverse[slots[real]] = np.nonzero(real)[0]
+    return TilePlan(query, key, allowed, inverse)
+
+
+def _outer_tiles(a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
+    """``(n, T)`` and ``(m, t)`` -> ``(n * m, T * t)``: ``op`` of every pair, tile-major."""
+    (n, T), (m, t) = a.shape, b.shape
+    return op(a[:, None, :, None], b[None, :, None, :]).reshape(n * m, T * t)
 
 
 # ---------------------------------------------------------------------------------------------

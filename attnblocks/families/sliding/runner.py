@@ -21,11 +21,19 @@ from ..._errors import AttnblocksError
 from ...lowering import GroupPlan, register_describe
 from ...partition import Dilated
 from ...runners import GroupRunner, RunContext, register_runner
-from .kernels import gather_attention, offset_bias, slices_attention, tile_bias, tiles_attention
-from .plan import _axes, check_fits, gather_plan, offset_plan, tile_plan
+from .kernels import (
+    gather_attention,
+    nd_tiles_attention,
+    offset_bias,
+    slices_attention,
+    tile_bias,
+    tiles_attention,
+)
+from .plan import _axes, check_fits, gather_plan, nd_tile_plan, offset_plan, tile_plan
 
 __all__ = [
     "LOWERINGS",
+    "ND_TILE",
     "SLICES_MAX_OFFSETS",
     "TILE",
     "TILES",
@@ -38,7 +46,8 @@ __all__ = [
     "uses_gather",
 ]
 
-LOWERINGS = ("auto", "slices", "tiles")
+LOWERINGS = ("auto", "slices", "tiles", "gather")
+ND_TILE = {1: 64, 2: 8, 3: 4}  # queries per tile and axis of the N-d tiles, by rank
 SLICES_MAX_OFFSETS = 9
 TILE = 8  # the default tile side; :func:`choose_tile` picks 7 or 8 per map
 TILES = (7, 8)
@@ -46,7 +55,8 @@ TILES = (7, 8)
 
 def choose_lowering(partition: Dilated, H: int, W: int, grad: bool = False) -> str:
     """``"slices"`` or ``"tiles"``: the faster lowering of ``partition`` on an ``H x W`` map
-    (``"gather"`` for stride or causal axes, which only it runs).
+    (stride or causal axes: ``"tiles"``, the N-d tiles of :func:`~attnblocks.families.\
+sliding.kernels.nd_tiles_attention`).
 
     ``grad``: whether the call will be back-propagated (the slices lowering's backward
     accumulates one gradient slice per offset and loses to the tiles there).
@@ -61,7 +71,7 @@ def choose_lowering(partition: Dilated, H: int, W: int, grad: bool = False) -> s
         'tiles'
     """
     if uses_gather(partition, 2):
-        return "gather"
+        return "tiles"  # the N-d tiles: stride and causal axes
     n = num_offsets(partition, H, W)
     return "slices" if n <= SLICES_MAX_OFFSETS and not grad else "tiles"
 
@@ -140,8 +150,11 @@ def uses_gather(partition: Dilated, rank: int) -> bool:
 class DilatedRunner(GroupRunner):
     """Runs one head group over sliding windows.
 
-    ``lowering`` (an attribute, ``"auto"`` by default) may be set to ``"slices"`` or
-    ``"tiles"`` to force one; both compute the same attention.
+    ``lowering`` (an attribute, ``"auto"`` by default) may be set to ``"slices"``,
+    ``"tiles"`` or ``"gather"`` to force one; all compute the same attention. Maps of rank
+    other than 2, and stride or causal axes, run the N-d tiles
+    (:func:`~attnblocks.families.sliding.kernels.nd_tiles_attention`, ``ND_TILE`` queries per
+    tile and axis) or, forced, the gather lowering (each query's keys by index).
     """
 
     kv_source: ClassVar[str] = "tokens"
@@ -170,15 +183,19 @@ class DilatedRunner(GroupRunner):
                     f"map has no offset bias: NAT's relative position bias is defined for 2-D "
                     f"maps without stride or causal axes (as in NATTEN 0.21)."
                 )
-            if self.lowering != "auto":
+            if self.lowering == "slices":
                 raise AttnblocksError(
-                    f"DilatedRunner: lowering={self.lowering!r} has no form for "
-                    f"{g.partition!r} on a rank-{len(shape)} map; it runs the gather lowering "
-                    f"(lowering='auto')."
+                    f"DilatedRunner: lowering='slices' has no form for {g.partition!r} on a "
+                    f"rank-{len(shape)} map; use 'tiles' (the default there) or 'gather'."
                 )
-            return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
+            if self.lowering == "gather":
+                return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
+            tile = ND_TILE.get(len(shape), 2)
+            return nd_tiles_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, tile)
         H, W = shape
         lowering = self.lowering
+        if lowering == "gather":
+            return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
         if lowering == "auto":
             grad = torch.is_grad_enabled() and qkv.requires_grad
             lowering = choose_lowering(g.partition, H, W, grad)
@@ -233,6 +250,7 @@ def describe_gather(partition: Dilated, shape: tuple[int, ...]) -> list[str]:
         >>> for line in describe_gather(Neighborhood(3, stride=(1, 3, 3)), (4, 6, 6)):
         ...     print(line)
         3x3x3 keys 1 apart per query, border 'shift', stride 1x3x3
+        tiles: 1 tiles of 144 queries, 144 keys each
         gather: 27 gathered keys per query, 144 queries
     """
     check_fits(partition, *shape)
@@ -250,4 +268,9 @@ def describe_gather(partition: Dilated, shape: tuple[int, ...]) -> list[str]:
     plan = gather_plan(partition, tuple(shape))
     K = plan.index.shape[1]
     tail = "" if plan.valid is None else ", masked"
-    return [head, f"gather: {K} gathered keys per query, {plan.index.shape[0]} queries{tail}"]
+    nT, Tq, Tk = nd_tile_plan(partition, tuple(shape), ND_TILE.get(len(shape), 2)).allowed.shape
+    return [
+        head,
+        f"tiles: {nT} tiles of {Tq} queries, {Tk} keys each",
+        f"gather: {K} gathered keys per query, {plan.index.shape[0]} queries{tail}",
+    ]

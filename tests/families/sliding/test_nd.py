@@ -20,10 +20,11 @@ from attnblocks.config import from_config, to_config
 from attnblocks.families.sliding.cost import gather_cost
 from attnblocks.families.sliding.kernels import (
     gather_attention,
+    nd_tiles_attention,
     slices_attention,
     tiles_attention,
 )
-from attnblocks.families.sliding.plan import gather_plan
+from attnblocks.families.sliding.plan import gather_plan, nd_tile_plan
 from attnblocks.functional import attention
 from attnblocks.masks import partition_oracle
 
@@ -242,34 +243,78 @@ def _grads(fn, qkv: torch.Tensor, weight: torch.Tensor):
     return out.detach(), g
 
 
-@given(cases(ranks=(1, 3), borders=("shift", "mask")), st.integers(0, 2**16))
-def test_gather_equals_dense_oracle_with_grads(case, seed):
+def _nd_tiles(tile: int):
+    return lambda t, part, heads, scale: nd_tiles_attention(t, part, heads, scale, tile=tile)
+
+
+KERNELS = {
+    "gather": gather_attention,
+    "tiles1": _nd_tiles(1),
+    "tiles2": _nd_tiles(2),
+    "tiles4": _nd_tiles(4),
+}
+
+
+@given(
+    cases(ranks=(1, 3), borders=("shift", "mask")),
+    st.sampled_from(sorted(KERNELS)),
+    st.integers(0, 2**16),
+)
+def test_gather_and_nd_tiles_equal_dense_oracle_with_grads(case, kernel, seed):
     part, shape = case
     qkv = _qkv(shape, seed=seed)
     weight = torch.randn(qkv.shape[0], *shape, qkv.shape[-1], dtype=torch.float64)
-    out, grad = _grads(lambda t: gather_attention(t, part, 2, 0.7), qkv, weight)
+    out, grad = _grads(lambda t: KERNELS[kernel](t, part, 2, 0.7), qkv, weight)
     ref, ref_grad = _grads(lambda t: dense_from_oracle(t, part, 2, 0.7), qkv, weight)
     torch.testing.assert_close(out, ref, **TOL)
     torch.testing.assert_close(grad, ref_grad, **TOL)  # q, k and v: one packed tensor
 
 
-@given(cases(ranks=(2,), borders=("shift", "mask")), st.integers(0, 2**16))
-def test_gather_2d_strided_causal_equals_dense_oracle_with_grads(case, seed):
+@given(cases(ranks=(1, 2, 3)), st.sampled_from((1, 2, 3, 8)))
+def test_nd_tile_plan_covers_exactly_the_loop_key_sets(case, tile):
+    part, shape = case
+    plan = nd_tile_plan(part, shape, tile)
+    N = math.prod(shape)
+    got: dict[int, list] = {}
+    for t in range(plan.query.shape[0]):
+        for a, qi in enumerate(plan.query[t]):
+            if qi < N:
+                assert int(qi) not in got  # every query in one slot
+                got[int(qi)] = sorted(
+                    -1 if kj == N else int(kj)
+                    for kj, ok in zip(plan.key[t], plan.allowed[t, a])
+                    if ok
+                )
+    for qi, keys in enumerate(slots_ref(part, shape)):
+        assert got[qi] == sorted(-1 if j is None else j for j in keys)
+        assert plan.query.reshape(-1)[plan.inverse[qi]] == qi
+
+
+@given(
+    cases(ranks=(2,), borders=("shift", "mask")),
+    st.sampled_from(sorted(KERNELS)),
+    st.integers(0, 2**16),
+)
+def test_2d_strided_causal_equal_dense_oracle_with_grads(case, kernel, seed):
     part, shape = case
     qkv = _qkv(shape, seed=seed)
     weight = torch.randn(qkv.shape[0], *shape, qkv.shape[-1], dtype=torch.float64)
-    out, grad = _grads(lambda t: gather_attention(t, part, 2, 0.7), qkv, weight)
+    out, grad = _grads(lambda t: KERNELS[kernel](t, part, 2, 0.7), qkv, weight)
     ref, ref_grad = _grads(lambda t: dense_from_oracle(t, part, 2, 0.7), qkv, weight)
     torch.testing.assert_close(out, ref, **TOL)
     torch.testing.assert_close(grad, ref_grad, **TOL)
 
 
-@given(cases(ranks=(1, 2, 3), borders=("zeros", "shift")), st.integers(0, 2**16))
-def test_gather_equals_loop_reference_with_zero_keys(case, seed):
+@given(
+    cases(ranks=(1, 2, 3), borders=("zeros", "shift")),
+    st.sampled_from(sorted(KERNELS)),
+    st.integers(0, 2**16),
+)
+def test_gather_and_nd_tiles_equal_loop_reference_with_zero_keys(case, kernel, seed):
     part, shape = case
     qkv = _qkv(shape, seed=seed)
     weight = torch.randn(qkv.shape[0], *shape, qkv.shape[-1], dtype=torch.float64)
-    out, grad = _grads(lambda t: gather_attention(t, part, 2, 0.7), qkv, weight)
+    out, grad = _grads(lambda t: KERNELS[kernel](t, part, 2, 0.7), qkv, weight)
     ref, ref_grad = _grads(lambda t: reference_attention(t, part, 2, 0.7), qkv, weight)
     torch.testing.assert_close(out, ref, **TOL)
     torch.testing.assert_close(grad, ref_grad, **TOL)
@@ -282,6 +327,7 @@ def test_gather_equals_slices_and_tiles_on_plain_2d(case):
     out = gather_attention(qkv, part, 2, 0.7)
     torch.testing.assert_close(slices_attention(qkv, part, 2, 0.7), out, **TOL)
     torch.testing.assert_close(tiles_attention(qkv, part, 2, 0.7, tile=4), out, **TOL)
+    torch.testing.assert_close(nd_tiles_attention(qkv, part, 2, 0.7, tile=3), out, **TOL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -395,6 +441,7 @@ def test_explain_and_cost_of_the_gather_lowering():
 
     text = explain(Attention(partition=Neighborhood(3, causal=True)), (7,), dim=8, num_heads=2)
     assert "gather: 3 gathered keys per query, 7 queries, masked" in text
+    assert "tiles: 1 tiles of 7 queries, 9 keys each" in text
     g = Attention(partition=Neighborhood(3, stride=2, causal=(True, False))).groups(8, 2)[0]
     gc = gather_cost(g, (5, 6), batch=2, itemsize=4)
     keys = partition_oracle(g.partition, 5, 6).sum(-1)
@@ -508,3 +555,32 @@ def test_flex_mask_mod_takes_stride_and_causal(order):
         perm = subgrid_order(6, 7, (1, 2), torch.device("cpu"))[0]
         want = want[perm][:, perm]
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(("part", "shape"), LAYER_CASES[:6], ids=repr)
+def test_runner_lowerings_agree(part, shape):
+    torch.manual_seed(0)
+    layer = Attention(partition=part).build(12, 2).double()
+    x = torch.randn(2, math.prod(shape), 12, dtype=torch.float64)
+    outs = []
+    for lowering in ("auto", "tiles", "gather"):
+        layer.runners[0].lowering = lowering
+        outs.append(layer(x, hw=shape))
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], **TOL)
+    if len(shape) != 2 or not part.is_plain:
+        layer.runners[0].lowering = "slices"
+        with pytest.raises(AttnblocksError, match=r"lowering='slices' has no form"):
+            layer(x, hw=shape)
+
+
+def test_cost_of_strided_2d_counts_the_nd_tiles():
+    from attnblocks.families.sliding.cost import nd_tiles_cost, sliding_cost
+
+    g = Attention(partition=Neighborhood(3, stride=2, causal=(True, False))).groups(8, 2)[0]
+    plan = nd_tile_plan(g.partition, (6, 7), 8)
+    nT, Tq, Tk = plan.allowed.shape
+    gc = sliding_cost(g, 6, 7, 1, 4)
+    assert gc == nd_tiles_cost(g, (6, 7), 1, 4)
+    assert gc.attention_macs == 2 * 2 * nT * Tq * Tk * 4
+    assert gc.keys_mean == pytest.approx(partition_oracle(g.partition, 6, 7).sum(-1).mean())
