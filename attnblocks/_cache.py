@@ -159,6 +159,8 @@ def _lookup(
 
 
 def _specialise(value: Any) -> Any:
+    if isinstance(value, tuple):  # a map's shape, a layout's fields
+        return tuple(_specialise(v) for v in value)
     return operator.index(value) if isinstance(value, (int, torch.SymInt)) else value
 
 

@@ -215,7 +215,7 @@ class RulePartition(Partition):
                 return self.rule(token_coords(shape, q_idx), token_coords(shape, kv_idx), shape)
 
             return mod
-        allowed = _allowed(self, (H, W), device)
+        allowed = _allowed(self, device, H, W)
 
         def lookup(b, h, q_idx, kv_idx):
             return allowed[q_idx, kv_idx]
@@ -321,8 +321,9 @@ def _layout_oracle(lay: RectLayout) -> np.ndarray:
 
 @size_cache(256, constant=True)
 @_normal_tensors
-def _allowed(partition: Partition, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """The oracle as a bool tensor on ``device`` (a graph constant under compile)."""
+def _allowed(partition: Partition, device: torch.device, *shape: int) -> torch.Tensor:
+    """The oracle as a bool tensor on ``device`` (a graph constant under compile; the sizes
+    are separate int arguments, which the constant cache specialises)."""
     return torch.from_numpy(partition_oracle(partition, *shape)).to(device)
 
 
@@ -474,7 +475,7 @@ def rule_dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tenso
     g = runner.group
     _check_pad(g, ctx, "dense")
     B, *shape, _, c = qkv.shape
-    allowed = _allowed(g.partition, tuple(shape), qkv.device)
+    allowed = _allowed(g.partition, qkv.device, *shape)
     t = qkv.reshape(B, math.prod(shape), 3, g.num_heads, c // g.num_heads)
     q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
     bias, values = None, []
