@@ -57,26 +57,26 @@ def check_fits(partition: Dilated, *shape: int) -> None:
         ...
         attnblocks._errors.AttnblocksError: Neighborhood(7, dilation=4) cannot fit ...
     """
-    size = "x".join(map(str, shape))
     if not shape or min(shape) < 1:
         raise AttnblocksError(
-            f"{partition!r}: the token map must be at least 1 token per axis, got {size}."
+            f"{partition!r}: the token map must be at least 1 token per axis, got "
+            f"{'x'.join(map(str, shape))}."
         )
     if partition.is_generic():
         raise AttnblocksError(f"{partition!r} has one dilation per head group: resolve it first.")
     kernel, dilation, _, _ = partition.axes(len(shape))
     if partition.border != "shift":
         return
-    names = ("height", "width") if len(shape) == 2 else tuple(f"axis {i}" for i in range(9))
+    names = ("height", "width") if len(shape) == 2 else [f"axis {i}" for i in range(len(shape))]
     for name, L, k, r in zip(names, shape, kernel, dilation):
         if k * r > L:
             least = "x".join(str(a * b) for a, b in zip(kernel, dilation))
+            size = "x".join(map(str, shape))
             raise AttnblocksError(
                 f"{partition!r} cannot fit its window on a {size} map: border='shift' needs "
                 f"kernel_size * dilation <= the map size per axis; got kernel_size={k}, "
                 f"dilation={r} for an input of size {L} ({name}).\n  Hint: use a map of at "
-                f"least {least}, a smaller kernel or dilation, or border='zeros' / "
-                f"'mask'."
+                f"least {least}, a smaller kernel or dilation, or border='zeros' / 'mask'."
             )
 
 
