@@ -98,13 +98,15 @@ def _sliding(partition: Dilated, H: int, W: int, order: str, device) -> MaskMod:
             f"'shift' (NATTEN's rule)."
         )
     check_fits(partition, H, W)
-    r = partition.dilation_size
+    kernel, r, stride, causal = partition.axes(2)
     if order == "lowering":
         _, _, y, x = subgrid_order(H, W, r, torch.device(device))
     else:
         n = torch.arange(H * W, device=device)
         y, x = n // W, n % W
-    return partial(_sliding_mask_mod, y, x, H, W, partition.kernel_size, r, partition.border)
+    return partial(
+        _sliding_mask_mod, y, x, H, W, kernel, r, partition.border, stride=stride, causal=causal
+    )
 
 
 def _all_keys(b, h, q_idx, kv_idx):

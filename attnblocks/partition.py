@@ -394,10 +394,35 @@ class Downsample(Partition):
 BORDERS = ("zeros", "shift", "mask")
 
 
-def _axis_pair(name: str, field_name: str, value) -> int | tuple[int, int]:
-    """An int, or a per-axis ``(h, w)`` pair stored as an int when both are equal."""
-    hw = pair(name, field_name, value)
-    return hw[0] if hw[0] == hw[1] else hw
+def _stored(value) -> tuple:
+    """A Dilated field as ``per_axis`` reads it: a tuple as is, an int or bool as its pair."""
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def _axis_ints(name: str, field_name: str, value) -> int | tuple[int, ...]:
+    """An int, or a per-axis tuple of ints (any rank) stored as an int when all are equal."""
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise AttnblocksError(
+                f"{name}: {field_name} must be an int or a non-empty per-axis tuple, got {value!r}."
+            )
+        axes = tuple(positive_int(name, field_name, v) for v in value)
+        return axes[0] if len(set(axes)) == 1 else axes
+    return positive_int(name, field_name, value)
+
+
+def _axis_bools(name: str, field_name: str, value) -> bool | tuple[bool, ...]:
+    """A bool, or a per-axis tuple of bools stored as a bool when all are equal."""
+    if isinstance(value, (tuple, list)):
+        if not value or not all(isinstance(v, bool) for v in value):
+            raise TypeError(
+                f"{name}: {field_name} must be a bool or a non-empty per-axis tuple of bools, "
+                f"got {value!r}."
+            )
+        return value[0] if len(set(value)) == 1 else tuple(value)
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: {field_name} must be a bool, got {value!r}.")
+    return value
 
 
 @dataclass(frozen=True, repr=False)
@@ -422,12 +447,41 @@ class Dilated(Partition):
     ``dilation=((2, 3),)`` (rows 2 apart, columns 3 apart); under a split each group's entry
     may be an int or a pair, ``dilation=(1, (2, 3))``.
 
+    Any rank: a token map of shape ``(L_0, ..., L_{n-1})`` (1-D sequences, 2-D images, 3-D
+    videos) takes the same rule on every axis, and the key set of a query is the product over
+    the axes of its per-axis key sets. An int (kernel, dilation, stride) or bool (causal) holds
+    on every axis; a per-axis tuple fixes the rank: ``Neighborhood((3, 7, 7),
+    dilation=((1, 2, 2),), stride=(1, 2, 2), causal=(True, False, False))`` is a 3-D map.
+
+    The rule along one axis of length ``L``, as NATTEN 0.21 computes it (its ``na1d`` /
+    ``na2d`` / ``na3d``; checked against them, ``tests/test_natten_nd.py``): position ``p``
+    lies on sub-grid ``p % r`` at index ``i = p // r``, a sub-grid of
+    ``L_g = ceil((L - p % r) / r)`` positions; keys are the positions ``p % r + j * r`` of the
+    query's own sub-grid with ``j`` in:
+
+    - ``stride`` ``s``: the queries ``i`` of one tile ``i // s`` share one key set, that of
+      their tile's *leader* (non-causal: ``min(s * (i // s) + s // 2, L_g - 1)``, the centre
+      query, the right one of an even tile; causal: ``min(s * (i // s) + s - 1, L_g - 1)``,
+      the last). ``stride == kernel`` (on maps that the kernel divides) is blocked attention,
+      :class:`Window` of the kernel. ``1 <= s <= k``, as NATTEN requires.
+    - ``"shift"``, not causal: ``start <= j < start + k`` with
+      ``start = clip(leader - k // 2, 0, L_g - k)``.
+    - ``"shift"``, causal (NATTEN's ``is_causal``): ``leader - k < j <= i``: the window ends
+      at the query itself (not at its leader), so along a causal axis a key never lies after
+      its query; near the start a query has fewer keys (no inward shift).
+    - ``"mask"``: ``|j - leader| <= k // 2`` and ``0 <= j < L_g``; ``"zeros"``: the same
+      slots, the out-of-map ones kept as zero keys. ``causal`` needs ``border="shift"``.
+
     Args:
-        kernel: the window side ``k`` (odd for ``"zeros"`` and ``"mask"``), or ``(kh, kw)``.
+        kernel: the window side ``k`` (odd for ``"zeros"`` and ``"mask"``), or one per axis.
         dilation: the step ``r`` between keys, ``((ry, rx),)`` per axis, or a tuple with one
             entry per head group (a generic partition: ``Dilated(3, dilation=(1, 2, 3))`` under
             ``Split(3)`` is DilateFormer's multi-scale dilated attention).
         border: ``"zeros"``, ``"shift"`` or ``"mask"``.
+        stride: the query tile ``s`` whose queries share one key set (NATTEN's ``stride``),
+            an int or one per axis, ``1 <= s <= k``.
+        causal: whether a key never lies after its query (NATTEN's ``is_causal``), a bool or
+            one per axis; ``border="shift"`` only.
 
     Example:
         >>> Dilated(3, dilation=(1, 2, 3))
@@ -438,20 +492,24 @@ class Dilated(Partition):
         Dilated(7, border='shift')
         >>> Neighborhood((7, 5), dilation=((2, 3),)).kernel_size
         (7, 5)
+        >>> Neighborhood((3, 7, 7), stride=(1, 2, 2), causal=(True, False, False))
+        Neighborhood((3, 7, 7), stride=(1, 2, 2), causal=(True, False, False))
     """
 
-    kernel: int | tuple[int, int]
+    kernel: int | tuple[int, ...]
     dilation: int | tuple = 1
     border: str = "zeros"
+    stride: int | tuple[int, ...] = 1
+    causal: bool | tuple[bool, ...] = False
     _positional: ClassVar[tuple[str, ...]] = ("kernel",)
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        kernel = _axis_pair(name, "kernel", self.kernel)
+        kernel = _axis_ints(name, "kernel", self.kernel)
         if self.border not in BORDERS:
             raise AttnblocksError(f"{name}: border must be one of {BORDERS}, got {self.border!r}.")
-        ks = kernel if isinstance(kernel, tuple) else (kernel, kernel)
-        if self.border != "shift" and (ks[0] % 2 == 0 or ks[1] % 2 == 0):
+        ks = kernel if isinstance(kernel, tuple) else (kernel,)
+        if self.border != "shift" and any(k % 2 == 0 for k in ks):
             raise AttnblocksError(
                 f"{name}: border={self.border!r} centres the window on the query, so the kernel "
                 f"must be odd, got kernel={kernel} (border='shift' allows even kernels)."
@@ -461,7 +519,7 @@ class Dilated(Partition):
             if not dilation:
                 raise AttnblocksError(f"{name}: dilation must not be an empty tuple.")
             dilation = tuple(
-                _axis_pair(name, "dilation", r)
+                _axis_ints(name, "dilation", r)
                 if isinstance(r, (tuple, list))
                 else positive_int(name, "dilation", r)
                 for r in dilation
@@ -470,8 +528,39 @@ class Dilated(Partition):
                 dilation = dilation[0]
         else:
             positive_int(name, "dilation", dilation)
+        stride = _axis_ints(name, "stride", self.stride)
+        causal = _axis_bools(name, "causal", self.causal)
         object.__setattr__(self, "kernel", kernel)
         object.__setattr__(self, "dilation", dilation)
+        object.__setattr__(self, "stride", stride)
+        object.__setattr__(self, "causal", causal)
+        given = {"kernel": kernel, "stride": stride, "causal": causal}
+        groups = dilation if isinstance(dilation, tuple) else (dilation,)
+        given.update({f"dilation[{i}]": r for i, r in enumerate(groups)})
+        ranks = {f: len(v) for f, v in given.items() if isinstance(v, tuple)}
+        if len(set(ranks.values())) > 1:
+            raise AttnblocksError(
+                f"{name}: the per-axis tuples give different ranks: "
+                + ", ".join(f"{f}={given[f]!r} ({n} axes)" for f, n in ranks.items())
+                + "."
+            )
+        rank = next(iter(ranks.values()), 1)
+        for k, s in zip(
+            per_axis(name, "kernel", _stored(kernel), rank),
+            per_axis(name, "stride", _stored(stride), rank),
+        ):
+            if s > k:
+                raise AttnblocksError(
+                    f"{name}: stride must be at most the kernel on every axis (NATTEN's rule: a "
+                    f"tile of queries shares one window), got kernel={kernel!r}, "
+                    f"stride={stride!r}."
+                )
+        if causal is not False and self.border != "shift":
+            raise AttnblocksError(
+                f"{name}: causal={causal!r} needs border='shift' (NATTEN's causal "
+                f"neighbourhood: the window ends at the query), got border={self.border!r}; "
+                f"use Neighborhood(...) or intersect with Causal()."
+            )
 
     def __repr__(self) -> str:  # Spec's pair-collapsing would print dilation=(2, 2) as 2
         parts = [repr(self.kernel)]
@@ -480,6 +569,10 @@ class Dilated(Partition):
         shown = {f.name for f in dataclasses.fields(self) if f.repr}
         if "border" in shown and self.border != "zeros":
             parts.append(f"border={self.border!r}")
+        if self.stride != 1:
+            parts.append(f"stride={self.stride!r}")
+        if self.causal is not False:
+            parts.append(f"causal={self.causal!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
     def is_generic(self) -> bool:
@@ -499,20 +592,58 @@ class Dilated(Partition):
         return dataclasses.replace(self, dilation=(r,) if isinstance(r, tuple) else r)
 
     @property
+    def rank(self) -> int | None:
+        """The rank the per-axis tuples fix, or ``None`` (every field holds on any rank)."""
+        groups = self.dilation if isinstance(self.dilation, tuple) else (self.dilation,)
+        for v in (self.kernel, self.stride, self.causal, *groups):
+            if isinstance(v, tuple):
+                return len(v)
+        return None
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether stride is 1 and no axis is causal (the classic sliding window)."""
+        return self.stride == 1 and self.causal is False
+
+    def axes(self, rank: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...],
+                                       tuple[bool, ...]]:  # fmt: skip
+        """``(kernel, dilation, stride, causal)``, each one entry per axis of a rank-``rank``
+        map (a concrete partition only); raises where a per-axis tuple has another rank."""
+        if self.is_generic():
+            raise AttnblocksError(f"{self!r} has one dilation per head group: resolve it first.")
+        r = self.dilation[0] if isinstance(self.dilation, tuple) else self.dilation
+        owner = repr(self)
+        return (
+            per_axis(owner, "kernel", _stored(self.kernel), rank),
+            per_axis(owner, "dilation", _stored(r), rank),
+            per_axis(owner, "stride", _stored(self.stride), rank),
+            per_axis(owner, "causal", _stored(self.causal), rank),
+        )
+
+    @property
     def kernel_size(self) -> tuple[int, int]:
-        """``(kh, kw)``: the window's rows and columns."""
-        k = self.kernel
-        return k if isinstance(k, tuple) else (k, k)
+        """``(kh, kw)``: the window's rows and columns on a 2-D map (other ranks:
+        :meth:`axes`)."""
+        return self._planar("kernel", self.kernel)
 
     @property
     def dilation_size(self) -> tuple[int, int]:
-        """``(ry, rx)``: the step between keys per axis (a concrete partition only)."""
+        """``(ry, rx)``: the step between keys per axis of a 2-D map (a concrete partition
+        only; other ranks: :meth:`axes`)."""
         r = self.dilation
         if self.is_generic():
             raise AttnblocksError(f"{self!r} has one dilation per head group: resolve it first.")
-        if isinstance(r, tuple):
-            return r[0]
-        return (r, r)
+        return self._planar("dilation", r[0] if isinstance(r, tuple) else r)
+
+    def _planar(self, name: str, value) -> tuple[int, int]:
+        if not isinstance(value, tuple):
+            return (value, value)
+        if len(value) != 2:
+            raise AttnblocksError(
+                f"{self!r}: {name}={value!r} is written for {len(value)}-D token maps, and this "
+                f"use of it (a 2-D (h, w) {name}) is 2-D only."
+            )
+        return value
 
 
 @dataclass(frozen=True, repr=False)
@@ -521,11 +652,14 @@ class Neighborhood(Dilated):
 
     Hassani et al., "Neighborhood Attention Transformer" (CVPR 2023) and "Dilated Neighborhood
     Attention Transformer" (2022). Each query attends to the ``k*k`` keys nearest to it on its
-    dilation sub-grid; at the borders the window shifts inward, never padded.
+    dilation sub-grid; at the borders the window shifts inward, never padded. Any rank, with
+    NATTEN's ``stride`` and ``is_causal`` (``causal``) per axis: see :class:`Dilated`.
 
     Example:
         >>> Neighborhood(7, dilation=2)
         Neighborhood(7, dilation=2)
+        >>> Neighborhood(5, stride=5, causal=(True, False))
+        Neighborhood(5, stride=5, causal=(True, False))
     """
 
     border: str = field(default="shift", init=False, repr=False)

@@ -27,10 +27,10 @@ from ...cost import (
 )
 from ...lowering import GroupPlan
 from ...partition import Dilated
-from .plan import offset_plan, tile_plan
-from .runner import choose_lowering, choose_tile
+from .plan import gather_plan, nd_tile_plan, offset_plan, tile_plan
+from .runner import ND_TILE, choose_lowering, choose_tile, uses_gather
 
-__all__ = ["sliding_cost"]
+__all__ = ["gather_cost", "nd_tiles_cost", "sliding_cost"]
 
 
 def sliding_cost(
@@ -57,11 +57,18 @@ def sliding_cost(
     part: Dilated = g.partition  # type: ignore[assignment]
     if lowering is None:
         lowering = choose_lowering(part, H, W, False)
-    if lowering not in ("slices", "tiles"):
+    if lowering not in ("slices", "tiles", "gather"):
         raise AttnblocksError(
-            f"sliding_cost: lowering must be 'slices', 'tiles' or None, got {lowering!r}."
+            f"sliding_cost: lowering must be 'slices', 'tiles' or None, got {lowering!r} "
+            f"(or 'gather', the lowering of stride and causal axes)."
         )
     N, h, c = H * W, g.num_heads, g.dim
+    if lowering == "gather":
+        return gather_cost(g, (H, W), batch, itemsize)
+    if uses_gather(part, 2):  # stride or causal axes: the N-d tiles
+        if lowering == "slices":
+            raise AttnblocksError(f"sliding_cost: {part!r} has no 'slices' lowering.")
+        return nd_tiles_cost(g, (H, W), batch, itemsize)
     plan = offset_plan(part, H, W)
     n = len(plan.offsets)
     if plan.allowed is None:  # zeros: every slot is in the softmax
@@ -78,6 +85,49 @@ def sliding_cost(
         mask = h * nT * Tq * Tk * itemsize
         macs = 2 * scores * (c // h)
     return GroupCost(macs, float(keys.mean()), int(keys.max()), scores, mask, batch * N)
+
+
+def gather_cost(g: GroupPlan, shape: tuple[int, ...], batch: int, itemsize: int) -> GroupCost:
+    """The :class:`~attnblocks.cost.GroupCost` of the gather lowering (any rank): ``K`` gathered
+    key slots per query, ``2 * B * N * K * c`` MACs, ``B * N * h * K`` scores and the
+    ``(N, K)`` mask unless every slot is a key.
+
+    Example:
+        >>> from attnblocks import Attention, Neighborhood
+        >>> g = Attention(partition=Neighborhood(3, causal=True)).groups(8, 2)[0]
+        >>> gc = gather_cost(g, (5,), 1, 4)
+        >>> gc.attention_macs == 2 * 5 * 3 * 8, gc.keys_mean, gc.keys_max
+        (True, 2.4, 3)
+    """
+    plan = gather_plan(g.partition, tuple(shape))  # type: ignore[arg-type]
+    N, K = plan.index.shape
+    keys = np.full(N, K, dtype=np.float64) if plan.valid is None else plan.valid.sum(-1)
+    scores = batch * N * g.num_heads * K
+    mask = 0 if plan.valid is None else N * K * itemsize
+    macs = 2 * batch * N * K * g.dim
+    return GroupCost(macs, float(keys.mean()), int(keys.max()), scores, mask, batch * N)
+
+
+def nd_tiles_cost(g: GroupPlan, shape: tuple[int, ...], batch: int, itemsize: int) -> GroupCost:
+    """The :class:`~attnblocks.cost.GroupCost` of the N-d tiles (any rank, stride and causal
+    axes): ``nT`` tiles of ``Tq`` query slots over ``Tk`` keys, ``2 * B * h * nT * Tq * Tk * d``
+    MACs and the ``(1, h * nT, Tq, Tk)`` mask; keys per query from the gather plan.
+
+    Example:
+        >>> from attnblocks import Attention, Neighborhood
+        >>> g = Attention(partition=Neighborhood(3, causal=True)).groups(8, 2)[0]
+        >>> nd_tiles_cost(g, (5,), 1, 4).keys_mean
+        2.4
+    """
+    part: Dilated = g.partition  # type: ignore[assignment]
+    keys = gather_cost(g, shape, batch, itemsize)
+    nT, Tq, Tk = nd_tile_plan(part, tuple(shape), ND_TILE.get(len(shape), 2)).allowed.shape
+    h = g.num_heads
+    scores = batch * h * nT * Tq * Tk
+    macs = 2 * scores * (g.dim // h)
+    return GroupCost(
+        macs, keys.keys_mean, keys.keys_max, scores, h * nT * Tq * Tk * itemsize, keys.frames
+    )
 
 
 @register_cost("eager", Dilated)

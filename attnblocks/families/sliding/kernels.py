@@ -14,9 +14,16 @@ of the keys and values:
 
 Both take an optional additive ``bias`` in their own slot layout (NAT's relative position bias,
 gathered from its table by :func:`offset_bias` / :func:`tile_bias`).
+
+A third, :func:`gather_attention`, holds at any rank and for stride and causal axes: each
+query's ``K`` keys gathered by index (:func:`~attnblocks.families.sliding.plan.gather_plan`),
+``qkv: (B, *shape, 3, c) -> (B, *shape, c)``. It makes ``K`` copies of the keys and values (the
+price of generality: the 2-D plain windows keep the two strategies above).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +33,20 @@ from ..._cache import size_cache
 from ...kernels import attend
 from ...masks import additive
 from ...partition import Dilated
-from .plan import offset_bias_index, offset_plan, tile_bias_index, tile_plan
+from .plan import (
+    gather_plan,
+    nd_tile_plan,
+    offset_bias_index,
+    offset_plan,
+    tile_bias_index,
+    tile_plan,
+)
 
 __all__ = [
+    "gather_attention",
+    "gather_inputs",
+    "nd_tile_inputs",
+    "nd_tiles_attention",
     "offset_bias",
     "slices_attention",
     "slices_inputs",
@@ -204,6 +222,150 @@ def tiles_attention(
     o = attend(q, k, v, mask, scale, dropout_p)
     o = o.reshape(B, heads, nT * Tq, d).index_select(2, inverse)  # (B, h, N, d)
     return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+
+
+@size_cache(256, constant=True)
+def gather_inputs(
+    partition: Dilated, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The flat ``(N * K,)`` key index (``N``: the zero token) and the ``(N, 1, K)`` additive
+    mask (``None``: every slot is a key) of the gather lowering of ``partition`` on a map of
+    ``shape``; constants under ``torch.compile``.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> index, mask = gather_inputs(Neighborhood(3, causal=True), (5,), torch.float32, "cpu")
+        >>> tuple(index.shape), tuple(mask.shape)
+        ((15,), (5, 1, 3))
+    """
+    plan = gather_plan(partition, tuple(shape))
+    index = torch.from_numpy(plan.index.reshape(-1)).to(device)
+    if plan.valid is None:
+        return index, None
+    return index, additive(torch.from_numpy(plan.valid).to(device), dtype)[:, None, :]
+
+
+def gather_attention(
+    qkv: torch.Tensor,
+    partition: Dilated,
+    heads: int,
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Sliding-window attention of every query over its gathered keys, at any rank.
+
+    ``softmax(q k^T * scale) v`` over the ``K`` key slots of each query (the product of the
+    kernel over the axes), slots that are not keys masked out; under ``border="zeros"`` the
+    out-of-map slots read a zero token and stay in the softmax. Logits and softmax run in fp32
+    for fp16 / bf16 inputs, as :func:`~attnblocks.kernels.attend` does.
+
+    Args:
+        qkv: ``(B, *shape, 3, c)``, the group's channels of q, k and v on a map of any rank.
+        partition: a concrete :class:`~attnblocks.Dilated` (any stride and causal axes).
+        heads: the group's number of heads (``c = heads * d``).
+        scale: the logit scale.
+        dropout_p: attention dropout probability.
+
+    Returns:
+        ``(B, *shape, c)``.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Neighborhood
+        >>> qkv = torch.randn(2, 4, 5, 6, 3, 8)
+        >>> gather_attention(qkv, Neighborhood((3, 3, 5), stride=2), 2, 0.5).shape
+        torch.Size([2, 4, 5, 6, 8])
+    """
+    B, shape, c = qkv.shape[0], tuple(qkv.shape[1:-2]), qkv.shape[-1]
+    N, d = math.prod(shape), c // heads
+    low = qkv.dtype in (torch.float16, torch.bfloat16)
+    logit_dtype = torch.float32 if low else qkv.dtype
+    index, mask = gather_inputs(partition, shape, logit_dtype, qkv.device)
+    K = index.shape[0] // max(N, 1)
+    t = qkv.reshape(B, N, 3, heads, d)
+    kv = F.pad(t[:, :, 1:], (0, 0, 0, 0, 0, 0, 0, 1))  # the zero token, index N
+    kv = kv.index_select(1, index).view(B, N, K, 2, heads, d)
+    q, k, v = t[:, :, 0], kv[..., 0, :, :], kv[..., 1, :, :]
+    a = torch.einsum("bnhd,bnkhd->bnhk", q.to(logit_dtype), k.to(logit_dtype)) * scale
+    if mask is not None:
+        a = a + mask
+    w = a.softmax(dim=-1).to(qkv.dtype)
+    if dropout_p:
+        w = F.dropout(w, dropout_p)
+    o = torch.einsum("bnhk,bnkhd->bnhd", w, v)
+    return o.reshape(B, *shape, c)
+
+
+@size_cache(256, constant=True)
+def nd_tile_inputs(
+    partition: Dilated,
+    shape: tuple[int, ...],
+    tile: int,
+    heads: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query and key indices, the ``(1, heads * nT, Tq, Tk)`` additive mask and the inverse
+    index of :func:`nd_tiles_attention` (plan: :func:`~attnblocks.families.sliding.plan.\
+nd_tile_plan`); constants under ``torch.compile``.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> q, k, mask, inv = nd_tile_inputs(Neighborhood(3, stride=2), (9,), 4, 2,
+        ...                                  torch.float32, "cpu")
+        >>> tuple(q.shape), tuple(k.shape), tuple(mask.shape), tuple(inv.shape)
+        ((3, 4), (3, 5), (1, 6, 4, 5), (9,))
+    """
+    plan = nd_tile_plan(partition, tuple(shape), tile)
+    mask = additive(torch.from_numpy(plan.allowed).to(device), dtype)
+    nT, Tq, Tk = mask.shape
+    mask = mask.expand(heads, nT, Tq, Tk).reshape(1, heads * nT, Tq, Tk)
+    query, key, inverse = (
+        torch.from_numpy(a).to(device) for a in (plan.query, plan.key, plan.inverse)
+    )
+    return query, key, mask, inverse
+
+
+def nd_tiles_attention(
+    qkv: torch.Tensor,
+    partition: Dilated,
+    heads: int,
+    scale: float,
+    dropout_p: float = 0.0,
+    tile: int = 4,
+) -> torch.Tensor:
+    """:func:`tiles_attention` at any rank and for stride and causal axes: query tiles of up to
+    ``tile`` sub-grid queries per axis over their gathered key regions, one SDPA call.
+
+    Args:
+        qkv: ``(B, *shape, 3, c)``, the group's channels of q, k and v.
+        partition: a concrete :class:`~attnblocks.Dilated`.
+        heads: the group's number of heads (``c = heads * d``).
+        scale: the logit scale.
+        dropout_p: attention dropout probability.
+        tile: queries per tile and axis (rounded up to a multiple of the stride).
+
+    Returns:
+        ``(B, *shape, c)``.
+
+    Example:
+        >>> import torch
+        >>> from attnblocks import Neighborhood
+        >>> qkv = torch.randn(1, 4, 6, 7, 3, 8)
+        >>> nd_tiles_attention(qkv, Neighborhood(3, causal=(True, False, False)), 2, 0.5).shape
+        torch.Size([1, 4, 6, 7, 8])
+    """
+    B, shape, c = qkv.shape[0], tuple(qkv.shape[1:-2]), qkv.shape[-1]
+    N, d = math.prod(shape), c // heads
+    query, key, mask, inverse = nd_tile_inputs(partition, shape, tile, heads, qkv.dtype, qkv.device)
+    t = qkv.reshape(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
+    t = F.pad(t, (0, 0, 0, 1))  # the zero token, index N
+    nT, Tq = query.shape
+    q = t[0].index_select(2, query.view(-1)).view(B, heads * nT, Tq, d)
+    kv = t[1:].index_select(3, key.view(-1)).view(2, B, heads * nT, key.shape[1], d)
+    o = attend(q, kv[0], kv[1], mask, scale, dropout_p)
+    o = o.reshape(B, heads, nT * Tq, d).index_select(2, inverse)  # (B, h, N, d)
+    return o.permute(0, 2, 1, 3).reshape(B, *shape, c)
 
 
 # ---------------------------------------------------------------------------------------------

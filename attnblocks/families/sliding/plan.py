@@ -30,9 +30,13 @@ from ...masks import register_oracle
 from ...partition import Dilated, Partition
 
 __all__ = [
+    "GatherPlan",
     "OffsetPlan",
     "TilePlan",
+    "axis_slots",
     "check_fits",
+    "gather_plan",
+    "nd_tile_plan",
     "offset_bias_index",
     "offset_plan",
     "tile_bias_index",
@@ -40,11 +44,11 @@ __all__ = [
 ]
 
 
-def check_fits(partition: Dilated, H: int, W: int) -> None:
-    """Raise unless ``partition`` can run on an ``H x W`` map.
+def check_fits(partition: Dilated, *shape: int) -> None:
+    """Raise unless ``partition`` can run on a token map of ``shape`` (``H, W`` for 2-D).
 
-    ``border="shift"`` needs ``kernel`` real keys on every dilation sub-grid of both axes, i.e.
-    ``kernel * dilation <= H`` and ``<= W`` (the same rule as NATTEN's).
+    ``border="shift"`` needs ``kernel`` real keys on every dilation sub-grid of every axis,
+    i.e. ``kernel * dilation <= L`` per axis (the same rule as NATTEN's).
 
     Example:
         >>> from attnblocks import Neighborhood
@@ -53,27 +57,42 @@ def check_fits(partition: Dilated, H: int, W: int) -> None:
         ...
         attnblocks._errors.AttnblocksError: Neighborhood(7, dilation=4) cannot fit ...
     """
-    if H < 1 or W < 1:
-        raise AttnblocksError(f"{partition!r}: the token map must be at least 1x1, got {H}x{W}.")
+    if not shape or min(shape) < 1:
+        raise AttnblocksError(
+            f"{partition!r}: the token map must be at least 1 token per axis, got "
+            f"{'x'.join(map(str, shape))}."
+        )
     if partition.is_generic():
         raise AttnblocksError(f"{partition!r} has one dilation per head group: resolve it first.")
+    kernel, dilation, _, _ = partition.axes(len(shape))
     if partition.border != "shift":
         return
-    (kh, kw), (ry, rx) = _axes(partition)
-    for name, L, k, r in (("height", H, kh, ry), ("width", W, kw, rx)):
+    names = ("height", "width") if len(shape) == 2 else [f"axis {i}" for i in range(len(shape))]
+    for name, L, k, r in zip(names, shape, kernel, dilation):
         if k * r > L:
+            least = "x".join(str(a * b) for a, b in zip(kernel, dilation))
+            size = "x".join(map(str, shape))
             raise AttnblocksError(
-                f"{partition!r} cannot fit its window on a {H}x{W} map: border='shift' needs "
+                f"{partition!r} cannot fit its window on a {size} map: border='shift' needs "
                 f"kernel_size * dilation <= the map size per axis; got kernel_size={k}, "
                 f"dilation={r} for an input of size {L} ({name}).\n  Hint: use a map of at "
-                f"least {kh * ry}x{kw * rx}, a smaller kernel or dilation, or border='zeros' / "
-                f"'mask'."
+                f"least {least}, a smaller kernel or dilation, or border='zeros' / 'mask'."
             )
 
 
+def _check_plain(partition: Dilated) -> None:
+    """The slices and tiles plans are 2-D, stride 1, not causal: raise for anything else."""
+    if not partition.is_plain:
+        raise AttnblocksError(
+            f"{partition!r}: the slices and tiles lowerings have no stride or causal axes; "
+            f"such partitions run the gather lowering (gather_plan / gather_attention)."
+        )
+
+
 def _axes(partition: Dilated) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``((kh, kw), (ry, rx))``: kernel and dilation per axis of a concrete partition."""
-    return partition.kernel_size, partition.dilation_size
+    """``((kh, kw), (ry, rx))``: kernel and dilation per axis of a concrete 2-D partition."""
+    kernel, dilation, _, _ = partition.axes(2)
+    return kernel, dilation  # type: ignore[return-value]
 
 
 def _shift_start(L: int, kernel: int, r: int) -> np.ndarray:
@@ -133,6 +152,7 @@ def offset_plan(partition: Dilated, H: int, W: int) -> OffsetPlan:
         (9, (2, 2), True)
     """
     check_fits(partition, H, W)
+    _check_plain(partition)
     (kh, kw), (ry, rx), border = *_axes(partition), partition.border
     oy, ay = _axis_offsets(H, kh, ry, border)
     ox, ax = _axis_offsets(W, kw, rx, border)
@@ -216,6 +236,7 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
         ((4, 49), (4, 169), (4, 49, 169))
     """
     check_fits(partition, H, W)
+    _check_plain(partition)
     (kh, kw), (ry, rx), border = *_axes(partition), partition.border
     qy, ky, ay, _ = _axis_tiles(H, kh, ry, border, tile)
     qx, kx, ax, _ = _axis_tiles(W, kw, rx, border, tile)
@@ -235,6 +256,96 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     real = slots < N
     inverse[slots[real]] = np.nonzero(real)[0]
     return TilePlan(query, key, allowed, inverse)
+
+
+def _axis_window(i: np.ndarray, n: int, k: int, s: int, causal: bool, border: str):
+    """The first and last sub-grid index (inclusive) of the window of sub-grid queries ``i`` on
+    a sub-grid of ``n`` positions (the rule of :class:`~attnblocks.Dilated`; may leave the
+    sub-grid under ``"mask"`` / ``"zeros"``, and below 0 when causal)."""
+    if causal:
+        leader = np.minimum((i // s) * s + s - 1, n - 1)
+        return leader - (k - 1), i
+    leader = np.minimum((i // s) * s + s // 2, n - 1)
+    lo = np.clip(leader - k // 2, 0, n - k) if border == "shift" else leader - k // 2
+    return lo, lo + k - 1
+
+
+def _axis_tiles_nd(
+    L: int, k: int, r: int, s: int, causal: bool, border: str, tile: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tiles along one axis for any stride and causal flag: query coords ``(n, t)`` and key
+    coords ``(n, R)`` (``-1``: none) and allowed ``(n, t, R)``. Tiles hold ``t`` consecutive
+    sub-grid queries (a multiple of the stride, so a tile holds whole query groups); the key
+    region of a tile spans its queries' windows, ``R`` the longest span."""
+    longest = -(-L // r)
+    t = min(s * -(-tile // s), s * -(-longest // s))
+    tiles = []
+    for g in range(min(r, L)):
+        n = -(-(L - g) // r)
+        for i0 in range(0, n, t):
+            qi = i0 + np.arange(t)
+            real = qi < n
+            lo, hi = _axis_window(np.minimum(qi, n - 1), n, k, s, causal, border)
+            tiles.append((g, n, qi, real, lo, hi, int(lo[real].min()), int(hi[real].max())))
+    R = max(b - a + 1 for *_, a, b in tiles)
+    qs, ks, alloweds = [], [], []
+    for g, n, qi, real, lo, hi, a, _ in tiles:
+        kj = a + np.arange(R)
+        inside = (kj >= 0) & (kj < n)
+        allowed = (kj[None, :] >= lo[:, None]) & (kj[None, :] <= hi[:, None])
+        if border != "zeros":
+            allowed &= inside[None, :]
+        allowed[~real] = True  # padded query slots: anything, their output is dropped
+        qs.append(np.where(real, g + qi * r, -1))
+        ks.append(np.where(inside, g + kj * r, -1))
+        alloweds.append(allowed)
+    return np.stack(qs), np.stack(ks), np.stack(alloweds)
+
+
+@size_cache(512)
+def nd_tile_plan(partition: Dilated, shape: tuple[int, ...], tile: int) -> TilePlan:
+    """The :class:`TilePlan` of a concrete :class:`~attnblocks.Dilated` on a map of ``shape``
+    (any rank, any stride and causal axes): up to ``tile`` sub-grid queries per axis in a tile,
+    the product over the axes of :func:`_axis_tiles_nd`.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> plan = nd_tile_plan(Neighborhood(3, causal=True), (4, 8, 8), 4)
+        >>> plan.query.shape, plan.key.shape, plan.allowed.shape
+        ((4, 64), (4, 216), (4, 64, 216))
+    """
+    shape = tuple(shape)
+    check_fits(partition, *shape)
+    N = int(np.prod(shape))
+    query = np.zeros((1, 1), dtype=np.int64)
+    key = np.zeros((1, 1), dtype=np.int64)
+    qreal = np.ones((1, 1), dtype=bool)
+    kreal = np.ones((1, 1), dtype=bool)
+    allowed = np.ones((1, 1, 1), dtype=bool)
+    for L, k, r, s, c in zip(shape, *partition.axes(len(shape))):
+        qs, ks, al = _axis_tiles_nd(L, k, r, s, c, partition.border, tile)
+        query = _outer_tiles(query * L, np.maximum(qs, 0), np.add)
+        key = _outer_tiles(key * L, np.maximum(ks, 0), np.add)
+        qreal = _outer_tiles(qreal, qs >= 0, np.logical_and)
+        kreal = _outer_tiles(kreal, ks >= 0, np.logical_and)
+        n, Tq, Tk = allowed.shape
+        m, t, R = al.shape
+        allowed = (allowed[:, None, :, None, :, None] & al[None, :, None, :, None, :]).reshape(
+            n * m, Tq * t, Tk * R
+        )
+    allowed[~qreal] = True
+    query, key = np.where(qreal, query, N), np.where(kreal, key, N)
+    slots = query.reshape(-1)
+    inverse = np.empty(N, dtype=np.int64)
+    real = slots < N
+    inverse[slots[real]] = np.nonzero(real)[0]
+    return TilePlan(query, key, allowed, inverse)
+
+
+def _outer_tiles(a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
+    """``(n, T)`` and ``(m, t)`` -> ``(n * m, T * t)``: ``op`` of every pair, tile-major."""
+    (n, T), (m, t) = a.shape, b.shape
+    return op(a[:, None, :, None], b[None, :, None, :]).reshape(n * m, T * t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,13 +404,35 @@ def tile_bias_index(partition: Dilated, H: int, W: int, tile: int = 8) -> np.nda
 # ---------------------------------------------------------------------------------------------
 
 
-@register_oracle(Dilated)
-def _dilated_oracle(partition: Dilated, H: int, W: int) -> np.ndarray:
-    """``(N, N)`` bool: may query ``(y, x)`` attend to key ``(y', x')``?
+def _axis_allowed(L: int, k: int, r: int, s: int, causal: bool, border: str) -> np.ndarray:
+    """``(L, L)`` bool along one axis: may the query at position ``p`` (rows) see the key at
+    ``p'`` (columns)? From the coordinates, as the :class:`~attnblocks.Dilated` docstring states
+    the rule (sub-grid, tile leader, window)."""
+    p = np.arange(L)
+    q, key = p[:, None], p[None, :]
+    same_grid = q % r == key % r
+    i, j = q // r, key // r  # sub-grid indices
+    length = -(-(L - q % r) // r)  # positions on the query's sub-grid
+    if causal:  # border "shift": the window ends at the query, its tile's last query leads
+        leader = np.minimum((i // s) * s + s - 1, length - 1)
+        return same_grid & (j <= i) & (leader - j < k)
+    leader = np.minimum((i // s) * s + s // 2, length - 1)
+    if border == "mask":
+        return same_grid & (np.abs(j - leader) <= k // 2)
+    lo = np.minimum(np.maximum(leader - k // 2, 0), length - k)
+    return same_grid & (j >= lo) & (j < lo + k)
 
-    ``"mask"``: ``y' - y`` and ``x' - x`` are multiples of ``r`` at most ``r*(k-1)/2`` away.
-    ``"shift"``: on the query's sub-grid (``y' = y mod r``), the key's sub-grid index lies in
-    the query's window of ``k`` positions, centred and then moved inward to fit.
+
+@register_oracle(Dilated)
+def _dilated_oracle(partition: Dilated, *shape: int) -> np.ndarray:
+    """``(N, N)`` bool on a map of ``shape`` (row-major tokens): may query ``q`` attend to key
+    ``k``? The product over the axes of the per-axis rule (:func:`_axis_allowed`).
+
+    ``"mask"``: each key coordinate is a multiple of ``r`` from its query's (its tile leader's)
+    at most ``r*(k-1)/2`` away. ``"shift"``: on the query's sub-grid (``y' = y mod r``), the
+    key's sub-grid index lies in the query's window of ``k`` positions, centred and then moved
+    inward to fit (causal: the ``k`` positions ending at the query's tile leader, none after
+    the query).
     """
     if partition.border == "zeros":
         raise AttnblocksError(
@@ -307,27 +440,105 @@ def _dilated_oracle(partition: Dilated, H: int, W: int) -> np.ndarray:
             f"zero vectors that stay in the softmax); compare it with a zero-padded reference, "
             f"or use border='mask' for the masked form."
         )
-    check_fits(partition, H, W)
-    (kh, kw), (ry, rx) = _axes(partition)
-    y, x = np.divmod(np.arange(H * W), W)
-    yq, xq, yk, xk = y[:, None], x[:, None], y[None, :], x[None, :]
-    if partition.border == "mask":
-        near_y = (np.abs(yk - yq) <= ry * (kh // 2)) & ((yk - yq) % ry == 0)
-        near_x = (np.abs(xk - xq) <= rx * (kw // 2)) & ((xk - xq) % rx == 0)
-        return near_y & near_x
+    check_fits(partition, *shape)
+    allowed = np.ones((1, 1), dtype=bool)
+    for L, k, r, s, c in zip(shape, *partition.axes(len(shape))):
+        a = _axis_allowed(L, k, r, s, c, partition.border)
+        n = allowed.shape[0]
+        allowed = (allowed[:, None, :, None] & a[None, :, None, :]).reshape(n * L, n * L)
+    return allowed
 
-    def in_window(q: np.ndarray, key: np.ndarray, L: int, k: int, r: int) -> np.ndarray:
-        same_grid = q % r == key % r
-        length = -(-(L - q % r) // r)  # positions on the query's sub-grid
-        lo = np.minimum(np.maximum(q // r - k // 2, 0), length - k)
-        return same_grid & (key // r >= lo) & (key // r < lo + k)
 
-    return in_window(yq, yk, H, kh, ry) & in_window(xq, xk, W, kw, rx)
+# ---------------------------------------------------------------------------------------------
+# gather: every query's keys by index, any rank, stride and causal axes
+# ---------------------------------------------------------------------------------------------
+
+
+def axis_slots(
+    L: int, k: int, r: int, s: int, causal: bool, border: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` key slots of every position along one axis: ``(L, k)`` int64 positions (``-1``
+    out of the map) and ``(L, k)`` bool, whether the slot is a key of the query.
+
+    Written from the window's start (the rule of :class:`~attnblocks.Dilated`): slot ``t`` is
+    the sub-grid index ``start + t``. Under ``border="zeros"`` an out-of-map slot is a key
+    (a zero vector in the softmax); under ``"mask"`` it is not; causal slots after the query
+    are not.
+
+    Example:
+        >>> pos, keep = axis_slots(5, 3, 1, 1, True, "shift")
+        >>> pos[1].tolist(), keep[1].tolist()  # query 1 sees keys 0 and 1 (none before 0)
+        ([-1, 0, 1], [False, True, True])
+    """
+    p = np.arange(L)[:, None]
+    g, i = p % r, p // r
+    length = -(-(L - g) // r)
+    t = np.arange(k)[None, :]
+    if causal:
+        leader = np.minimum((i // s) * s + s - 1, length - 1)
+        j = leader - (k - 1) + t
+        keep = (j >= 0) & (j <= i)
+    else:
+        leader = np.minimum((i // s) * s + s // 2, length - 1)
+        if border == "shift":
+            j = np.clip(leader - k // 2, 0, length - k) + t
+        else:
+            j = leader - k // 2 + t
+        inside = (j >= 0) & (j < length)
+        keep = inside if border == "mask" else np.ones_like(inside)
+    inside = (j >= 0) & (j < length)
+    return np.where(inside, g + j * r, -1), keep
+
+
+@dataclass(frozen=True, eq=False)
+class GatherPlan:
+    """The keys of every query of one map, by index: ``index: (N, K)`` int64 row-major key
+    tokens (``N``: a zero token, for slots outside the map) and ``valid: (N, K)`` bool, which
+    slots are keys of the query (``None``: all; masked slots read any token, their weight is
+    zero). ``K`` is the product of the kernel over the axes."""
+
+    index: np.ndarray
+    valid: np.ndarray | None
+
+
+def _outer(a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
+    """``(n, m)`` and ``(L, k)`` -> ``(n * L, m * k)``: ``op`` of every pair, row-major."""
+    (n, m), (L, k) = a.shape, b.shape
+    return op(a[:, None, :, None], b[None, :, None, :]).reshape(n * L, m * k)
+
+
+@size_cache(512)
+def gather_plan(partition: Dilated, shape: tuple[int, ...]) -> GatherPlan:
+    """The :class:`GatherPlan` of a concrete :class:`~attnblocks.Dilated` on a map of ``shape``
+    (any rank): the product over the axes of :func:`axis_slots`.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> plan = gather_plan(Neighborhood(3, causal=True), (4,))
+        >>> plan.index.tolist()
+        [[4, 4, 0], [4, 0, 1], [0, 1, 2], [1, 2, 3]]
+        >>> plan.valid[1].tolist()
+        [False, True, True]
+    """
+    shape = tuple(shape)
+    check_fits(partition, *shape)
+    N = int(np.prod(shape))
+    index = np.zeros((1, 1), dtype=np.int64)
+    inside = np.ones((1, 1), dtype=bool)
+    keep = np.ones((1, 1), dtype=bool)
+    for L, k, r, s, c in zip(shape, *partition.axes(len(shape))):
+        pos, kp = axis_slots(L, k, r, s, c, partition.border)
+        index = _outer(index * L, np.maximum(pos, 0), np.add)
+        inside = _outer(inside, pos >= 0, np.logical_and)
+        keep = _outer(keep, kp, np.logical_and)
+    index = np.where(inside, index, N)
+    return GatherPlan(index, None if keep.all() else keep)
 
 
 @register_coords(Dilated)
-def _map_coords(partition: Partition, H: int, W: int, pad: str) -> WindowCoords:
+def _map_coords(partition: Partition, *shape: int, pad: str = "mask") -> WindowCoords:
     """Sliding windows share no frame (each query has its own window): the map is the one frame
     in which their key offsets are measured; the oracle mask says which pairs count."""
-    y, x = np.divmod(np.arange(H * W), W)
-    return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
+    N = int(np.prod(shape))
+    pos = np.stack(np.unravel_index(np.arange(N), shape), 1).astype(np.int64)
+    return WindowCoords(np.zeros(N, dtype=np.int64), pos)

@@ -21,29 +21,42 @@ from ..._errors import AttnblocksError
 from ...lowering import GroupPlan, register_describe
 from ...partition import Dilated
 from ...runners import GroupRunner, RunContext, register_runner
-from .kernels import offset_bias, slices_attention, tile_bias, tiles_attention
-from .plan import _axes, check_fits, offset_plan, tile_plan
+from .kernels import (
+    gather_attention,
+    nd_tiles_attention,
+    offset_bias,
+    slices_attention,
+    tile_bias,
+    tiles_attention,
+)
+from .plan import _axes, check_fits, gather_plan, nd_tile_plan, offset_plan, tile_plan
 
 __all__ = [
     "LOWERINGS",
+    "ND_TILE",
     "SLICES_MAX_OFFSETS",
     "TILE",
     "TILES",
     "DilatedRunner",
     "choose_lowering",
     "choose_tile",
+    "describe_gather",
     "describe_sliding",
     "num_offsets",
+    "uses_gather",
 ]
 
-LOWERINGS = ("auto", "slices", "tiles")
+LOWERINGS = ("auto", "slices", "tiles", "gather")
+ND_TILE = {1: 64, 2: 8, 3: 4}  # queries per tile and axis of the N-d tiles, by rank
 SLICES_MAX_OFFSETS = 9
 TILE = 8  # the default tile side; :func:`choose_tile` picks 7 or 8 per map
 TILES = (7, 8)
 
 
 def choose_lowering(partition: Dilated, H: int, W: int, grad: bool = False) -> str:
-    """``"slices"`` or ``"tiles"``: the faster lowering of ``partition`` on an ``H x W`` map.
+    """``"slices"`` or ``"tiles"``: the faster lowering of ``partition`` on an ``H x W`` map
+    (stride or causal axes: ``"tiles"``, the N-d tiles of :func:`~attnblocks.families.\
+sliding.kernels.nd_tiles_attention`).
 
     ``grad``: whether the call will be back-propagated (the slices lowering's backward
     accumulates one gradient slice per offset and loses to the tiles there).
@@ -57,6 +70,8 @@ def choose_lowering(partition: Dilated, H: int, W: int, grad: bool = False) -> s
         >>> choose_lowering(Neighborhood(7), 56, 56)
         'tiles'
     """
+    if uses_gather(partition, 2):
+        return "tiles"  # the N-d tiles: stride and causal axes
     n = num_offsets(partition, H, W)
     return "slices" if n <= SLICES_MAX_OFFSETS and not grad else "tiles"
 
@@ -116,12 +131,30 @@ def _offset_table(encoders, g: GroupPlan) -> torch.Tensor | None:
     return table
 
 
+def uses_gather(partition: Dilated, rank: int) -> bool:
+    """Whether ``partition`` on a rank-``rank`` map runs the gather lowering
+    (:func:`~attnblocks.families.sliding.kernels.gather_attention`): any rank but 2, and any
+    stride or causal axis; 2-D plain windows take the slices or tiles.
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> uses_gather(Neighborhood(7), 2), uses_gather(Neighborhood(7), 3)
+        (False, True)
+        >>> uses_gather(Neighborhood(7, stride=2), 2)
+        True
+    """
+    return rank != 2 or not partition.is_plain
+
+
 @register_runner(Dilated)
 class DilatedRunner(GroupRunner):
     """Runs one head group over sliding windows.
 
-    ``lowering`` (an attribute, ``"auto"`` by default) may be set to ``"slices"`` or
-    ``"tiles"`` to force one; both compute the same attention.
+    ``lowering`` (an attribute, ``"auto"`` by default) may be set to ``"slices"``,
+    ``"tiles"`` or ``"gather"`` to force one; all compute the same attention. Maps of rank
+    other than 2, and stride or causal axes, run the N-d tiles
+    (:func:`~attnblocks.families.sliding.kernels.nd_tiles_attention`, ``ND_TILE`` queries per
+    tile and axis) or, forced, the gather lowering (each query's keys by index).
     """
 
     kv_source: ClassVar[str] = "tokens"
@@ -134,16 +167,35 @@ class DilatedRunner(GroupRunner):
         return f"{self.group.partition!r}, lowering={self.lowering!r}"
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-        """``qkv: (B, H, W, 3, c) -> (B, H, W, c)``."""
+        """``qkv: (B, *shape, 3, c) -> (B, *shape, c)`` (``shape``: ``(H, W)`` on images)."""
         g = self.group
         table = _offset_table(ctx.encoders, g)
         if self.lowering not in LOWERINGS:
             raise AttnblocksError(
                 f"DilatedRunner: lowering must be one of {LOWERINGS}, got {self.lowering!r}."
             )
-        H, W = qkv.shape[1], qkv.shape[2]
-        check_fits(g.partition, H, W)
+        shape = tuple(qkv.shape[1:-2])
+        check_fits(g.partition, *shape)
+        if uses_gather(g.partition, len(shape)):
+            if table is not None:
+                raise AttnblocksError(
+                    f"RelPosBias: {g.partition!r} (head group {g.index}) on a rank-{len(shape)} "
+                    f"map has no offset bias: NAT's relative position bias is defined for 2-D "
+                    f"maps without stride or causal axes (as in NATTEN 0.21)."
+                )
+            if self.lowering == "slices":
+                raise AttnblocksError(
+                    f"DilatedRunner: lowering='slices' has no form for {g.partition!r} on a "
+                    f"rank-{len(shape)} map; use 'tiles' (the default there) or 'gather'."
+                )
+            if self.lowering == "gather":
+                return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
+            tile = ND_TILE.get(len(shape), 2)
+            return nd_tiles_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, tile)
+        H, W = shape
         lowering = self.lowering
+        if lowering == "gather":
+            return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
         if lowering == "auto":
             grad = torch.is_grad_enabled() and qkv.requires_grad
             lowering = choose_lowering(g.partition, H, W, grad)
@@ -158,8 +210,9 @@ class DilatedRunner(GroupRunner):
 
 
 @register_describe(Dilated)
-def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> list[str]:
-    """Lines that say how a :class:`~attnblocks.Dilated` lowers on an ``H x W`` map.
+def describe_sliding(partition: Dilated, *shape: int, pad: str = "mask") -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` lowers on a map of size ``shape``
+    (``H, W``; any rank: :func:`describe_gather`).
 
     Example:
         >>> from attnblocks import Neighborhood
@@ -171,6 +224,9 @@ def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> l
     """
     if not isinstance(partition, Dilated):
         raise AttnblocksError(f"{partition!r} has no registered lowering to describe.")
+    if uses_gather(partition, len(shape)):
+        return describe_gather(partition, shape)
+    H, W = shape
     (kh, kw), (ry, rx) = _axes(partition)
     op, tp = offset_plan(partition, H, W), tile_plan(partition, H, W, choose_tile(partition, H, W))
     nT, Tq, Tk = tp.allowed.shape
@@ -182,4 +238,39 @@ def describe_sliding(partition: Dilated, H: int, W: int, pad: str = "mask") -> l
         f"slices: {len(op.offsets)} offsets, pad {op.pad}, "
         + ("zero keys in the softmax" if op.allowed is None else "masked"),
         f"tiles: {nT} tiles of " + (tiles + " each" if tiles else f"{Tq} queries, {Tk} keys"),
+    ]
+
+
+def describe_gather(partition: Dilated, shape: tuple[int, ...]) -> list[str]:
+    """Lines that say how a :class:`~attnblocks.Dilated` runs the gather lowering on a map of
+    ``shape`` (any rank).
+
+    Example:
+        >>> from attnblocks import Neighborhood
+        >>> for line in describe_gather(Neighborhood(3, stride=(1, 3, 3)), (4, 6, 6)):
+        ...     print(line)
+        3x3x3 keys 1 apart per query, border 'shift', stride 1x3x3
+        tiles: 1 tiles of 144 queries, 144 keys each
+        gather: 27 gathered keys per query, 144 queries
+    """
+    check_fits(partition, *shape)
+    kernel, dilation, stride, causal = partition.axes(len(shape))
+
+    def axes(v: tuple) -> str:
+        return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
+
+    head = f"{'x'.join(map(str, kernel))} keys {axes(dilation)} apart per query, border "
+    head += repr(partition.border)
+    if set(stride) != {1}:
+        head += f", stride {'x'.join(map(str, stride))}"
+    if any(causal):
+        head += f", causal along axes {tuple(i for i, c in enumerate(causal) if c)}"
+    plan = gather_plan(partition, tuple(shape))
+    K = plan.index.shape[1]
+    tail = "" if plan.valid is None else ", masked"
+    nT, Tq, Tk = nd_tile_plan(partition, tuple(shape), ND_TILE.get(len(shape), 2)).allowed.shape
+    return [
+        head,
+        f"tiles: {nT} tiles of {Tq} queries, {Tk} keys each",
+        f"gather: {K} gathered keys per query, {plan.index.shape[0]} queries{tail}",
     ]
