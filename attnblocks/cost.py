@@ -15,6 +15,7 @@ registered in :mod:`attnblocks.families.sliding.cost`, :mod:`attnblocks.families
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,14 +82,15 @@ class Cost:
     groups: tuple[GroupCost, ...] = field(repr=False)
 
 
-GroupCostFn = Callable[[GroupPlan, int, int, str, int, int, bool], GroupCost]
+GroupCostFn = Callable[[GroupPlan, tuple, str, int, int, bool], GroupCost]
 EncoderCostFn = Callable[[Any, GroupPlan, GroupCost, str], int]
-KvCostFn = Callable[[GroupPlan, int, int, int, int], int]
+KvCostFn = Callable[[GroupPlan, tuple, int, int], int]
 
 
 def register_cost(backend: str, *types: type) -> Callable[[GroupCostFn], GroupCostFn]:
-    """Decorator: ``fn(group, H, W, pad, batch, itemsize, has_bias) -> GroupCost`` (the
-    ``cost:BACKEND`` hook of :mod:`attnblocks.hooks`)."""
+    """Decorator: ``fn(group, shape, pad, batch, itemsize, has_bias) -> GroupCost`` with
+    ``shape`` the map's size, ``(H, W)`` or of any rank (the ``cost:BACKEND`` hook of
+    :mod:`attnblocks.hooks`)."""
 
     def deco(fn: GroupCostFn) -> GroupCostFn:
         return hooks.register(f"cost:{backend}", types, fn)
@@ -107,7 +109,7 @@ def register_encoder_cost(*types: type) -> Callable[[EncoderCostFn], EncoderCost
 
 
 def register_kv_cost(*types: type) -> Callable[[KvCostFn], KvCostFn]:
-    """Decorator: ``fn(group, H, W, batch, dim) -> MACs`` of a group's own key/value path
+    """Decorator: ``fn(group, shape, batch, dim) -> MACs`` of a group's own key/value path
     (``dim``: the layer's channels ``C``), for partition types whose runner makes its keys
     (the ``kv_cost`` hook).
 
@@ -131,9 +133,9 @@ def _lookup(hook: str, obj: Any, what: str, register: str):
 
 
 @register_cost("dense", Partition)
-def _dense_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
-    N, h, d = H * W, g.num_heads, g.dim // g.num_heads
-    keys = partition_oracle(g.partition, H, W).sum(-1).astype(np.float64)
+def _dense_cost(g: GroupPlan, shape: tuple, pad: str, batch: int, itemsize: int, bias: bool):
+    N, h, d = math.prod(shape), g.num_heads, g.dim // g.num_heads
+    keys = partition_oracle(g.partition, *shape).sum(-1).astype(np.float64)
     scores = batch * h * N * N
     mask = N * N + (h * N * N * itemsize if bias else 0)
     return GroupCost(
@@ -156,19 +158,20 @@ def _no_macs(spec: PositionalEncoder, g: GroupPlan, gc: GroupCost, backend: str)
 
 def cost(
     layer_or_spec: Any,
-    hw: tuple[int, int],
+    hw: tuple[int, ...],
     batch: int = 1,
     *,
     dim: int | None = None,
     num_heads: int | None = None,
     dtype: torch.dtype | None = None,
 ) -> Cost:
-    """The cost of one forward call of a built layer or a spec on an ``H x W`` map.
+    """The cost of one forward call of a built layer or a spec on an ``H x W`` map (or a map
+    of any rank).
 
     Args:
         layer_or_spec: an :class:`~attnblocks.AttentionLayer` or an :class:`~attnblocks.Attention`
             (give ``dim`` and ``num_heads`` unless the spec fixes them).
-        hw: the map size ``(H, W)``.
+        hw: the map size ``(H, W)``, ``(L,)``, ``(T, H, W)``.
         batch: the batch size ``B``.
         dtype: the element type for the byte counts (the layer's, or float32).
 
@@ -194,21 +197,21 @@ def cost(
         )
     from .runners import runner_for
 
-    H, W = hw
+    shape = tuple(hw)
     backend = "eager" if spec.backend == "auto" else spec.backend
     has_bias = any(isinstance(e, RelPosBias) for e in encoders)
     groups, enc_macs, own_channels = [], 0, 0
     for g in spec.groups(dim, num_heads):
         fn = _lookup(f"cost:{backend}", g.partition, f" on backend={backend!r}", "register_cost")
-        gc = fn(g, H, W, spec.pad, batch, itemsize, has_bias)
+        gc = fn(g, shape, spec.pad, batch, itemsize, has_bias)
         groups.append(gc)
         if runner_for(g.partition).kv_source == "own":
             kv = _lookup("kv_cost", g.partition, "'s own keys", "register_kv_cost")
-            enc_macs += kv(g, H, W, batch, dim)
+            enc_macs += kv(g, shape, batch, dim)
             own_channels += g.dim
         for e in encoders:
             enc_macs += _lookup("encoder_cost", e, "", "register_encoder_cost")(e, g, gc, backend)
-    N = H * W
+    N = math.prod(shape)
     parts = {
         "qkv": batch * N * dim * (3 * dim - 2 * own_channels),
         "attention": sum(gc.attention_macs for gc in groups),
@@ -220,7 +223,7 @@ def cost(
     attn_bytes = sum(gc.scores * itemsize + gc.mask_bytes for gc in groups)
     return Cost(
         spec,
-        (H, W),
+        shape,
         batch,
         backend,
         sum(parts.values()),

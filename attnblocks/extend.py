@@ -582,14 +582,17 @@ class RuleRunner(RectRunner):
         return layout
 
 
-def _rule_cost(g, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool) -> GroupCost:
+def _rule_cost(g, shape: tuple, pad: str, batch: int, itemsize: int, bias: bool) -> GroupCost:
+    if len(shape) != 2:  # the dense lowering (layouts and sliding windows are declared in 2-D)
+        return _dense_cost(g, shape, pad, batch, itemsize, bias)
+    H, W = shape
     lay = g.partition.layout(H, W, pad)
     slide = g.partition.sliding(H, W) if lay is None and not bias else None
     if slide is not None:
         return sliding_cost(dataclasses.replace(g, partition=slide), H, W, batch, itemsize)
     if lay is None:  # the dense lowering runs (flex on CPU materialises the scores too)
-        return _dense_cost(g, H, W, pad, batch, itemsize, bias)
-    return _layout_cost(lay, g, H, W, batch, itemsize, bias)
+        return _dense_cost(g, shape, pad, batch, itemsize, bias)
+    return _layout_cost(lay, g, batch, itemsize, bias)
 
 
 register_cost("eager", RulePartition)(_rule_cost)

@@ -19,6 +19,7 @@ from attnblocks import (
     Global,
     Grid,
     LePE,
+    Neighborhood,
     RelPosBias,
     Split,
     Stripe,
@@ -445,3 +446,26 @@ def test_compiled_layer_across_map_sizes(spec, shapes):
             atol=1e-5,
             rtol=1e-5,
         )
+
+
+@pytest.mark.parametrize("backend", ["eager", "dense"])
+@pytest.mark.parametrize(
+    "part, shape",
+    [(Neighborhood(3), (7,)), (Neighborhood(3, causal=True), (5, 5)), (Neighborhood(3), (3, 4, 4))],
+)
+def test_nat_offset_bias_is_refused_beyond_plain_2d(backend, part, shape):
+    """NAT's ``rpb`` is a plain 2-D table: every backend refuses it by name elsewhere."""
+    layer = Attention(partition=part, pe=RelPosBias(), backend=backend).build(8, 2)
+    with pytest.raises(AttnblocksError, match="RelPosBias"):
+        layer(torch.randn(1, *shape, 8), hw=shape)
+
+
+def test_cost_of_maps_of_any_rank():
+    """``cost`` counts 1-D and 3-D maps: a 3-D window attends ``T`` keys per query."""
+    from attnblocks.cost import cost
+
+    c = cost(Attention(partition=Window((2, 7, 7))), (4, 14, 14), dim=96, num_heads=3)
+    assert c.keys_per_query == (98.0, 98)
+    assert c.parts["attention"] == 2 * (4 * 14 * 14) * 98 * 96
+    c1 = cost(Attention(partition=Downsample(2, ndim=1)), (16,), dim=8, num_heads=2)
+    assert c1.keys_per_query == (8.0, 8)

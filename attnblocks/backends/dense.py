@@ -148,7 +148,15 @@ def _dense_form(module: EncoderModule) -> tuple[DenseBias | None, DenseValue | N
 
 def _relpos_dense_bias(module: RelPosBiasModule, group: GroupPlan, co: WindowCoords):
     if isinstance(group.partition, Dilated):
-        return _offset_dense_bias(module.tables[group.index], group.partition, co)
+        part = group.partition
+        rank = co.pos.shape[-1]
+        if rank != 2 or not part.is_plain:  # as the eager runner refuses them
+            why = f"a {rank}-D map" if rank != 2 else "stride or causal axes"
+            raise AttnblocksError(
+                f"RelPosBias on {part!r} (head group {group.index}): NAT's offset table is "
+                f"defined for plain 2-D neighbourhoods, not for {why}."
+            )
+        return _offset_dense_bias(module.tables[group.index], part, co)
     table = module.tables[group.index]
     size = np.array(module.sizes[group.index])
     same, off = co.same_window(), co.offsets()

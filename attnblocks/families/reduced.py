@@ -174,31 +174,29 @@ def flex_downsample_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.
 
 
 @register_cost("eager", Downsample)
-def _downsample_cost(g, H, W, pad, batch, itemsize, bias) -> GroupCost:
+def _downsample_cost(g, shape, pad, batch, itemsize, bias) -> GroupCost:
     part: Downsample = g.partition  # type: ignore[assignment]
-    Hr, Wr = part.reduced_size(H, W)
-    if pad == "error" and (H % part.ratio or W % part.ratio):
+    M = math.prod(part.reduced_size(*shape))
+    if pad == "error" and any(n % part.ratio for n in shape):
         raise AttnblocksError(
-            f"cost: {part!r} cannot reduce a {H}x{W} token map without dropping tokens "
-            f"(pad='error')."
+            f"cost: {part!r} cannot reduce a {'x'.join(map(str, shape))} token map without "
+            f"dropping tokens (pad='error')."
         )
-    M = Hr * Wr
-    scores = batch * g.num_heads * H * W * M
+    scores = batch * g.num_heads * math.prod(shape) * M
     return GroupCost(2 * scores * (g.dim // g.num_heads), float(M), M, scores, 0, batch * M)
 
 
 @register_cost("dense", Downsample)
-def _downsample_dense(g, H, W, pad, batch, itemsize, bias) -> GroupCost:
+def _downsample_dense(g, shape, pad, batch, itemsize, bias) -> GroupCost:
     raise AttnblocksError(f"cost: backend='dense' has no lowering for {g.partition!r}.")
 
 
 @register_kv_cost(Downsample)
-def _downsample_kv(g: GroupPlan, H: int, W: int, batch: int, dim: int) -> int:
+def _downsample_kv(g: GroupPlan, shape: tuple, batch: int, dim: int) -> int:
     """The group's reduction (strided conv) and ``kv`` linear."""
     part: Downsample = g.partition  # type: ignore[assignment]
-    Hr, Wr = part.reduced_size(H, W)
-    tokens = batch * Hr * Wr
-    conv = tokens * dim * dim * part.ratio**2 if part.reduces else 0
+    tokens = batch * math.prod(part.reduced_size(*shape))
+    conv = tokens * dim * dim * part.ratio ** len(shape) if part.reduces else 0
     return conv + tokens * dim * 2 * g.dim
 
 

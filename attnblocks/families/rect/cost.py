@@ -15,18 +15,16 @@ __all__: list[str] = []
 
 @register_cost("eager", Window, Stripe, Global, Grid)
 @register_cost("flex", Window, Stripe, Global, Grid)
-def _rect_cost(g: GroupPlan, H: int, W: int, pad: str, batch: int, itemsize: int, bias: bool):
-    return _layout_cost(rect_layout(g.partition, H, W, pad=pad), g, H, W, batch, itemsize, bias)
+def _rect_cost(g: GroupPlan, shape: tuple, pad: str, batch: int, itemsize: int, bias: bool):
+    return _layout_cost(rect_layout(g.partition, *shape, pad=pad), g, batch, itemsize, bias)
 
 
-def _layout_cost(
-    lay: RectLayout, g: GroupPlan, H: int, W: int, batch: int, itemsize: int, bias: bool
-) -> GroupCost:
+def _layout_cost(lay: RectLayout, g: GroupPlan, batch: int, itemsize: int, bias: bool) -> GroupCost:
     """The cost of one head group run by the eager (or flex) window lowering on ``lay``."""
     nW, T, h, d = lay.num_windows, lay.tokens, g.num_heads, g.dim // g.num_heads
-    real = torch.zeros(1, lay.Hp, lay.Wp, 1)
-    real[:, :H, :W] = 1
-    real = rearrange(real, lay.pattern, h=1, wh=lay.window[0], ww=lay.window[1])[0, :, 0, :, 0]
+    real = torch.zeros(1, *lay.padded, 1)
+    real[(slice(None), *(slice(0, n) for n in lay.shape))] = 1
+    real = rearrange(real, lay.pattern, h=1, **lay.sizes)[0, :, 0, :, 0]
     allowed = window_mask(lay)
     keys = torch.full((nW, T), T) if allowed is None else allowed.sum(-1)
     keys = keys[real.bool()].double()

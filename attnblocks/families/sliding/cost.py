@@ -131,5 +131,7 @@ def nd_tiles_cost(g: GroupPlan, shape: tuple[int, ...], batch: int, itemsize: in
 
 
 @register_cost("eager", Dilated)
-def _sliding_eager_cost(g, H, W, pad, batch, itemsize, bias) -> GroupCost:
-    return sliding_cost(g, H, W, batch, itemsize)
+def _sliding_eager_cost(g, shape, pad, batch, itemsize, bias) -> GroupCost:
+    if len(shape) != 2:
+        return nd_tiles_cost(g, tuple(shape), batch, itemsize)
+    return sliding_cost(g, *shape, batch, itemsize)
