@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from attnblocks import Attention, AttentionLayer, Grid, RelPosBias, Window, zoo
+from attnblocks import Attention, AttentionLayer, Grid, Neighborhood, RelPosBias, Window, zoo
 
 from . import references as refs
 from . import references_multiscale as ms
@@ -212,6 +212,29 @@ register_case(
         sweep=False,
         floor=False,
         batches=(1, 2),
+    )
+)
+register_case(
+    Case(
+        name="nat3d",
+        title="3-D neighbourhood (3, 7, 7) on a 8x14x14 clip, C=64, 2 heads",
+        spec=lambda: Attention(partition=Neighborhood((3, 7, 7))),
+        dim=64,
+        heads=2,
+        hw=(8, 14, 14),
+        references=(
+            Impl(
+                "natten",
+                lambda layer, hw: nat.NattenNA3d(layer, (3, 7, 7)),
+                train=False,
+                reps=1,
+                note="NATTEN's na3d as called by users; on CPU its flex-fna backend, uncompiled, "
+                "forward only",
+            ),
+        ),
+        sweep=False,
+        floor=False,
+        batches=(1, 4),
     )
 )
 _DILATIONS = (1, 2, 3)

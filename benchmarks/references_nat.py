@@ -87,6 +87,31 @@ class NattenNA2d(_Projected):
         return self.proj(o.reshape(B, H, W, C))
 
 
+class NattenNA3d(nn.Module):
+    """NATTEN's ``na3d`` on the layer's q, k, v, ``(B, T, H, W, h, d)``.
+
+    Shapes: ``x: (B, T, H, W, C) -> (B, T, H, W, C)``.
+    """
+
+    def __init__(self, layer: AttentionLayer, kernel: tuple[int, int, int]) -> None:
+        super().__init__()
+        try:
+            from natten.functional import na3d
+        except ImportError as e:
+            raise Unavailable(f"natten is not installed ({e})") from None
+        self.na3d, self.k = na3d, kernel
+        self.qkv, self.proj = layer.qkv, layer.proj
+        self.h, self.scale = layer.num_heads, layer.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *lead, C = x.shape
+        q, k, v = self.qkv(x).view(*lead, 3, self.h, C // self.h).unbind(-3)
+        o = self.na3d(
+            q.contiguous(), k.contiguous(), v.contiguous(), kernel_size=self.k, scale=self.scale
+        )
+        return self.proj(o.reshape(*lead, C))
+
+
 class FlexNeighborhood(_Projected):
     """Compiled ``flex_attention`` with the neighbourhood ``mask_mod`` (one block mask per map).
 

@@ -196,3 +196,17 @@ def test_video_swin_reference_equals_attnblocks(thw):
     x = torch.randn(2, *thw, 12, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(ref(x), layer(x), atol=1e-10, rtol=0)
+
+
+def test_nat3d_natten_reference_equals_attnblocks():
+    """The 3-D neighbourhood case's NATTEN reference computes the layer's attention (fp32:
+    NATTEN's CPU kernels take power-of-two head dims and no float64)."""
+    pytest.importorskip("natten")
+    from benchmarks.references_nat import NattenNA3d
+
+    case = CASES["nat3d"]
+    layer = randomize_(case.spec().build(32, 2))
+    ref = NattenNA3d(layer, (3, 7, 7))
+    x = torch.randn(2, 4, 9, 8, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), layer(x), atol=2e-5, rtol=0)
