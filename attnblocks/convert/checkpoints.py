@@ -138,7 +138,9 @@ def _next_stage(m: re.Match) -> str:
     return f"layers.{int(m[1]) + 1}.downsample"
 
 
-def convert_timm_swin(source, model: Backbone) -> dict[str, torch.Tensor]:
+def convert_timm_swin(
+    source: nn.Module | Mapping[str, torch.Tensor], model: Backbone
+) -> dict[str, torch.Tensor]:
     """Map a Swin checkpoint (timm or the authors' layout) onto ``model``'s key names.
 
     Args:
@@ -247,7 +249,9 @@ _VIDEO_SWIN_BLOCK = {
 }
 
 
-def convert_torchvision_video_swin(source) -> dict[str, torch.Tensor]:
+def convert_torchvision_video_swin(
+    source: nn.Module | Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Map torchvision's Video Swin (``SwinTransformer3d``, e.g. ``swin3d_t``) onto
     :class:`Backbone` key names (a ``create("video_swin_t")`` model, or any
     :func:`~attnblocks.models.video_swin.video_swin_spec` table of the same configuration).
