@@ -33,7 +33,7 @@ def core_step(layer: AttentionLayer, x: torch.Tensor) -> Callable[[], None]:
     layer.eval()
     B, H, W, C = x.shape
     N = H * W
-    layouts = [r.ordered_layout(H, W, layer.spec.pad, B) for r in layer.runners]
+    layouts = [r.ordered_layout((H, W), layer.spec.pad, B) for r in layer.runners]
     ctx = RunContext(x, layer.scale, layer.pe, 0.0, layer.spec.pad, None)
     if layer._orderable and all(lay is not None for lay in layouts):
         tokens = x.reshape(B, N, C)

@@ -210,3 +210,16 @@ def test_nat3d_natten_reference_equals_attnblocks():
     x = torch.randn(2, 4, 9, 8, 32)
     with torch.no_grad():
         torch.testing.assert_close(ref(x), layer(x), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["swin", "cswin"])
+def test_floor_steps_run(name):
+    """The distance-to-the-floor steps (``benchmarks.floor``) run on the case's spec, in the
+    layer's token order and on the map."""
+    from benchmarks.floor import core_step, floor_step
+
+    case = CASES[name]
+    x = torch.randn(1, 14, 14, case.dim)
+    for spec in (case.core_spec(), case.spec()):
+        core_step(spec.build(case.dim, case.heads), x)()
+    floor_step(case.core_spec().build(case.dim, case.heads), x)()
