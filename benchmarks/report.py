@@ -16,6 +16,15 @@ __all__ = ["combined_chart", "markdown", "write_report"]
 MODES = (("fwd1", "fwd b1"), ("fwd8", "fwd b8"), ("train8", "fwd+bwd b8"))
 
 
+def modes(r: dict) -> list[tuple[str, str]]:
+    """The timed modes of one case's results, ``(key, label)``: :data:`MODES` for the cases
+    timed at batches 1 and 8, else those its ``batches`` gave (``fwd1``, ``fwd2``, ``train2``)."""
+    keys = [k for k in r["time"] if k.startswith(("fwd", "train"))]
+    if all(k in keys for k, _ in MODES):
+        return list(MODES)
+    return [(k, f"fwd b{k[3:]}" if k.startswith("fwd") else f"fwd+bwd b{k[5:]}") for k in keys]
+
+
 def _tag(m: dict) -> str:
     malloc = m["malloc"]
     if isinstance(malloc, dict):
@@ -28,15 +37,15 @@ def _tag(m: dict) -> str:
 
 
 def _case_table(r: dict) -> list[str]:
-    t = r["time"]
-    head = "| implementation | " + " | ".join(f"{label} ms | ratio" for _, label in MODES)
+    t, ms_ = r["time"], modes(r)
+    head = "| implementation | " + " | ".join(f"{label} ms | ratio" for _, label in ms_)
     mem = "memory" in r
     head += " | peak tensors MiB | peak RSS MiB |" if mem else " |"
-    cols = 2 * len(MODES) + (2 if mem else 0)
+    cols = 2 * len(ms_) + (2 if mem else 0)
     lines = [head, "|---" * (cols + 1) + "|"]
     for name in t["fwd1"]["ms"]:
         cells = [name]
-        for key, _ in MODES:
+        for key, _ in ms_:
             ms, ratio = t[key]["ms"].get(name), t[key]["ratio"].get(name)
             cells += ["-", "-"] if ms is None else [f"{ms:.2f}", f"{ratio:.2f}"]
         if mem:
@@ -133,7 +142,7 @@ def _bars(ax, run: dict) -> int:
     rows, colors = [], {}
     cycle = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     for cname, r in run["cases"].items():
-        for key, label in MODES:
+        for key, label in modes(r):
             refs = {k: v for k, v in r["time"][key]["ratio"].items() if k != "attnblocks"}
             if refs:
                 rows.append((f"{cname}, {label}", refs))
@@ -174,7 +183,7 @@ def _chart(runs: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n = len(runs)
-    rows = max(sum(len(MODES) for _ in run["cases"]) for run in runs.values())
+    rows = max(sum(len(modes(r)) for r in run["cases"].values()) for run in runs.values())
     fig, axes = plt.subplots(n, 1, figsize=(9, (0.9 + 0.28 * rows) * n), squeeze=False)
     for ax, (setting, run) in zip(axes[:, 0], runs.items()):
         _bars(ax, run)
