@@ -203,7 +203,7 @@ class AttentionLayer(nn.Module):
                 f"{self.spec!r} was built for C={self.dim} channels, got "
                 f"x.shape={fmt_shape(x.shape)} with {x.shape[-1]}."
             )
-        check_rank(repr(self.spec), out.dim() - 2, [*self.runners, *self.pe])
+        check_rank(self.spec, out.dim() - 2, [*self.runners, *self.pe])
         return out
 
     def _prepare_qk(self, qkv: torch.Tensor, rotate: bool) -> torch.Tensor:

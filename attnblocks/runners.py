@@ -139,9 +139,10 @@ def static_map_size(group: GroupPlan, shape: tuple) -> None:
         )
 
 
-def check_rank(owner: str, rank: int, modules) -> None:
+def check_rank(owner: object, rank: int, modules) -> None:
     """Refuse a token map of ``rank`` axes for any runner or encoder module that does not take
-    it (their ``ranks``), naming it and the ranks it does take."""
+    it (their ``ranks``), naming ``owner`` (a name, or a spec: its repr, made only for the
+    error), the module and the ranks it does take."""
     for m in modules:
         ranks = getattr(m, "ranks", None)
         if ranks is not None and rank not in ranks:
@@ -150,8 +151,9 @@ def check_rank(owner: str, rank: int, modules) -> None:
                 if isinstance(m, GroupRunner)
                 else type(m).__name__
             )
+            name = owner if isinstance(owner, str) else repr(owner)
             raise AttnblocksError(
-                f"{owner}: {what} runs on {' or '.join(f'{r}-D' for r in ranks)} token maps, "
+                f"{name}: {what} runs on {' or '.join(f'{r}-D' for r in ranks)} token maps, "
                 f"got a {rank}-D map."
             )
 
