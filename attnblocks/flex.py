@@ -25,6 +25,7 @@ reduced map every query sees: the mask is all-true over ``kv_shape``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -34,7 +35,12 @@ from ._errors import AttnblocksError
 from .families.rect.eager import window_order
 from .families.rect.flex import _allowed, _mask_mod
 from .families.rect.flex import block_mask as _window_block_mask
-from .families.sliding.flex import _sliding_mask_mod, sliding_block_mask, subgrid_order
+from .families.sliding.flex import (
+    _nd_mask_mod,
+    _sliding_mask_mod,
+    sliding_block_mask,
+    subgrid_order,
+)
 from .families.sliding.plan import check_fits
 from .heads import Split
 from .lowering import RectLayout, resolve_groups
@@ -47,14 +53,30 @@ MaskMod = Callable[..., torch.Tensor]
 _RECT = (Window, Stripe, Global, Grid)
 
 
-def _check_shape(shape, name: str = "shape") -> tuple[int, int]:
+def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:
     try:
-        H, W = (int(s) for s in shape)
+        out = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
-        raise AttnblocksError(f"{name} must be the map size (H, W), got {shape!r}.") from None
-    if H < 1 or W < 1:
-        raise AttnblocksError(f"{name}: the token map must be at least 1x1, got {H}x{W}.")
-    return H, W
+        out = ()
+    if not out:
+        raise AttnblocksError(
+            f"{name} must be the map size, (H, W) or of any rank ((L,), (T, H, W)), got {shape!r}."
+        )
+    if min(out) < 1:
+        raise AttnblocksError(
+            f"{name}: the token map must be at least 1 token per axis, got "
+            f"{'x'.join(map(str, out))}."
+        )
+    return out
+
+
+def _coords(shape: tuple[int, ...], n: torch.Tensor) -> list[torch.Tensor]:
+    """The coordinates of row-major token indices ``n`` on a map of ``shape``."""
+    coords = []
+    for L in reversed(shape):
+        coords.append(n % L)
+        n = n // L
+    return coords[::-1]
 
 
 def _concrete(partition) -> Partition:
@@ -70,19 +92,19 @@ def _concrete(partition) -> Partition:
     return partition
 
 
-def _rect_row_major(partition: Partition, H: int, W: int) -> MaskMod:
+def _rect_row_major(partition: Partition, shape: tuple[int, ...]) -> MaskMod:
     """Same window and same shift region, from the coordinates of ``q_idx`` and ``kv_idx``."""
     from .lowering import rect_layout
 
-    lay = rect_layout(partition, H, W, pad="mask")
-    (wh, ww), (sh, sw), (nh, nw) = lay.window, lay.shift, lay.counts
+    lay = rect_layout(partition, *shape, pad="mask")
 
     def cell(n):
-        r, c = (n // W - sh) % H, (n % W - sw) % W  # position on the rolled map
-        win = (r % nh) * nw + (c % nw) if lay.grid else (r // wh) * nw + (c // ww)
-        region = 3 * (r >= H - sh).long() if sh else 0
-        region = region + ((c >= W - sw).long() if sw else 0)
-        return win * 9 + region
+        win, region = 0, 0
+        for c, L, w, s, k in zip(_coords(shape, n), shape, lay.window, lay.shift, lay.counts):
+            r = (c - s) % L  # position on the rolled map
+            win = win * k + (r % k if lay.grid else r // w)
+            region = 2 * region + ((r >= L - s).long() if s else 0)
+        return win * 2**lay.ndim + region
 
     def rect_mask(b, h, q_idx, kv_idx):
         return cell(q_idx) == cell(kv_idx)
@@ -90,14 +112,20 @@ def _rect_row_major(partition: Partition, H: int, W: int) -> MaskMod:
     return rect_mask
 
 
-def _sliding(partition: Dilated, H: int, W: int, order: str, device) -> MaskMod:
+def _sliding(partition: Dilated, shape: tuple[int, ...], order: str, device) -> MaskMod:
     if partition.border == "zeros":
         raise AttnblocksError(
             f"{partition!r}: border='zeros' keeps out-of-map keys as zero vectors inside the "
             f"softmax, which no mask expresses; use border='mask' (those keys dropped) or "
             f"'shift' (NATTEN's rule)."
         )
-    check_fits(partition, H, W)
+    check_fits(partition, *shape)
+    if len(shape) != 2:
+        _lowering_order_2d(partition, shape, order)
+        coords = tuple(_coords(shape, torch.arange(math.prod(shape), device=device)))
+        axes = tuple(zip(*partition.axes(len(shape))))
+        return partial(_nd_mask_mod, coords, tuple(shape), axes, partition.border)
+    H, W = shape
     kernel, r, stride, causal = partition.axes(2)
     if order == "lowering":
         _, _, y, x = subgrid_order(H, W, r, torch.device(device))
@@ -109,29 +137,37 @@ def _sliding(partition: Dilated, H: int, W: int, order: str, device) -> MaskMod:
     )
 
 
+def _lowering_order_2d(partition: Partition, shape: tuple[int, ...], order: str) -> None:
+    if order == "lowering":
+        raise AttnblocksError(
+            f"{partition!r}: the sliding windows' lowering order (dilation sub-grids) is "
+            f"2-D; on a {len(shape)}-D map use order='row-major'."
+        )
+
+
 def _all_keys(b, h, q_idx, kv_idx):
     return q_idx >= 0  # every query sees every (reduced) key
 
 
-def _one(partition: Partition, H: int, W: int, order: str, device) -> MaskMod:
+def _one(partition: Partition, shape: tuple[int, ...], order: str, device) -> MaskMod:
     if isinstance(partition, Dilated):
-        return _sliding(partition, H, W, order, device)
+        return _sliding(partition, shape, order, device)
     if isinstance(partition, Downsample):
-        partition.reduced_size(H, W)  # raises on maps below the ratio
+        partition.reduced_size(*shape)  # raises on maps below the ratio
         return _all_keys
     if not isinstance(partition, _RECT):
         raise AttnblocksError(f"{partition!r} has no FlexAttention mask.")
     if order == "row-major":
-        return _rect_row_major(partition, H, W)
-    lay = _layout(partition, H, W)
+        return _rect_row_major(partition, shape)
+    lay = _layout(partition, shape)
     allowed = _allowed(_fields(lay), torch.device(device))
     return partial(_mask_mod, allowed, lay.tokens)
 
 
-def _layout(partition: Partition, H: int, W: int) -> RectLayout:
+def _layout(partition: Partition, shape: tuple[int, ...]) -> RectLayout:
     from .lowering import rect_layout
 
-    return rect_layout(partition, H, W, pad="mask")
+    return rect_layout(partition, *shape, pad="mask")
 
 
 def _fields(lay: RectLayout) -> tuple:
@@ -152,7 +188,7 @@ def _groups(partition, num_heads: int | None):
 
 def mask_mod(
     partition: Partition | Split,
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     *,
     num_heads: int | None = None,
     order: str = "row-major",
@@ -163,7 +199,8 @@ def mask_mod(
     Args:
         partition: a concrete partition, or ``Split(p0, p1, ...)`` (then ``num_heads``: head
             ``h`` follows the partition of its group, as in the layer).
-        shape: the query map ``(H, W)``.
+        shape: the query map ``(H, W)``, or of any rank (``(L,)``, ``(T, H, W)``; tokens
+            row-major).
         order: ``"row-major"`` or ``"lowering"`` (see the module docstring and
             :func:`token_order`).
         device: where the index tensors some masks read live (the device of the attention).
@@ -181,18 +218,18 @@ def mask_mod(
         >>> bool((m[0, 0] == (dense_mask(Window(2), 2, 4) & torch.ones(8, 8).tril().bool())).all())
         True
     """
-    H, W = _check_shape(shape)
+    shape = _check_shape(shape)
     if order not in ORDERS:
         raise AttnblocksError(f"order must be one of {ORDERS}, got {order!r}.")
     groups = _groups(partition, num_heads)
     if groups is None:
-        return _one(_concrete(partition), H, W, order, device)
+        return _one(_concrete(partition), shape, order, device)
     if order == "lowering":
         raise AttnblocksError(
             f"{partition!r}: head groups have token orders of their own; a split exports in "
             f"order='row-major' only."
         )
-    mods = [(g.heads, _one(_concrete(g.partition), H, W, order, device)) for g in groups]
+    mods = [(g.heads, _one(_concrete(g.partition), shape, order, device)) for g in groups]
 
     def split_mask(b, h, q_idx, kv_idx):
         out = None
@@ -205,7 +242,7 @@ def mask_mod(
 
 
 def token_order(
-    partition: Partition, shape: tuple[int, int], device: torch.device | str = "cpu"
+    partition: Partition, shape: tuple[int, ...], device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lowering's token order: ``perm: (L,)``, ``inverse: (N,)`` int64.
 
@@ -220,42 +257,46 @@ def token_order(
         >>> perm.tolist(), inverse.tolist()
         ([0, 1, 4, 5, 2, 3, 6, 7], [0, 1, 4, 5, 2, 3, 6, 7])
     """
-    H, W = _check_shape(shape)
+    shape = _check_shape(shape)
+    N = math.prod(shape)
     partition = _concrete(partition)
     device = torch.device(device)
     if isinstance(partition, Dilated):
-        check_fits(partition, H, W)
-        perm, inverse, _, _ = subgrid_order(H, W, partition.dilation_size, device)
+        check_fits(partition, *shape)
+        if len(shape) != 2:
+            n = torch.arange(N, device=device)  # the sliding windows run row-major beyond 2-D
+            return n, n
+        perm, inverse, _, _ = subgrid_order(*shape, partition.dilation_size, device)
         return perm, inverse
     if isinstance(partition, Downsample):
-        n = torch.arange(H * W, device=device)
+        n = torch.arange(N, device=device)
         return n, n
     if not isinstance(partition, _RECT):
         raise AttnblocksError(f"{partition!r} has no FlexAttention token order.")
-    lay = _layout(partition, H, W)
+    lay = _layout(partition, shape)
     if not any(lay.pad):
         perm, inverse = window_order(lay)
         return perm.to(device), inverse.to(device)
     # padded: the rolled, padded canvas cut into windows, N where a slot is padding
-    (sh, sw), (Hp, Wp) = lay.shift, (lay.Hp, lay.Wp)
-    canvas = torch.full((Hp, Wp), H * W, dtype=torch.long)
-    canvas[:H, :W] = torch.arange(H * W).view(H, W).roll((-sh, -sw), (0, 1))
     from einops import rearrange
 
-    (wh, ww) = lay.window
-    perm = rearrange(canvas[None, :, :, None], lay.pattern, h=1, wh=wh, ww=ww).reshape(-1)
-    inverse = torch.empty(H * W, dtype=torch.long)
-    real = perm < H * W
+    dims = tuple(range(lay.ndim))
+    canvas = torch.full(lay.padded, N, dtype=torch.long)
+    rolled = torch.arange(N).view(shape).roll(tuple(-s for s in lay.shift), dims)
+    canvas[tuple(slice(0, n) for n in shape)] = rolled
+    perm = rearrange(canvas[None, ..., None], lay.pattern, h=1, **lay.sizes).reshape(-1)
+    inverse = torch.empty(N, dtype=torch.long)
+    real = perm < N
     inverse[perm[real]] = torch.nonzero(real).view(-1)
     return perm.to(device), inverse.to(device)
 
 
 def block_mask(
     partition: Partition | Split,
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     *,
     num_heads: int | None = None,
-    kv_shape: tuple[int, int] | None = None,
+    kv_shape: tuple[int, ...] | None = None,
     order: str = "row-major",
     device: torch.device | str = "cpu",
     BLOCK_SIZE: int | tuple[int, int] | None = None,
@@ -264,7 +305,7 @@ def block_mask(
 
     Args:
         partition (Partition | Split): as :func:`mask_mod`.
-        shape (tuple[int, int]): the query map ``(H, W)``, as :func:`mask_mod`.
+        shape (tuple[int, ...]): the query map ``(H, W)`` or of any rank, as :func:`mask_mod`.
         num_heads (int | None): as :func:`mask_mod`.
         order (str): ``"row-major"`` or ``"lowering"``, as :func:`mask_mod`.
         device (torch.device | str): where the block mask is built.
@@ -284,32 +325,32 @@ def block_mask(
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
-    H, W = _check_shape(shape)
+    shape = _check_shape(shape)
     groups = _groups(partition, num_heads)
     dev = torch.device(device)
     parts = [g.partition for g in groups] if groups is not None else [_concrete(partition)]
-    kv_len = H * W
+    kv_len = math.prod(shape)
     for p in parts:
         if isinstance(p, Downsample):
-            Hr, Wr = p.reduced_size(H, W) if kv_shape is None else _check_shape(kv_shape, "kv")
+            reduced = p.reduced_size(*shape) if kv_shape is None else _check_shape(kv_shape, "kv")
             if groups is not None and len({type(q) for q in parts}) > 1:
                 raise AttnblocksError(
                     f"{partition!r}: Downsample groups attend to another key map than the "
                     f"other groups; export them separately."
                 )
-            kv_len = Hr * Wr
+            kv_len = math.prod(reduced)
     if order == "lowering" and groups is None and BLOCK_SIZE is None:
         p = parts[0]
         if isinstance(p, _RECT):  # the flex backend's own block mask, each window one block
-            return _window_block_mask(_layout(p, H, W), dev)
+            return _window_block_mask(_layout(p, shape), dev)
         if isinstance(p, Dilated):
-            if p.border == "zeros":
-                _sliding(p, H, W, order, dev)  # raises
-            return sliding_block_mask(p, H, W, dev)
-    mod = mask_mod(partition, (H, W), num_heads=num_heads, order=order, device=dev)
-    q_len = H * W
+            if p.border == "zeros" or len(shape) != 2:
+                _sliding(p, shape, order, dev)  # raises
+            return sliding_block_mask(p, *shape, dev)
+    mod = mask_mod(partition, shape, num_heads=num_heads, order=order, device=dev)
+    q_len = math.prod(shape)
     if order == "lowering" and isinstance(parts[0], _RECT):
-        lay = _layout(parts[0], H, W)
+        lay = _layout(parts[0], shape)
         q_len = kv_len = lay.num_windows * lay.tokens
     heads = None if groups is None else num_heads
     return create_block_mask(

@@ -187,7 +187,8 @@ def test_functional_flex_backend_matches_export():
     [
         (lambda: mask_mod(Stripe(2), (4, 4)), AttnblocksError, "one form per head group"),
         (lambda: mask_mod(Dilated(3), (4, 4)), AttnblocksError, "border='zeros'"),
-        (lambda: mask_mod(Window(2), (4,)), AttnblocksError, r"map size \(H, W\)"),
+        (lambda: mask_mod(Window(2), ()), AttnblocksError, r"must be the map size"),
+        (lambda: mask_mod(Window((2, 2, 2)), (4, 4)), AttnblocksError, r"written for 3-D"),
         (lambda: mask_mod(Window(2), (4, 4), order="col"), AttnblocksError, "order must be"),
         (lambda: mask_mod(Split(Window(2), Global()), (4, 4)), AttnblocksError, "num_heads"),
         (

@@ -469,3 +469,31 @@ def test_cost_of_maps_of_any_rank():
     assert c.parts["attention"] == 2 * (4 * 14 * 14) * 98 * 96
     c1 = cost(Attention(partition=Downsample(2, ndim=1)), (16,), dim=8, num_heads=2)
     assert c1.keys_per_query == (8.0, 8)
+
+
+@pytest.mark.parametrize(
+    "part, shape",
+    [
+        (Window((2, 3, 2), shift=(1, 1, 1)), (3, 5, 4)),
+        (Grid((2, 2, 3)), (4, 4, 5)),
+        (Stripe(1, axis=0), (3, 3, 2)),
+        (Window((3,), shift=(1,)), (8,)),
+        (Neighborhood((2, 3, 3), causal=(True, False, False)), (3, 4, 5)),
+    ],
+)
+def test_flex_export_masks_of_any_rank(part, shape):
+    """``attnblocks.flex``: the exported ``mask_mod`` (row-major) is the dense mask, the lowering
+    order's ``token_order`` is a permutation onto the windows, and ``block_mask`` has the map's
+    token count."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    from attnblocks import flex
+
+    N = math.prod(shape)
+    m = create_mask(flex.mask_mod(part, shape), None, None, N, N, "cpu")[0, 0]
+    assert torch.equal(m, dense_mask(part, shape))
+    perm, inverse = flex.token_order(part, shape)
+    real = perm < N
+    assert torch.equal(perm[inverse], torch.arange(N))
+    assert sorted(perm[real].tolist()) == list(range(N))
+    assert flex.block_mask(part, shape).shape == (1, 1, N, N)
