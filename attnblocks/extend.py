@@ -498,17 +498,30 @@ def _score_mod(bias: torch.Tensor, score, b, h, q_idx, kv_idx):
 
 @size_cache(64)
 @_normal_tensors
-def _block_mask(partition: RulePartition, H: int, W: int, device: torch.device):
+def _block_mask(partition: RulePartition, shape: tuple[int, ...], device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    N = H * W
-    return create_block_mask(partition.mask_mod(H, W, device), None, None, N, N, device=device)
+    N = math.prod(shape)
+    if len(shape) == 2:  # the rule's own mask_mod(H, W, device), which a family may override
+        mod = partition.mask_mod(*shape, device)
+    elif partition.has_rule():
+
+        def mod(b, h, q_idx, kv_idx):
+            return partition.rule(token_coords(shape, q_idx), token_coords(shape, kv_idx), shape)
+
+    else:
+        allowed = _allowed(partition, device, *shape)
+
+        def mod(b, h, q_idx, kv_idx):
+            return allowed[q_idx, kv_idx]
+
+    return create_block_mask(mod, None, None, N, N, device=device)
 
 
 @register_lowering("flex", RulePartition)
 def rule_flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
     """A rule's head group as one FlexAttention call over the row-major tokens, the rule as
-    ``mask_mod``: ``(B, H, W, 3, c) -> (B, H, W, c)``."""
+    ``mask_mod``: ``(B, *shape, 3, c) -> (B, *shape, c)`` (positional encoders: 2-D)."""
     from functools import partial
 
     from torch.nn.attention.flex_attention import flex_attention
@@ -516,9 +529,17 @@ def rule_flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor
     g = runner.group
     check_flex_call(g, qkv, ctx)
     _check_pad(g, ctx, "flex")
-    H, W = qkv.shape[1:3]
-    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=g.num_heads)
-    bias, values = _encoder_terms(g, ctx.encoders, H, W, ctx.pad, q)
+    B, *shape, _, c = qkv.shape
+    t = qkv.reshape(B, math.prod(shape), 3, g.num_heads, c // g.num_heads)
+    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
+    bias, values = None, []
+    if ctx.encoders:
+        if len(shape) != 2:
+            raise AttnblocksError(
+                f"{g.partition!r} with positional encoders runs on 2-D maps only, got a "
+                f"{len(shape)}-D map of size {'x'.join(map(str, shape))}."
+            )
+        bias, values = _encoder_terms(g, ctx.encoders, *shape, ctx.pad, q)
     if bias is not None and torch.compiler.is_compiling() and q.device.type == "cpu":
         raise AttnblocksError(
             f"backend='flex' under torch.compile on CPU cannot add the encoders' bias to "
@@ -527,12 +548,12 @@ def rule_flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor
         )
     qf, kf, vf, negated = fresh_inputs(q.contiguous(), k.contiguous(), v.contiguous())
     score = None if bias is None else partial(_score_mod, bias)
-    bm = _block_mask(g.partition, H, W, q.device)
+    bm = _block_mask(g.partition, tuple(shape), q.device)
     o = flex_attention(qf, kf, vf, score_mod=score, block_mask=bm, scale=ctx.scale)
     o = -o if negated else o
     for f in values:
         o = o + f(v)
-    return rearrange(o, "b h (y x) d -> b y x (h d)", y=H)
+    return o.transpose(1, 2).reshape(B, *shape, c)
 
 
 @register_runner(RulePartition)
