@@ -468,16 +468,12 @@ def _check_pad(g: Any, ctx: Any, backend: str) -> None:
         )
 
 
-@register_lowering("dense", RulePartition)
-def rule_dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
-    """A rule's head group as dense masked attention: ``(B, *shape, 3, c) -> (B, *shape, c)``
-    (positional encoders on 2-D maps only)."""
-    g = runner.group
-    _check_pad(g, ctx, "dense")
+def _rule_inputs(g: Any, qkv: torch.Tensor, ctx: Any) -> tuple:
+    """A rule group's ``q, k, v: (B, h, N, d)`` over row-major tokens, and its encoders' dense
+    bias and value terms (:func:`_encoder_terms`; positional encoders on 2-D maps only)."""
     B, *shape, _, c = qkv.shape
-    allowed = _allowed(g.partition, qkv.device, *shape)
     t = qkv.reshape(B, math.prod(shape), 3, g.num_heads, c // g.num_heads)
-    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
+    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)
     bias, values = None, []
     if ctx.encoders:
         if len(shape) != 2:
@@ -486,6 +482,18 @@ def rule_dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tenso
                 f"{len(shape)}-D map of size {'x'.join(map(str, shape))}."
             )
         bias, values = _encoder_terms(g, ctx.encoders, *shape, ctx.pad, q)
+    return q, k, v, bias, values
+
+
+@register_lowering("dense", RulePartition)
+def rule_dense_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """A rule's head group as dense masked attention: ``(B, *shape, 3, c) -> (B, *shape, c)``
+    (positional encoders on 2-D maps only)."""
+    g = runner.group
+    _check_pad(g, ctx, "dense")
+    q, k, v, bias, values = _rule_inputs(g, qkv, ctx)
+    B, *shape, _, c = qkv.shape
+    allowed = _allowed(g.partition, qkv.device, *shape)
     o = dense_attention(q, k, v, allowed, ctx.scale, bias, ctx.dropout_p)
     for f in values:
         o = o + f(v)
@@ -529,17 +537,8 @@ def rule_flex_lowering(runner: Any, qkv: torch.Tensor, ctx: Any) -> torch.Tensor
     g = runner.group
     check_flex_call(g, qkv, ctx)
     _check_pad(g, ctx, "flex")
+    q, k, v, bias, values = _rule_inputs(g, qkv, ctx)
     B, *shape, _, c = qkv.shape
-    t = qkv.reshape(B, math.prod(shape), 3, g.num_heads, c // g.num_heads)
-    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d)
-    bias, values = None, []
-    if ctx.encoders:
-        if len(shape) != 2:
-            raise AttnblocksError(
-                f"{g.partition!r} with positional encoders runs on 2-D maps only, got a "
-                f"{len(shape)}-D map of size {'x'.join(map(str, shape))}."
-            )
-        bias, values = _encoder_terms(g, ctx.encoders, *shape, ctx.pad, q)
     if bias is not None and torch.compiler.is_compiling() and q.device.type == "cpu":
         raise AttnblocksError(
             f"backend='flex' under torch.compile on CPU cannot add the encoders' bias to "

@@ -161,14 +161,7 @@ def tile_inputs(
         >>> tuple(q.shape), tuple(k.shape), tuple(mask.shape), tuple(inv.shape)
         ((2, 64), (2, 72), (1, 4, 64, 72), (72,))
     """
-    plan = tile_plan(partition, H, W, tile)
-    mask = additive(torch.from_numpy(plan.allowed).to(device), dtype)
-    nT, Tq, Tk = mask.shape
-    mask = mask.expand(heads, nT, Tq, Tk).reshape(1, heads * nT, Tq, Tk)
-    query, key, inverse = (
-        torch.from_numpy(a).to(device) for a in (plan.query, plan.key, plan.inverse)
-    )
-    return query, key, mask, inverse
+    return _tile_tensors(tile_plan(partition, H, W, tile), heads, dtype, device)
 
 
 def tiles_attention(
@@ -316,7 +309,12 @@ nd_tile_plan`); constants under ``torch.compile``.
         >>> tuple(q.shape), tuple(k.shape), tuple(mask.shape), tuple(inv.shape)
         ((3, 4), (3, 5), (1, 6, 4, 5), (9,))
     """
-    plan = nd_tile_plan(partition, tuple(shape), tile)
+    return _tile_tensors(nd_tile_plan(partition, tuple(shape), tile), heads, dtype, device)
+
+
+def _tile_tensors(plan, heads: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, ...]:
+    """A tile plan's query and key indices, ``(1, heads * nT, Tq, Tk)`` additive mask and
+    inverse order as tensors on ``device``."""
     mask = additive(torch.from_numpy(plan.allowed).to(device), dtype)
     nT, Tq, Tk = mask.shape
     mask = mask.expand(heads, nT, Tq, Tk).reshape(1, heads * nT, Tq, Tk)
