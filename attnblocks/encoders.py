@@ -94,16 +94,6 @@ def _x(sizes: tuple[int, ...]) -> str:
     return "x".join(map(str, sizes))
 
 
-def two_d(module: nn.Module, group: GroupPlan, layout: RectLayout) -> None:
-    """Refuse a map of other than two axes for an encoder written for 2-D windows."""
-    if layout.ndim != 2:
-        raise AttnblocksError(
-            f"{type(module).__name__} (head group {group.index}, {group.partition!r}) acts on "
-            f"2-D windows, but the map has {layout.ndim} axes ({_x(layout.shape)}): only "
-            f"RelPosBias acts on windows of any rank."
-        )
-
-
 def table_size(size: tuple[int, ...], rank: int, group: GroupPlan) -> tuple[int, ...]:
     """A window table's size on a map of ``rank`` axes: the table's own where its axes match;
     a table built for 2-D windows of an int size, or of other axes, is an error naming the
@@ -283,9 +273,11 @@ class LocalConvModule(LePEModule):
     """
 
     def term(self, group: GroupPlan, v: torch.Tensor) -> torch.Tensor:
-        """``DWConv(v)`` with the group's channels; ``v: (B, c, H', W') -> (B, c, H', W')``."""
+        """``DWConv(v)`` with the group's channels; ``v: (B, c, H', W') -> (B, c, H', W')``
+        (``(B, c, *reduced)`` on a map of ``ndim`` axes)."""
         c0, c1 = group.channels
-        return F.conv2d(
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.ndim - 1]
+        return conv(
             v,
             self.conv.weight[c0:c1],
             self.conv.bias[c0:c1],
@@ -295,7 +287,7 @@ class LocalConvModule(LePEModule):
 
 
 @size_cache(128)
-def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.Tensor:
+def log_relative_coords(window: tuple[int, ...], ref: tuple[int, ...]) -> torch.Tensor:
     """SwinV2's log-spaced relative coordinates of a ``window``, normalised by ``ref - 1``.
 
     Computed in float32 with the authors' operation order, so that weights trained with them
@@ -303,7 +295,8 @@ def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.
 
     Returns:
         ``((2wh-1) * (2ww-1), 2)`` float32, row ``(dh + wh-1) * (2ww-1) + (dw + ww-1)`` holding
-        the mapped ``(dh, dw)``.
+        the mapped ``(dh, dw)``; for a window of ``n`` axes ``(prod(2w-1), n)``, rows in the
+        order of :func:`relative_position_index`.
 
     Example:
         >>> [round(v, 4) for v in log_relative_coords((2, 1), (2, 1))[:, 0].tolist()]  # dh
@@ -311,11 +304,11 @@ def log_relative_coords(window: tuple[int, int], ref: tuple[int, int]) -> torch.
     """
     axes = [torch.arange(-(w - 1), w, dtype=torch.float32) for w in window]
     table = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (2wh-1, 2ww-1, 2)
-    table[..., 0] /= max(ref[0] - 1, 1)  # a 1-token window has the single offset 0
-    table[..., 1] /= max(ref[1] - 1, 1)
+    for a, r in enumerate(ref):
+        table[..., a] /= max(r - 1, 1)  # a 1-token window has the single offset 0
     table *= 8
     table = torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / math.log2(8)
-    return table.view(-1, 2)
+    return table.view(-1, len(window))
 
 
 class ContinuousPosBiasModule(EncoderModule):
@@ -329,22 +322,29 @@ class ContinuousPosBiasModule(EncoderModule):
         torch.Size([2, 16, 16])
     """
 
-    ranks: ClassVar[tuple[int, ...] | None] = (2,)
-
     def __init__(self, spec, num_heads: int, device=None, dtype=None) -> None:
         super().__init__()
         self.pretrained = spec.pretrained
+        self.ndim = spec.ndim
+        self.ranks = (spec.ndim,)
         dd = {"device": device, "dtype": dtype}
         self.cpb_mlp = nn.Sequential(
-            nn.Linear(2, spec.hidden, **dd),
+            nn.Linear(spec.ndim, spec.hidden, **dd),
             nn.ReLU(inplace=True),
             nn.Linear(spec.hidden, num_heads, bias=False, **dd),
         )
 
     def bias(self, group: GroupPlan, layout: RectLayout) -> torch.Tensor:
         weight = self.cpb_mlp[0].weight
-        two_d(self, group, layout)
-        coords = log_relative_coords(layout.window, self.pretrained or layout.window)
+        if layout.ndim != self.ndim:
+            raise AttnblocksError(
+                f"ContinuousPosBias (head group {group.index}, {group.partition!r}) was built "
+                f"for {self.ndim}-D windows (ndim={self.ndim}), got a {layout.ndim}-D map."
+            )
+        ref = self.pretrained
+        if ref is not None:
+            ref = per_axis("ContinuousPosBias", "pretrained", ref, layout.ndim)
+        coords = log_relative_coords(layout.window, ref or layout.window)
         table = self.cpb_mlp(coords.to(device=weight.device, dtype=weight.dtype))
         table = 16 * torch.sigmoid(table[:, group.heads[0] : group.heads[1]])
         index = relative_position_index(layout.window, layout.window).to(weight.device)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ._errors import AttnblocksError
-from ._spec import Spec, axes, pair, positive_int
+from ._spec import Spec, axes, positive_int
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,6 +34,13 @@ __all__ = [
 
 
 RELPOS_INDEX = ("exact", "torchvision")
+
+
+def _check_ndim(owner: str, ndim: object) -> None:
+    if isinstance(ndim, bool) or ndim not in (1, 2, 3):
+        raise AttnblocksError(
+            f"{owner}: ndim must be 1, 2 or 3 (the token map's rank), got ndim={ndim!r}."
+        )
 
 
 class PositionalEncoder(Spec):
@@ -143,10 +150,7 @@ class LePE(PositionalEncoder):
         positive_int("LePE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
             raise AttnblocksError(f"LePE: kernel must be odd, got kernel={self.kernel}.")
-        if isinstance(self.ndim, bool) or self.ndim not in (1, 2, 3):
-            raise AttnblocksError(
-                f"LePE: ndim must be 1, 2 or 3 (the token map's rank), got ndim={self.ndim!r}."
-            )
+        _check_ndim("LePE", self.ndim)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import LePEModule
@@ -170,20 +174,29 @@ class ContinuousPosBias(PositionalEncoder):
     Args:
         pretrained: the window size the weights were trained with, or ``None`` (the window).
         hidden: the MLP width (SwinV2: 512).
+        ndim: the token map's rank: the MLP reads one log-spaced offset per axis
+            (``Linear(ndim, hidden)``), the same mapping on every axis.
 
     Example:
         >>> ContinuousPosBias(pretrained=8)
         ContinuousPosBias(pretrained=8)
     """
 
-    pretrained: int | tuple[int, int] | None = None
+    pretrained: int | tuple[int, ...] | None = None
     hidden: int = 512
+    ndim: int = 2
 
     def __post_init__(self) -> None:
-        if self.pretrained is not None:
-            p = pair("ContinuousPosBias", "pretrained", self.pretrained)
-            object.__setattr__(self, "pretrained", p)
         positive_int("ContinuousPosBias", "hidden", self.hidden)
+        _check_ndim("ContinuousPosBias", self.ndim)
+        if self.pretrained is not None:
+            p = axes("ContinuousPosBias", "pretrained", self.pretrained)
+            if len(p) != self.ndim and not (len(p) == 2 and p[0] == p[1]):
+                raise AttnblocksError(
+                    f"ContinuousPosBias: pretrained={p} has {len(p)} axes, but ndim="
+                    f"{self.ndim} (give an int or one size per axis)."
+                )
+            object.__setattr__(self, "pretrained", p)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import ContinuousPosBiasModule
@@ -254,6 +267,7 @@ class LocalConv(PositionalEncoder):
 
     Args:
         kernel: the odd conv kernel size (Shunted: 3).
+        ndim: the token map's rank (a depthwise ``Conv1d`` / ``Conv2d`` / ``Conv3d``).
 
     Example:
         >>> LocalConv()
@@ -261,14 +275,14 @@ class LocalConv(PositionalEncoder):
     """
 
     kernel: int = 3
+    ndim: int = 2
     _positional: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         positive_int("LocalConv", "kernel", self.kernel)
         if self.kernel % 2 == 0:
-            from ._errors import AttnblocksError
-
             raise AttnblocksError(f"LocalConv: kernel must be odd, got kernel={self.kernel}.")
+        _check_ndim("LocalConv", self.ndim)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import LocalConvModule
@@ -306,10 +320,7 @@ class CPE(PositionalEncoder):
         positive_int("CPE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
             raise AttnblocksError(f"CPE: kernel must be odd, got kernel={self.kernel}.")
-        if isinstance(self.ndim, bool) or self.ndim not in (1, 2, 3):
-            raise AttnblocksError(
-                f"CPE: ndim must be 1, 2 or 3 (the token map's rank), got ndim={self.ndim!r}."
-            )
+        _check_ndim("CPE", self.ndim)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import CPEModule

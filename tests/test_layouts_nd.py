@@ -522,3 +522,65 @@ def test_causal_rule_in_3d_equals_the_loop_reference(backend):
         want = layer.proj((a @ v).transpose(1, 2).reshape(2, *shape, 8))
         with torch.no_grad():
             torch.testing.assert_close(layer(x), want, **TOL)
+
+
+@pytest.mark.parametrize("shape, size", [((4, 6, 4), (2, 3, 2)), ((9,), (3,))])
+def test_continuous_pos_bias_in_1d_and_3d_equals_the_formula(shape, size):
+    """SwinV2's CPB on windows of any rank: per axis the offset ``d`` maps to
+    ``sign(8d/(M-1)) log2(|8d/(M-1)| + 1) / 3``; an MLP of ``ndim`` inputs, ``16 sigmoid``."""
+    from attnblocks import ContinuousPosBias
+
+    n = len(shape)
+    spec = Attention(partition=Window(size), pe=ContinuousPosBias(hidden=16, ndim=n))
+    layer = spec.build(8, 2).double()
+    with torch.no_grad():
+        for p in layer.pe[0].parameters():
+            p.normal_()
+    mlp = layer.pe[0].cpb_mlp
+    assert mlp[0].weight.shape == (16, n)
+    cs = _coords(shape)
+    bias = torch.zeros(2, len(cs), len(cs), dtype=torch.float64)
+    for i, p in enumerate(cs):
+        for j, q in enumerate(cs):
+            d = torch.tensor(
+                [(a % m) - (b % m) for a, b, m in zip(p, q, size)], dtype=torch.float64
+            )
+            t = 8 * d / torch.tensor([max(m - 1, 1) for m in size], dtype=torch.float64)
+            bias[:, i, j] = 16 * torch.sigmoid(mlp(torch.sign(t) * torch.log2(t.abs() + 1) / 3))
+    x = torch.randn(2, *shape, 8, dtype=torch.float64)
+    N = math.prod(shape)
+    qh, kh, vh = layer.qkv(x.reshape(2, N, 8)).view(2, N, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    mask = reference_mask(Window(size), shape)
+    logits = (qh @ kh.transpose(-1, -2) * layer.scale + bias).masked_fill(~mask, float("-inf"))
+    want = layer.proj((logits.softmax(-1) @ vh).transpose(1, 2).reshape(2, *shape, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, hw=shape), want, atol=1e-6, rtol=0)
+
+
+def test_local_conv_on_reduced_keys_in_3d():
+    """Shunted's LocalConv on a 3-D Downsample group: ``v <- v + DWConv3d(v)`` on the reduced
+    V map before attention, from the facts (zero padding, loops over the kernel)."""
+    from attnblocks import LocalConv
+
+    layer = Attention(partition=Downsample(2, ndim=3), pe=LocalConv(ndim=3)).build(8, 2)
+    layer = layer.double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, 4, 6, 4, 8, dtype=torch.float64)
+    runner, conv = layer.runners[0], layer.pe[0].conv
+    red = _reduced_reference(runner, x)  # (2, 2, 3, 2, 8)
+    k, v = runner.kv(red).split(8, dim=-1)
+    rshape = tuple(red.shape[1:-1])
+    v2 = v + conv.bias
+    for p in _coords(rshape):
+        for o in itertools.product(range(3), repeat=3):
+            q = tuple(a + b - 1 for a, b in zip(p, o))
+            if all(0 <= c < m for c, m in zip(q, rshape)):
+                v2[(slice(None), *p)] += conv.weight[(slice(None), 0, *o)] * v[(slice(None), *q)]
+    M, N = math.prod(rshape), 4 * 6 * 4
+    qh = layer.q(x).reshape(2, N, 2, 4).transpose(1, 2)
+    kh, vh = (t.reshape(2, M, 2, 4).transpose(1, 2) for t in (k, v2))
+    o = ((qh @ kh.transpose(-1, -2) / 2).softmax(-1) @ vh).transpose(1, 2).reshape(x.shape)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.proj(o), **TOL)

@@ -120,10 +120,6 @@ class DownsampleRunner(GroupRunner):
         h, c = g.num_heads, g.dim
         d = c // h
         local = self._local_conv(ctx)
-        if local is not None and len(shape) != 2:
-            raise AttnblocksError(
-                f"{self.spec_name}: LocalConv convolves 2-D maps, got a {len(shape)}-D map."
-            )
         red = self.reduce(ctx.x)
         r = self.ratio
         if ctx.pad == "error" and any(n % r for n in shape):
@@ -150,7 +146,7 @@ class DownsampleRunner(GroupRunner):
         o = attend_keys(q, k, v, ctx.scale, ctx.dropout_p, None if kernel is attend else kernel)
         out = o.transpose(1, 2).reshape(B, *shape, c)
         if local is not None and self.sr is None:  # Shunted sr = 1: LePE over the whole map
-            out = out + local.term(g, v_map).permute(0, 2, 3, 1)
+            out = out + local.term(g, v_map).movedim(1, -1)
         return out
 
 
