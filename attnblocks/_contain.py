@@ -96,7 +96,9 @@ def _mark(fn: GroupFn, ctx, out: torch.Tensor, finite: torch.Tensor) -> torch.Te
     zero = out.new_zeros(out.shape)
     poison = kv_bad[..., None].to(out.dtype).expand_as(zero)
     probe = torch.stack([zero, zero, poison], dim=-2)  # q = k = 0: equal scores
-    plain = dataclasses.replace(ctx, encoders=(), dropout_p=0.0, fill=None)
+    # equal scores whatever the scale: a constant one keeps a symbolic float (Dynamo's dynamic
+    # scale after recompiles) out of the torch.cond branch, whose operands may not hold one
+    plain = dataclasses.replace(ctx, encoders=(), dropout_p=0.0, fill=None, scale=1.0)
     hit = (fn(probe, plain) > 0) | ~finite[..., 0, None]
     return out.masked_fill(hit, math.nan)
 
