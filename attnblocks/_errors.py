@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-__all__ = ["AttnblocksError", "fmt_shape"]
+__all__ = ["AttnblocksError", "fmt_shape", "fmt_size"]
 
 
 class AttnblocksError(ValueError):
@@ -23,3 +23,13 @@ class AttnblocksError(ValueError):
 def fmt_shape(shape: Sequence[int]) -> str:
     """``(2, 30, 40, 96)`` for a shape, as the messages print it."""
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def fmt_size(sizes: Iterable[int]) -> str:
+    """``8x14x14`` for a map's (or a window's) size, as the messages print it.
+
+    Example:
+        >>> fmt_size((8, 14, 14)), fmt_size([16])
+        ('8x14x14', '16')
+    """
+    return "x".join(str(int(s)) for s in sizes)

@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from ._cache import size_cache
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from ._spec import axes, per_axis
 from .lowering import GroupPlan, RectLayout
 from .partition import Dilated, Grid, Window
@@ -90,10 +90,6 @@ def relative_position_index(window: tuple[int, ...], table: tuple[int, ...]) -> 
     return index
 
 
-def _x(sizes: tuple[int, ...]) -> str:
-    return "x".join(map(str, sizes))
-
-
 def table_size(size: tuple[int, ...], rank: int, group: GroupPlan) -> tuple[int, ...]:
     """A window table's size on a map of ``rank`` axes: the table's own where its axes match;
     a table built for 2-D windows of an int size, or of other axes, is an error naming the
@@ -109,7 +105,7 @@ def table_size(size: tuple[int, ...], rank: int, group: GroupPlan) -> tuple[int,
         )
     raise AttnblocksError(
         f"RelPosBias: head group {group.index} ({group.partition!r}) has a table for "
-        f"{len(size)}-D windows of {_x(size)} tokens, but the map has {rank} axes.{hint}"
+        f"{len(size)}-D windows of {fmt_size(size)} tokens, but the map has {rank} axes.{hint}"
     )
 
 
@@ -187,9 +183,9 @@ class RelPosBiasModule(EncoderModule):
         size = table_size(self.sizes[group.index], layout.ndim, group)
         if any(w > m for w, m in zip(layout.window, size)):
             raise AttnblocksError(
-                f"RelPosBias: head group {group.index} has a table for {_x(size)} windows, "
-                f"but {group.partition!r} makes {_x(layout.window)} windows on a "
-                f"{_x(layout.shape)} map."
+                f"RelPosBias: head group {group.index} has a table for {fmt_size(size)} windows, "
+                f"but {group.partition!r} makes {fmt_size(layout.window)} windows on a "
+                f"{fmt_size(layout.shape)} map."
             )
         T = layout.tokens
         if self.index == "torchvision":  # the full window's index, its top-left T x T block

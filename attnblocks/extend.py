@@ -64,7 +64,7 @@ from einops import rearrange
 
 from . import hooks
 from ._cache import size_cache
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from .backends.dense import WindowCoords, _dense_form, dense_attention, register_coords
 from .backends.registry import register_lowering
 from .cost import GroupCost, _dense_cost, register_cost
@@ -479,7 +479,7 @@ def _rule_inputs(g: Any, qkv: torch.Tensor, ctx: Any) -> tuple:
         if len(shape) != 2:
             raise AttnblocksError(
                 f"{g.partition!r} with positional encoders runs on 2-D maps only, got a "
-                f"{len(shape)}-D map of size {'x'.join(map(str, shape))}."
+                f"{len(shape)}-D map of size {fmt_size(shape)}."
             )
         bias, values = _encoder_terms(g, ctx.encoders, *shape, ctx.pad, q)
     return q, k, v, bias, values

@@ -31,7 +31,7 @@ from functools import partial
 
 import torch
 
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from .families.rect.eager import window_order
 from .families.rect.flex import _allowed, _mask_mod
 from .families.rect.flex import block_mask as _window_block_mask
@@ -64,8 +64,7 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:
         )
     if min(out) < 1:
         raise AttnblocksError(
-            f"{name}: the token map must be at least 1 token per axis, got "
-            f"{'x'.join(map(str, out))}."
+            f"{name}: the token map must be at least 1 token per axis, got {fmt_size(out)}."
         )
     return out
 

@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from ._core import attention_core, plan_call, prepare_qk
-from ._errors import AttnblocksError, fmt_shape
+from ._errors import AttnblocksError, fmt_shape, fmt_size
 from .backends.dense import dense_attention
 from .encoders import EncoderModule
 from .heads import Split
@@ -220,7 +220,7 @@ def attention(
         if rotates and tuple(k.shape[1:-2]) != tuple(size):
             raise AttnblocksError(
                 f"attention: rotary encoders need k on the query's map "
-                f"{'x'.join(map(str, size))}, got k.shape={fmt_shape(k.shape)}."
+                f"{fmt_size(size)}, got k.shape={fmt_shape(k.shape)}."
             )
         q, kk = prepare_qk(q, k, encoders, score)
         ks = [kk[..., g.heads[0] : g.heads[1], :] for g in groups]
@@ -295,8 +295,8 @@ def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
         if ksize != expected:
             raise AttnblocksError(
                 f"attention: {part!r} (head group {g.index}) attends to the map reduced by "
-                f"{part.ratio}: on a {'x'.join(map(str, size))} map its keys are "
-                f"{'x'.join(map(str, expected))}, got k.shape={fmt_shape(k.shape)}.\n  Hint: "
+                f"{part.ratio}: on a {fmt_size(size)} map its keys are "
+                f"{fmt_size(expected)}, got k.shape={fmt_shape(k.shape)}.\n  Hint: "
                 f"use Global() for keys of any size."
             )
         return True
@@ -305,7 +305,7 @@ def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
             return True
         raise AttnblocksError(
             f"attention: {part!r} (head group {g.index}) pairs each query with keys at its own "
-            f"map positions, so k and v must be on the query's {'x'.join(map(str, size))} map, "
+            f"map positions, so k and v must be on the query's {fmt_size(size)} map, "
             f"got "
             f"k.shape={fmt_shape(k.shape)}.\n  Hint: Global() and Downsample() take keys of "
             f"another size."

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import hooks
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from .attention import Attention
 from .lowering import resolve_groups
 from .masks import partition_oracle
@@ -39,7 +39,7 @@ def explain(spec, hw: tuple[int, int], dim: int | None = None, num_heads: int | 
     if dim is None or num_heads is None:
         raise AttnblocksError(f"explain({spec!r}) needs dim and num_heads.")
     shape = tuple(hw)
-    lines = [f"{spec!r} on a {'x'.join(map(str, shape))} map, dim={dim}, num_heads={num_heads}"]
+    lines = [f"{spec!r} on a {fmt_size(shape)} map, dim={dim}, num_heads={num_heads}"]
     for g in spec.groups(dim, num_heads):
         lines.append(
             f"  group {g.index}: heads [{g.heads[0]}, {g.heads[1]}), channels "

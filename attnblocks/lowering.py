@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from . import hooks
 from ._cache import size_cache
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from ._spec import per_axis
 from .heads import Split
 from .partition import Global, Grid, Partition, Stripe, Window
@@ -199,9 +199,9 @@ def resolve_groups(
 
 def _divisibility_error(spec: Partition, shape: tuple[int, ...], window: tuple[int, ...]) -> str:
     axis = next(i for i, (n, w) in enumerate(zip(shape, window)) if n % w)
-    fit = "x".join(str(math.ceil(n / w) * w) for n, w in zip(shape, window))
+    fit = fmt_size(math.ceil(n / w) * w for n, w in zip(shape, window))
     return (
-        f"{spec!r} cannot partition a {'x'.join(map(str, shape))} token map without padding: "
+        f"{spec!r} cannot partition a {fmt_size(shape)} token map without padding: "
         f"{shape[axis]} is not divisible by {window[axis]}.\n  Hint: use pad='mask' (default) "
         f"or resize the map to {fit}."
     )
@@ -220,13 +220,12 @@ def map_shape(spec: Partition, shape: tuple) -> tuple[int, ...]:
     shape = tuple(int(n) for n in shape)
     if min(shape) < 1:
         raise AttnblocksError(
-            f"{spec!r}: the token map must be at least 1 token per axis, got "
-            f"{'x'.join(map(str, shape))}."
+            f"{spec!r}: the token map must be at least 1 token per axis, got {fmt_size(shape)}."
         )
     if spec.rank is not None and spec.rank != len(shape):
         raise AttnblocksError(
             f"{spec!r} is written for {spec.rank}-D token maps, got a {len(shape)}-D map of "
-            f"size {'x'.join(map(str, shape))}."
+            f"size {fmt_size(shape)}."
         )
     return tuple(shape)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from . import hooks
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from ._spec import Spec, axes, pair, per_axis, positive_int
 
 __all__ = [
@@ -358,7 +358,7 @@ class Downsample(Partition):
                 f"{self!r} has one ratio per head group: resolve it with heads=Split(n)."
             )
         r = self.ratio
-        size = "x".join(map(str, shape))
+        size = fmt_size(shape)
         if len(shape) != self.ndim:
             raise AttnblocksError(
                 f"{self!r} reduces {self.ndim}-D token maps (ndim={self.ndim}), got a "
@@ -375,7 +375,7 @@ class Downsample(Partition):
     def describe(self, *shape: int, pad: str = "mask") -> list[str]:
         """Lines for :func:`~attnblocks.explain`."""
         reduced = self.reduced_size(*shape)
-        size, rsize = "x".join(map(str, shape)), "x".join(map(str, reduced))
+        size, rsize = fmt_size(shape), fmt_size(reduced)
         if not self.reduces:
             return [f"keys: all {size} tokens, no reduction"]
         conv = f"Conv{self.ndim}d"

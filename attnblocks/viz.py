@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._errors import AttnblocksError
+from ._errors import AttnblocksError, fmt_size
 from .attention import Attention
 from .introspect import dense_mask
 from .lowering import resolve_groups
@@ -52,7 +52,7 @@ def _as_queries(queries, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     if len(queries) and all(isinstance(q, (int, np.integer)) for q in queries):
         queries = [queries]
     names = {1: "(x,)", 2: "(y, x)", 3: "(t, y, x)"}[len(shape)]
-    size = "x".join(map(str, shape))
+    size = fmt_size(shape)
     out = []
     for q in queries:
         if len(q) != len(shape):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .. import hooks
-from .._errors import AttnblocksError
+from .._errors import AttnblocksError, fmt_size
 from ..encoders import EncoderModule, LePEModule, RelPosBiasModule
 from ..lowering import GroupPlan
 from ..masks import partition_oracle
@@ -171,8 +171,8 @@ def _relpos_dense_bias(module: RelPosBiasModule, group: GroupPlan, co: WindowCoo
         extent = co.pos.max(0) + 1
         raise AttnblocksError(
             f"RelPosBias: head group {group.index} has a table for "
-            f"{'x'.join(map(str, size))} windows, but {group.partition!r} makes "
-            f"{'x'.join(map(str, extent))} windows."
+            f"{fmt_size(size)} windows, but {group.partition!r} makes "
+            f"{fmt_size(extent)} windows."
         )
     off = np.where(same[..., None], off, 0)  # pairs across windows are masked anyway
     if module.index == "torchvision":  # the full window's index, its top-left T x T block

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import AttnblocksError
+from .._errors import AttnblocksError, fmt_size
 from ..backends.registry import register_lowering
 from ..cost import GroupCost, _lepe_cost, register_cost, register_encoder_cost, register_kv_cost
 from ..encoders import EncoderModule, LocalConvModule
@@ -124,8 +124,8 @@ class DownsampleRunner(GroupRunner):
         r = self.ratio
         if ctx.pad == "error" and any(n % r for n in shape):
             bad = next(n for n in shape if n % r)
-            size = "x".join(map(str, shape))
-            fit = "x".join(str(n // r * r) for n in shape)
+            size = fmt_size(shape)
+            fit = fmt_size(n // r * r for n in shape)
             raise AttnblocksError(
                 f"{self.partition!r} cannot reduce a {size} token map without dropping tokens: "
                 f"{bad} is not divisible by {r} (pad='error').\n  Hint: the default "
@@ -175,7 +175,7 @@ def _downsample_cost(g, shape, pad, batch, itemsize, bias) -> GroupCost:
     M = math.prod(part.reduced_size(*shape))
     if pad == "error" and any(n % part.ratio for n in shape):
         raise AttnblocksError(
-            f"cost: {part!r} cannot reduce a {'x'.join(map(str, shape))} token map without "
+            f"cost: {part!r} cannot reduce a {fmt_size(shape)} token map without "
             f"dropping tokens (pad='error')."
         )
     scores = batch * g.num_heads * math.prod(shape) * M

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..._contain import contained, own_keys_contained
+from ..._errors import fmt_size
 from ...backends.dense import WindowCoords, register_coords
 from ...lowering import RectLayout, rect_layout, register_describe
 from ...masks import register_oracle
@@ -112,15 +113,12 @@ def _rect_coords(partition: Partition, *shape: int, pad: str = "mask") -> Window
     return WindowCoords(_window_ids(lay, r), r % np.array(lay.window))
 
 
-def _x(sizes: tuple[int, ...]) -> str:
-    return "x".join(map(str, sizes))
-
-
 @register_describe(Window, Stripe, Global, Grid)
 def _describe_rect(partition: Partition, *shape: int, pad: str = "mask") -> list[str]:
     lay = rect_layout(partition, *shape, pad=pad)
     lines = [
-        f"windows {_x(lay.counts)} of {_x(lay.window)} tokens, pad {lay.pad}, roll {lay.shift}",
+        f"windows {fmt_size(lay.counts)} of {fmt_size(lay.window)} tokens, pad {lay.pad}, "
+        f"roll {lay.shift}",
         lay.pattern,
     ]
     masks = [

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._cache import size_cache
-from ..._errors import AttnblocksError
+from ..._errors import AttnblocksError, fmt_size
 from ...backends.dense import WindowCoords, register_coords
 from ...masks import register_oracle
 from ...partition import Dilated, Partition
@@ -60,7 +60,7 @@ def check_fits(partition: Dilated, *shape: int) -> None:
     if not shape or min(shape) < 1:
         raise AttnblocksError(
             f"{partition!r}: the token map must be at least 1 token per axis, got "
-            f"{'x'.join(map(str, shape))}."
+            f"{fmt_size(shape)}."
         )
     if partition.is_generic():
         raise AttnblocksError(f"{partition!r} has one dilation per head group: resolve it first.")
@@ -70,8 +70,8 @@ def check_fits(partition: Dilated, *shape: int) -> None:
     names = ("height", "width") if len(shape) == 2 else [f"axis {i}" for i in range(len(shape))]
     for name, L, k, r in zip(names, shape, kernel, dilation):
         if k * r > L:
-            least = "x".join(str(a * b) for a, b in zip(kernel, dilation))
-            size = "x".join(map(str, shape))
+            least = fmt_size(a * b for a, b in zip(kernel, dilation))
+            size = fmt_size(shape)
             raise AttnblocksError(
                 f"{partition!r} cannot fit its window on a {size} map: border='shift' needs "
                 f"kernel_size * dilation <= the map size per axis; got kernel_size={k}, "

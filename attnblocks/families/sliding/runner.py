@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 
 from ..._cache import size_cache
-from ..._errors import AttnblocksError
+from ..._errors import AttnblocksError, fmt_size
 from ...lowering import GroupPlan, register_describe
 from ...partition import Dilated
 from ...runners import GroupRunner, RunContext, register_runner
@@ -257,12 +257,12 @@ def describe_gather(partition: Dilated, shape: tuple[int, ...]) -> list[str]:
     kernel, dilation, stride, causal = partition.axes(len(shape))
 
     def axes(v: tuple) -> str:
-        return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
+        return str(v[0]) if len(set(v)) == 1 else fmt_size(v)
 
-    head = f"{'x'.join(map(str, kernel))} keys {axes(dilation)} apart per query, border "
+    head = f"{fmt_size(kernel)} keys {axes(dilation)} apart per query, border "
     head += repr(partition.border)
     if set(stride) != {1}:
-        head += f", stride {'x'.join(map(str, stride))}"
+        head += f", stride {fmt_size(stride)}"
     if any(causal):
         head += f", causal along axes {tuple(i for i, c in enumerate(causal) if c)}"
     plan = gather_plan(partition, tuple(shape))
