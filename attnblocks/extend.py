@@ -76,7 +76,7 @@ from .families.sliding.cost import sliding_cost
 from .families.sliding.runner import DilatedRunner
 from .kernels import attend_lse, check_flex_call, fresh_inputs
 from .lowering import RectLayout, rect_layout
-from .masks import additive_mask, mask_value, partition_oracle, register_oracle
+from .masks import additive_mask, mask_value, partition_oracle, register_oracle, token_coords
 from .partition import Dilated, Partition
 from .runners import RunContext, register_runner
 
@@ -92,31 +92,10 @@ __all__ = [
     "part_lowering",
     "rule_dense_lowering",
     "rule_flex_lowering",
-    "token_coords",
     "union_plan",
 ]
 
 REQUIRED = (("allows", "oracle"),)  # each entry: at least one of these must be defined
-
-
-def token_coords(shape: Sequence[int], index: torch.Tensor | None = None) -> tuple:
-    """Coordinates of tokens on a map of any rank, row-major (``n = y * W + x`` in 2-D).
-
-    Shapes: ``index`` any shape (default ``arange(prod(shape))``); returns one tensor per axis,
-    each of ``index``'s shape.
-
-    Example:
-        >>> [c.tolist() for c in token_coords((2, 3))]
-        [[0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]]
-    """
-    if index is None:
-        index = torch.arange(int(np.prod(shape)))
-    coords = []
-    for size in reversed(shape[1:]):
-        coords.append(index % size)
-        index = index // size
-    coords.append(index)
-    return tuple(reversed(coords))
 
 
 class RulePartition(Partition):

@@ -44,6 +44,7 @@ from .families.sliding.flex import (
 from .families.sliding.plan import check_fits
 from .heads import Split
 from .lowering import RectLayout, resolve_groups
+from .masks import token_coords
 from .partition import Dilated, Downsample, Global, Grid, Partition, Stripe, Window
 
 __all__ = ["ORDERS", "block_mask", "mask_mod", "token_order"]
@@ -69,15 +70,6 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:
     return out
 
 
-def _coords(shape: tuple[int, ...], n: torch.Tensor) -> list[torch.Tensor]:
-    """The coordinates of row-major token indices ``n`` on a map of ``shape``."""
-    coords = []
-    for L in reversed(shape):
-        coords.append(n % L)
-        n = n // L
-    return coords[::-1]
-
-
 def _concrete(partition) -> Partition:
     if not isinstance(partition, Partition):
         raise TypeError(
@@ -99,7 +91,7 @@ def _rect_row_major(partition: Partition, shape: tuple[int, ...]) -> MaskMod:
 
     def cell(n):
         win, region = 0, 0
-        for c, L, w, s, k in zip(_coords(shape, n), shape, lay.window, lay.shift, lay.counts):
+        for c, L, w, s, k in zip(token_coords(shape, n), shape, lay.window, lay.shift, lay.counts):
             r = (c - s) % L  # position on the rolled map
             win = win * k + (r % k if lay.grid else r // w)
             region = 2 * region + ((r >= L - s).long() if s else 0)
@@ -121,7 +113,7 @@ def _sliding(partition: Dilated, shape: tuple[int, ...], order: str, device) -> 
     check_fits(partition, *shape)
     if len(shape) != 2:
         _lowering_order_2d(partition, shape, order)
-        coords = tuple(_coords(shape, torch.arange(math.prod(shape), device=device)))
+        coords = token_coords(shape, torch.arange(math.prod(shape), device=device))
         axes = tuple(zip(*partition.axes(len(shape))))
         return partial(_nd_mask_mod, coords, tuple(shape), axes, partition.border)
     H, W = shape

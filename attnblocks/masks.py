@@ -7,7 +7,7 @@ so that tests comparing the two compare two different derivations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "mask_value",
     "region_ids",
     "register_oracle",
+    "token_coords",
     "window_mask",
 ]
 
@@ -60,6 +61,26 @@ def partition_oracle(partition: Partition, *shape: int) -> np.ndarray:
             f"{partition!r} has no oracle for a {len(shape)}-D token map (its oracle takes "
             f"H, W: {e})."
         ) from None
+
+
+def token_coords(shape: Sequence[int], index: torch.Tensor | None = None) -> tuple:
+    """Coordinates of tokens on a map of any rank, row-major (``n = y * W + x`` in 2-D).
+
+    Shapes: ``index`` any shape (default ``arange(prod(shape))``); returns one tensor per axis,
+    each of ``index``'s shape.
+
+    Example:
+        >>> [c.tolist() for c in token_coords((2, 3))]
+        [[0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]]
+    """
+    if index is None:
+        index = torch.arange(int(np.prod(shape)))
+    coords = []
+    for size in reversed(shape[1:]):
+        coords.append(index % size)
+        index = index // size
+    coords.append(index)
+    return tuple(reversed(coords))
 
 
 def mask_value(dtype: torch.dtype) -> float:

@@ -42,6 +42,7 @@ from ..._cache import size_cache
 from ..._errors import AttnblocksError
 from ...backends.registry import register_lowering
 from ...kernels import check_flex_call, fresh_inputs
+from ...masks import token_coords
 from ...partition import Dilated
 from .plan import check_fits
 
@@ -155,13 +156,9 @@ def sliding_block_mask_nd(partition: Dilated, shape: tuple[int, ...], device: to
     from torch.nn.attention.flex_attention import create_block_mask
 
     N = math.prod(shape)
-    n = torch.arange(N, device=device)
-    coords, rest = [], n
-    for L in reversed(shape):
-        coords.append(rest % L)
-        rest = rest // L
+    coords = token_coords(shape, torch.arange(N, device=device))
     axes = tuple(zip(*partition.axes(len(shape))))
-    mod = partial(_nd_mask_mod, tuple(reversed(coords)), tuple(shape), axes, partition.border)
+    mod = partial(_nd_mask_mod, coords, tuple(shape), axes, partition.border)
     return create_block_mask(mod, None, None, N, N, device=device)
 
 
