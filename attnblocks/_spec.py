@@ -9,7 +9,16 @@ from typing import Any
 from . import hooks
 from ._errors import AttnblocksError
 
-__all__ = ["SPEC_TYPES", "Spec", "axes", "pair", "per_axis", "positive_int", "register_spec"]
+__all__ = [
+    "SPEC_TYPES",
+    "Spec",
+    "axes",
+    "check_ndim",
+    "pair",
+    "per_axis",
+    "positive_int",
+    "register_spec",
+]
 
 
 class _SpecNames(Mapping):
@@ -114,6 +123,15 @@ def per_axis(owner: str, name: str, value: tuple[Any, ...], rank: int) -> tuple[
         f"{owner}: {name}={value!r} has {len(value)} axes, but the token map has {rank} "
         f"(a {rank}-D map needs an int or a tuple of {rank})."
     )
+
+
+def check_ndim(owner: str, ndim: Any) -> None:
+    """Check a spec's ``ndim``, the token map's rank its parameters are built for."""
+    if isinstance(ndim, bool) or ndim not in (1, 2, 3):
+        raise AttnblocksError(
+            f"{owner}: ndim must be 1, 2 or 3 (the token map's rank its parameters are built "
+            f"for), got ndim={ndim!r}."
+        )
 
 
 def _short(value: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from . import hooks
 from ._errors import AttnblocksError, fmt_size
-from ._spec import Spec, axes, pair, per_axis, positive_int
+from ._spec import Spec, axes, check_ndim, pair, per_axis, positive_int
 
 __all__ = [
     "ACTIVATIONS",
@@ -320,11 +320,7 @@ class Downsample(Partition):
             )
         if not isinstance(self.conv1x1, bool):
             raise TypeError(f"Downsample: conv1x1 must be a bool, got {self.conv1x1!r}.")
-        if self.ndim not in (1, 2, 3) or isinstance(self.ndim, bool):
-            raise AttnblocksError(
-                f"Downsample: ndim must be 1, 2 or 3 (the token map's rank, for the reduction's "
-                f"Conv1d / Conv2d / Conv3d), got ndim={self.ndim!r}."
-            )
+        check_ndim("Downsample", self.ndim)
         object.__setattr__(self, "ratio", ratio)
 
     def is_generic(self) -> bool:

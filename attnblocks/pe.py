@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ._errors import AttnblocksError
-from ._spec import Spec, axes, positive_int
+from ._spec import Spec, axes, check_ndim, positive_int
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,13 +34,6 @@ __all__ = [
 
 
 RELPOS_INDEX = ("exact", "torchvision")
-
-
-def _check_ndim(owner: str, ndim: object) -> None:
-    if isinstance(ndim, bool) or ndim not in (1, 2, 3):
-        raise AttnblocksError(
-            f"{owner}: ndim must be 1, 2 or 3 (the token map's rank), got ndim={ndim!r}."
-        )
 
 
 class PositionalEncoder(Spec):
@@ -150,7 +143,7 @@ class LePE(PositionalEncoder):
         positive_int("LePE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
             raise AttnblocksError(f"LePE: kernel must be odd, got kernel={self.kernel}.")
-        _check_ndim("LePE", self.ndim)
+        check_ndim("LePE", self.ndim)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import LePEModule
@@ -188,7 +181,7 @@ class ContinuousPosBias(PositionalEncoder):
 
     def __post_init__(self) -> None:
         positive_int("ContinuousPosBias", "hidden", self.hidden)
-        _check_ndim("ContinuousPosBias", self.ndim)
+        check_ndim("ContinuousPosBias", self.ndim)
         if self.pretrained is not None:
             p = axes("ContinuousPosBias", "pretrained", self.pretrained)
             if len(p) != self.ndim and not (len(p) == 2 and p[0] == p[1]):
@@ -282,7 +275,7 @@ class LocalConv(PositionalEncoder):
         positive_int("LocalConv", "kernel", self.kernel)
         if self.kernel % 2 == 0:
             raise AttnblocksError(f"LocalConv: kernel must be odd, got kernel={self.kernel}.")
-        _check_ndim("LocalConv", self.ndim)
+        check_ndim("LocalConv", self.ndim)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import LocalConvModule
@@ -320,7 +313,7 @@ class CPE(PositionalEncoder):
         positive_int("CPE", "kernel", self.kernel)
         if self.kernel % 2 == 0:
             raise AttnblocksError(f"CPE: kernel must be odd, got kernel={self.kernel}.")
-        _check_ndim("CPE", self.ndim)
+        check_ndim("CPE", self.ndim)
 
     def build(self, groups, dim, num_heads, device=None, dtype=None):
         from .encoders import CPEModule

@@ -584,3 +584,13 @@ def test_local_conv_on_reduced_keys_in_3d():
     o = ((qh @ kh.transpose(-1, -2) / 2).softmax(-1) @ vh).transpose(1, 2).reshape(x.shape)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), layer.proj(o), **TOL)
+
+
+@pytest.mark.parametrize("ndim", [0, 4, True, "3"])
+def test_ndim_is_checked_at_construction(ndim):
+    from attnblocks import ContinuousPosBias, LocalConv
+
+    for make in (Downsample, LePE, CPE, LocalConv, ContinuousPosBias):
+        kwargs = {"ratio": 2} if make is Downsample else {}
+        with pytest.raises(AttnblocksError, match=rf"{make.__name__}: ndim must be 1, 2 or 3"):
+            make(ndim=ndim, **kwargs)
