@@ -12,11 +12,14 @@ from ._errors import AttnblocksError
 __all__ = [
     "SPEC_TYPES",
     "Spec",
+    "any_rank",
     "axes",
     "check_ndim",
+    "fixed_rank",
     "pair",
     "per_axis",
     "positive_int",
+    "ranks_of",
     "register_spec",
 ]
 
@@ -104,6 +107,34 @@ def axes(owner: str, name: str, value: Any, minimum: int = 1) -> tuple[int, ...]
     return (v, v)
 
 
+def any_rank(value: tuple[Any, ...]) -> bool:
+    """Whether a stored per-axis tuple holds for a map of any rank: an equal pair, the stored
+    form of an int.
+
+    Example:
+        >>> any_rank((7, 7)), any_rank((8, 7, 7)), any_rank((7,))
+        (True, False, False)
+    """
+    return len(value) == 2 and value[0] == value[1]
+
+
+def ranks_of(*values: tuple[Any, ...]) -> set[int]:
+    """The map ranks that stored per-axis tuples fix (their lengths, :func:`any_rank` ones
+    left out): empty where none fixes one, more than one where they disagree."""
+    return {len(v) for v in values if not any_rank(v)}
+
+
+def fixed_rank(*values: tuple[Any, ...]) -> int | None:
+    """The one map rank that stored per-axis tuples fix, or ``None`` (none, or a conflict).
+
+    Example:
+        >>> fixed_rank((7, 7), (4, 3, 3)), fixed_rank((7, 7))
+        (3, None)
+    """
+    ranks = ranks_of(*values)
+    return ranks.pop() if len(ranks) == 1 else None
+
+
 def per_axis(owner: str, name: str, value: tuple[Any, ...], rank: int) -> tuple[Any, ...]:
     """``value`` (a stored per-axis tuple) for a map of ``rank`` axes.
 
@@ -117,7 +148,7 @@ def per_axis(owner: str, name: str, value: tuple[Any, ...], rank: int) -> tuple[
     """
     if len(value) == rank:
         return tuple(value)
-    if len(value) == 2 and value[0] == value[1]:
+    if any_rank(value):
         return (value[0],) * rank
     raise AttnblocksError(
         f"{owner}: {name}={value!r} has {len(value)} axes, but the token map has {rank} "

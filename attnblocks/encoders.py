@@ -25,7 +25,7 @@ from torch import nn
 
 from ._cache import size_cache
 from ._errors import AttnblocksError, fmt_size
-from ._spec import axes, per_axis
+from ._spec import any_rank, axes, per_axis
 from .lowering import GroupPlan, RectLayout
 from .partition import Dilated, Grid, Window
 
@@ -97,7 +97,7 @@ def table_size(size: tuple[int, ...], rank: int, group: GroupPlan) -> tuple[int,
     if len(size) == rank:
         return size
     hint = ""
-    if len(size) == 2 and size[0] == size[1]:
+    if any_rank(size):
         hint = (
             f"\n  Hint: give the window one size per axis, e.g. "
             f"{type(group.partition).__name__}({(size[0],) * rank}), so that the table is "

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from . import hooks
 from ._errors import AttnblocksError, fmt_size
-from ._spec import Spec, axes, check_ndim, pair, per_axis, positive_int
+from ._spec import Spec, axes, check_ndim, fixed_rank, pair, per_axis, positive_int, ranks_of
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,13 +31,6 @@ __all__ = [
 CLAMP_RULES = (None, "swin", "timm", "torchvision")
 ACTIVATIONS = (None, "gelu")
 _AXES = {"v": "v", "vertical": "v", "h": "h", "horizontal": "h"}
-
-
-def fixed_rank(*values: tuple) -> int | None:
-    """The map rank that stored per-axis tuples fix: their length, except an equal pair (an
-    int's stored form), which holds for any rank; ``None`` where nothing fixes it."""
-    ranks = {len(v) for v in values if not (len(v) == 2 and v[0] == v[1])}
-    return ranks.pop() if len(ranks) == 1 else None
 
 
 class Partition(Spec):
@@ -123,8 +116,7 @@ class Window(Partition):
     def __post_init__(self) -> None:
         size = axes("Window", "size", self.size)
         shift = axes("Window", "shift", self.shift, minimum=0)
-        ranks = {len(v) for v in (size, shift) if not (len(v) == 2 and v[0] == v[1])}
-        if len(ranks) > 1:
+        if len(ranks_of(size, shift)) > 1:
             raise AttnblocksError(
                 f"Window: size={size} and shift={shift} give different numbers of axes."
             )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ._errors import AttnblocksError
-from ._spec import Spec, axes, check_ndim, positive_int
+from ._spec import Spec, any_rank, axes, check_ndim, positive_int
 
 if TYPE_CHECKING:
     from torch import nn
@@ -184,7 +184,7 @@ class ContinuousPosBias(PositionalEncoder):
         check_ndim("ContinuousPosBias", self.ndim)
         if self.pretrained is not None:
             p = axes("ContinuousPosBias", "pretrained", self.pretrained)
-            if len(p) != self.ndim and not (len(p) == 2 and p[0] == p[1]):
+            if len(p) != self.ndim and not any_rank(p):
                 raise AttnblocksError(
                     f"ContinuousPosBias: pretrained={p} has {len(p)} axes, but ndim="
                     f"{self.ndim} (give an int or one size per axis)."
