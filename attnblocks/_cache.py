@@ -9,8 +9,9 @@ same whatever mode the caller is in:
   tensor that a later training step can save for backward.
 - **Never filled, never read, while anything traces**: under ``torch.compile``, ``torch.export``,
   ``jit.trace``, or any dispatch / function mode (FakeTensor, proxy, functionalisation,
-  ``torch.device(...)``), the function is called directly and nothing is cached; and only plain
-  ``torch.Tensor`` results (no subclass, no inference tensor, no ``requires_grad``) are stored.
+  ``torch.device(...)``) or ``torch.func`` transform (``grad``, ``vmap``), the function is called
+  directly and nothing is cached; and only plain ``torch.Tensor`` results (no subclass, no
+  inference tensor, no ``requires_grad``, no functorch wrapper) are stored.
 - **Bounded**: at most ``maxsize`` entries per function and :data:`MAX_BYTES` of tensors and
   arrays over all functions, least recently used first out. A model that sees a new map size
   every batch keeps a flat memory.
@@ -49,12 +50,15 @@ _BYTES = 0
 
 
 def _tracing() -> bool:
-    """Whether a compiler, exporter, tracer or mode sees this call: cache nothing then."""
+    """Whether a compiler, exporter, tracer, mode or ``torch.func`` transform sees this call:
+    cache nothing then (under ``grad`` / ``vmap`` even a factory's result is wrapped for the
+    transform's level)."""
     return (
         torch.compiler.is_compiling()
         or torch.jit.is_tracing()
         or torch._C._len_torch_dispatch_stack() > 0
         or torch._C._len_torch_function_stack() > 0
+        or torch._C._functorch.peek_interpreter_stack() is not None
     )
 
 
@@ -62,6 +66,7 @@ def _nbytes(value: Any) -> int | None:
     """Bytes held by ``value``'s tensors and arrays; ``None`` if it must not be cached."""
     if isinstance(value, torch.Tensor):
         plain = type(value) is torch.Tensor and not value.is_inference()
+        plain = plain and not torch._C._functorch.is_functorch_wrapped_tensor(value)
         if not plain or value.requires_grad or value.device.type == "meta":
             return None
         return value.untyped_storage().nbytes()

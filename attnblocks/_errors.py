@@ -31,5 +31,8 @@ def fmt_size(sizes: Iterable[int]) -> str:
     Example:
         >>> fmt_size((8, 14, 14)), fmt_size([16])
         ('8x14x14', '16')
+
+    Sizes are printed with ``str``, never ``int``: a size traced by ``torch.export`` or
+    ``torch.compile`` is symbolic, and ``int`` on it would fix the graph to one map size.
     """
-    return "x".join(str(int(s)) for s in sizes)
+    return "x".join(map(str, sizes))

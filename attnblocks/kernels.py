@@ -46,12 +46,15 @@ def attend(
     to ``(B, h, Tq, Tk)``; returns ``(B, h, Tq, d)``.
     """
     inputs = (q, k, v) if mask is None else (q, k, v, mask)
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        # torch.func (grad, vmap, jvp, hessian): the fused CPU kernel has no forward-mode
+        # derivative, no vmap rule (a per-sample loop) and none for a batched mask
+        return attend_matmul(q, k, v, mask, scale, dropout_p)
     if (
         not torch.compiler.is_compiling()  # first: a torch.cond branch may not read requires_grad
         and torch.is_grad_enabled()
         and any(t.requires_grad for t in inputs)
         and not torch.jit.is_tracing()
-        and torch._C._functorch.peek_interpreter_stack() is None  # not under torch.func
     ):
         return _TwiceDifferentiable.apply(q, k, v, mask, scale, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)

@@ -12,7 +12,17 @@ from typing import ClassVar
 
 from . import hooks
 from ._errors import AttnblocksError, fmt_size
-from ._spec import Spec, axes, check_ndim, fixed_rank, pair, per_axis, positive_int, ranks_of
+from ._spec import (
+    Spec,
+    any_rank,
+    axes,
+    check_ndim,
+    fixed_rank,
+    pair,
+    per_axis,
+    positive_int,
+    ranks_of,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -346,16 +356,15 @@ class Downsample(Partition):
                 f"{self!r} has one ratio per head group: resolve it with heads=Split(n)."
             )
         r = self.ratio
-        size = fmt_size(shape)
         if len(shape) != self.ndim:
             raise AttnblocksError(
                 f"{self!r} reduces {self.ndim}-D token maps (ndim={self.ndim}), got a "
-                f"{len(shape)}-D map of size {size}."
+                f"{len(shape)}-D map of size {fmt_size(shape)}."
             )
         if min(shape) < r:
             raise AttnblocksError(
-                f"{self!r} cannot reduce a {size} token map: it is smaller than the ratio "
-                f"{r}, so no key would be left.\n  Hint: use a ratio of at most {min(shape)} "
+                f"{self!r} cannot reduce a {fmt_size(shape)} token map: it is smaller than the "
+                f"ratio {r}, so no key would be left.\n  Hint: use a ratio of at most {min(shape)} "
                 f"on this map."
             )
         return tuple(n // r for n in shape)
@@ -387,27 +396,33 @@ def _stored(value) -> tuple:
     return value if isinstance(value, tuple) else (value, value)
 
 
+def _any_true(causal: bool | tuple[bool, ...]) -> bool:
+    """Whether a stored ``causal`` field makes any axis causal."""
+    return any(_stored(causal))
+
+
 def _axis_ints(name: str, field_name: str, value) -> int | tuple[int, ...]:
-    """An int, or a per-axis tuple of ints (any rank) stored as an int when all are equal."""
+    """An int, or a per-axis tuple of ints; an equal pair is stored as its int (any rank),
+    as :func:`~attnblocks._spec.any_rank` reads sizes, and other tuples fix the rank."""
     if isinstance(value, (tuple, list)):
         if not value:
             raise AttnblocksError(
                 f"{name}: {field_name} must be an int or a non-empty per-axis tuple, got {value!r}."
             )
         axes = tuple(positive_int(name, field_name, v) for v in value)
-        return axes[0] if len(set(axes)) == 1 else axes
+        return axes[0] if any_rank(axes) else axes
     return positive_int(name, field_name, value)
 
 
 def _axis_bools(name: str, field_name: str, value) -> bool | tuple[bool, ...]:
-    """A bool, or a per-axis tuple of bools stored as a bool when all are equal."""
+    """A bool, or a per-axis tuple of bools; an equal pair is stored as its bool (any rank)."""
     if isinstance(value, (tuple, list)):
         if not value or not all(isinstance(v, bool) for v in value):
             raise TypeError(
                 f"{name}: {field_name} must be a bool or a non-empty per-axis tuple of bools, "
                 f"got {value!r}."
             )
-        return value[0] if len(set(value)) == 1 else tuple(value)
+        return value[0] if any_rank(tuple(value)) else tuple(value)
     if not isinstance(value, bool):
         raise TypeError(f"{name}: {field_name} must be a bool, got {value!r}.")
     return value
@@ -543,7 +558,7 @@ class Dilated(Partition):
                     f"tile of queries shares one window), got kernel={kernel!r}, "
                     f"stride={stride!r}."
                 )
-        if causal is not False and self.border != "shift":
+        if _any_true(causal) and self.border != "shift":
             raise AttnblocksError(
                 f"{name}: causal={causal!r} needs border='shift' (NATTEN's causal "
                 f"neighbourhood: the window ends at the query), got border={self.border!r}; "
@@ -591,7 +606,7 @@ class Dilated(Partition):
     @property
     def is_plain(self) -> bool:
         """Whether stride is 1 and no axis is causal (the classic sliding window)."""
-        return self.stride == 1 and self.causal is False
+        return set(_stored(self.stride)) == {1} and not _any_true(self.causal)
 
     def axes(self, rank: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...],
                                        tuple[bool, ...]]:  # fmt: skip

@@ -1,5 +1,6 @@
 """A layer behaves the same whatever mode ran before it: inference_mode, no_grad with ``.data``
-edits (an EMA teacher), torch.export, jit.trace; and its caches stay bounded over many sizes.
+edits (an EMA teacher), torch.export, jit.trace, torch.func's transforms; and its caches stay
+bounded over many sizes.
 (torch.compile across modes and sizes: tests/test_compile.py.)
 """
 
@@ -98,6 +99,72 @@ def test_jit_trace_matches_eager_at_its_size(name):
     with pytest.warns(torch.jit.TracerWarning):
         traced = torch.jit.trace(layer, x, check_trace=False)
     torch.testing.assert_close(traced(x), layer(x))
+
+
+F64 = {"atol": 1e-10, "rtol": 1e-10}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_torch_func_grad_per_sample_ensemble_and_jvp(name):
+    """``torch.func`` (per-sample gradients as Opacus computes them, functorch ensembles,
+    forward mode), float64 to 1e-10: ``grad`` equals autograd; ``vmap(grad)`` over samples
+    equals a loop of single-sample backward passes; ``vmap`` over stacked weights equals each
+    model; ``jvp`` equals autograd's double-backward jvp; and under ``vmap`` a NaN token still
+    reaches only its own queries' outputs, as in eager."""
+    from torch.func import functional_call, grad, jvp, stack_module_state, vmap
+
+    layer = _build(name, seed=1).double()
+    x = torch.randn(3, 6, 7, 8, dtype=torch.float64)
+    params = {k: p.detach() for k, p in layer.named_parameters()}
+
+    def loss(p, xb):
+        return functional_call(layer, p, (xb,)).square().sum()
+
+    layer.zero_grad()
+    loss(dict(layer.named_parameters()), x).backward()
+    got = grad(loss)(params, x)
+    for k, p in layer.named_parameters():
+        torch.testing.assert_close(got[k], p.grad, **F64)
+
+    per_sample = vmap(grad(lambda p, xi: loss(p, xi[None])), in_dims=(None, 0))(params, x)
+    for i in range(3):
+        layer.zero_grad()
+        loss(dict(layer.named_parameters()), x[i : i + 1]).backward()
+        for k, p in layer.named_parameters():
+            torch.testing.assert_close(per_sample[k][i], p.grad, **F64)
+
+    models = [_build(name, seed=s).double() for s in (2, 3)]
+    stacked, buffers = stack_module_state(models)
+    ys = vmap(lambda p, b: functional_call(models[0], (p, b), (x,)))(stacked, buffers)
+    for y, m in zip(ys, models):
+        torch.testing.assert_close(y, m(x), **F64)
+
+    t = torch.randn_like(x)
+    _, tangent = jvp(layer, (x,), (t,))
+    _, expected = torch.autograd.functional.jvp(layer, x, t)
+    torch.testing.assert_close(tangent, expected, **F64)
+
+    bad = x.clone()
+    bad[1, 2, 3] = float("nan")
+    with torch.no_grad():
+        eager = layer(bad)
+        mapped = vmap(lambda xi: layer(xi[None])[0])(bad)
+    assert eager.isnan().any() and not eager[0].isnan().any()
+    torch.testing.assert_close(mapped, eager, equal_nan=True, **F64)
+
+
+def test_torch_func_hessian_equals_autograd_double_backward():
+    """``torch.func.hessian`` (forward over reverse) through windows with a learned bias equals
+    ``torch.autograd.functional.hessian`` (reverse over reverse, the twice-differentiable
+    attention's own second derivative)."""
+    layer = _build("swin", seed=1).double()
+    x = torch.randn(1, 3, 4, 8, dtype=torch.float64)
+
+    def f(z):
+        return layer(z).square().sum()
+
+    got = torch.func.hessian(f)(x)
+    torch.testing.assert_close(got, torch.autograd.functional.hessian(f, x), **F64)
 
 
 def test_caches_bounded_over_50_map_sizes():

@@ -226,7 +226,10 @@ def permute_tokens(
         >>> y.tolist(), torch.autograd.grad(y, x, torch.tensor([1.0, 2.0, 3.0]))[0].tolist()
         ([30.0, 10.0, 20.0], [2.0, 3.0, 1.0])
     """
-    if not (torch.is_grad_enabled() and x.requires_grad):
+    if (
+        not (torch.is_grad_enabled() and x.requires_grad)
+        or torch._C._functorch.peek_interpreter_stack() is not None  # torch.func: no vmap rule
+    ):
         return x.index_select(dim, perm)
     return _PermuteTokens.apply(x, dim, perm, inv)
 

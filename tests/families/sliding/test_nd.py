@@ -255,13 +255,12 @@ KERNELS = {
 }
 
 
-@given(
-    cases(ranks=(1, 3), borders=("shift", "mask")),
-    st.sampled_from(sorted(KERNELS)),
-    st.integers(0, 2**16),
-)
-def test_gather_and_nd_tiles_equal_dense_oracle_with_grads(case, kernel, seed):
-    part, shape = case
+@pytest.mark.parametrize("ranks", [(1, 3), (2,)], ids=["1d-3d", "2d"])
+@given(data=st.data(), kernel=st.sampled_from(sorted(KERNELS)), seed=st.integers(0, 2**16))
+def test_gather_and_nd_tiles_equal_dense_oracle_with_grads(ranks, data, kernel, seed):
+    """Strided and causal neighbourhoods of every rank (2-D drawn on its own, so the plain 2-D
+    kernels' neighbours get their own examples)."""
+    part, shape = data.draw(cases(ranks=ranks, borders=("shift", "mask")))
     qkv = _qkv(shape, seed=seed)
     weight = torch.randn(qkv.shape[0], *shape, qkv.shape[-1], dtype=torch.float64)
     out, grad = _grads(lambda t: KERNELS[kernel](t, part, 2, 0.7), qkv, weight)
@@ -288,21 +287,6 @@ def test_nd_tile_plan_covers_exactly_the_loop_key_sets(case, tile):
     for qi, keys in enumerate(slots_ref(part, shape)):
         assert got[qi] == sorted(-1 if j is None else j for j in keys)
         assert plan.query.reshape(-1)[plan.inverse[qi]] == qi
-
-
-@given(
-    cases(ranks=(2,), borders=("shift", "mask")),
-    st.sampled_from(sorted(KERNELS)),
-    st.integers(0, 2**16),
-)
-def test_2d_strided_causal_equal_dense_oracle_with_grads(case, kernel, seed):
-    part, shape = case
-    qkv = _qkv(shape, seed=seed)
-    weight = torch.randn(qkv.shape[0], *shape, qkv.shape[-1], dtype=torch.float64)
-    out, grad = _grads(lambda t: KERNELS[kernel](t, part, 2, 0.7), qkv, weight)
-    ref, ref_grad = _grads(lambda t: dense_from_oracle(t, part, 2, 0.7), qkv, weight)
-    torch.testing.assert_close(out, ref, **TOL)
-    torch.testing.assert_close(grad, ref_grad, **TOL)
 
 
 @given(
@@ -455,8 +439,16 @@ def test_explain_and_cost_of_the_gather_lowering():
 
 
 def test_spec_storage_and_repr():
-    assert Neighborhood((7, 7, 7)) == Neighborhood(7)
-    assert repr(Neighborhood((3, 7, 7), stride=(1, 1, 1))) == "Neighborhood((3, 7, 7))"
+    # sizes are stored as Window stores them: an equal pair is the int (any rank), and every
+    # other tuple is kept as written and fixes the rank
+    assert Neighborhood((7, 7)) == Neighborhood(7) and Neighborhood(7).rank is None
+    assert Neighborhood((7, 7, 7)) != Neighborhood(7) and Neighborhood((7, 7, 7)).rank == 3
+    assert Neighborhood((7,)).rank == 1 and Neighborhood(3, causal=(True,)).rank == 1
+    assert repr(Neighborhood((3, 7, 7), stride=(1, 1, 1))) == (
+        "Neighborhood((3, 7, 7), stride=(1, 1, 1))"
+    )
+    assert Neighborhood(3, stride=(1, 1, 1), causal=(False,) * 3).is_plain
+    assert not Neighborhood(3, causal=(False, False, True)).is_plain
     assert repr(Dilated(3, dilation=((1, 2, 2),))) == "Dilated(3, dilation=((1, 2, 2),))"
     assert repr(Neighborhood(5, causal=(True, True))) == "Neighborhood(5, causal=True)"
     assert Neighborhood((3, 5, 5)).rank == 3 and Neighborhood(5).rank is None
@@ -507,6 +499,9 @@ def test_rank_mismatch_at_call_time_names_the_spec():
         Attention(partition=part).build(8, 2)(torch.randn(1, 6, 6, 8))
     with pytest.raises(AttnblocksError, match=r"kernel=\(3, 5, 5\) has 3 axes"):
         partition_oracle(part, 6, 6)
+    # an equal 3-tuple fixes the rank too: never a silent 2-D reading of a 3-D kernel
+    with pytest.raises(AttnblocksError, match=r"Neighborhood\(\(5, 5, 5\)\).*token map has 2"):
+        Attention(partition=Neighborhood((5, 5, 5))).build(8, 2)(torch.randn(1, 6, 6, 8))
 
 
 def test_shift_needs_the_window_to_fit_per_axis():
