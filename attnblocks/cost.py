@@ -15,6 +15,7 @@ registered in :mod:`attnblocks.families.sliding.cost`, :mod:`attnblocks.families
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .attention import Attention
 from .lowering import GroupPlan
 from .masks import partition_oracle
 from .partition import Partition
-from .pe import LePE, PositionalEncoder, RelPosBias
+from .pe import CPE, AxialRoPE, LePE, PositionalEncoder, RelPosBias
 
 __all__ = [
     "Cost",
@@ -46,7 +47,9 @@ class GroupCost:
     """One head group: ``attention_macs`` (``q k^T`` + ``attn v``), attended keys per real query
     (``keys_mean``, ``keys_max``), ``scores`` (score entries computed, batch included),
     ``mask_bytes`` (masks and biases the lowering materialises) and ``frames`` (positions an
-    encoder's per-window value path runs over: padded windows, or ``N`` when dense).
+    encoder's per-window value path runs over: padded windows, or ``N`` when dense);
+    ``frame`` is the shape of one window frame there (``()`` when it is not run per window),
+    and ``tokens`` the layer's input positions ``B * N`` (filled in by :func:`cost`).
     """
 
     attention_macs: int
@@ -56,6 +59,8 @@ class GroupCost:
     mask_bytes: int
     frames: int
     dense_tokens: int = 0
+    frame: tuple[int, ...] = ()
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,15 +150,22 @@ def _dense_cost(g: GroupPlan, shape: tuple, pad: str, batch: int, itemsize: int,
 
 @register_encoder_cost(LePE)
 def _lepe_cost(spec: LePE, g: GroupPlan, gc: GroupCost, backend: str) -> int:
-    k2 = spec.kernel**2
-    if backend == "dense":  # k*k (N, N) shift matrices times V; the weighting is elementwise
-        return k2 * gc.frames * g.dim * gc.dense_tokens
-    return k2 * gc.frames * g.dim  # the depthwise conv over every (padded) window frame
+    taps = spec.kernel**spec.ndim
+    if backend == "dense":  # k^n (N, N) shift matrices times V; the weighting is elementwise
+        return taps * gc.frames * g.dim * gc.dense_tokens
+    if spec.ndim == 2 and 1 in gc.frame:  # a frame one token thin: LePEModule's 1 x k conv
+        taps = spec.kernel
+    return taps * gc.frames * g.dim  # the depthwise conv over every (padded) window frame
 
 
-@register_encoder_cost(RelPosBias)
+@register_encoder_cost(CPE)
+def _cpe_cost(spec: CPE, g: GroupPlan, gc: GroupCost, backend: str) -> int:
+    return spec.kernel**spec.ndim * gc.tokens * g.dim  # the group's channels of the input conv
+
+
+@register_encoder_cost(RelPosBias, AxialRoPE)
 def _no_macs(spec: PositionalEncoder, g: GroupPlan, gc: GroupCost, backend: str) -> int:
-    return 0  # a gather from the table
+    return 0  # a gather from the table; rotations are elementwise
 
 
 def cost(
@@ -203,7 +215,9 @@ def cost(
     groups, enc_macs, own_channels = [], 0, 0
     for g in spec.groups(dim, num_heads):
         fn = _lookup(f"cost:{backend}", g.partition, f" on backend={backend!r}", "register_cost")
-        gc = fn(g, shape, spec.pad, batch, itemsize, has_bias)
+        gc = dataclasses.replace(
+            fn(g, shape, spec.pad, batch, itemsize, has_bias), tokens=batch * math.prod(shape)
+        )
         groups.append(gc)
         if runner_for(g.partition).kv_source == "own":
             kv = _lookup("kv_cost", g.partition, "'s own keys", "register_kv_cost")

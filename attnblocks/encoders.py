@@ -401,10 +401,10 @@ class AxialRoPEModule(EncoderModule):
 
     def __init__(self, spec, head_dim: int) -> None:
         super().__init__()
-        if head_dim % 4:
+        if head_dim % 2:  # the map's rank, known at the call, says the rest (2-D: 4)
             raise AttnblocksError(
-                f"{spec!r} rotates (row, col) pairs in 4-channel blocks: the head dim must be a "
-                f"multiple of 4, got head_dim={head_dim}."
+                f"{spec!r} rotates channel pairs: the head dim must be even (a multiple of 2n "
+                f"on an n-D map, 4 on an image), got head_dim={head_dim}."
             )
         self.spec, self.head_dim = spec, head_dim
 

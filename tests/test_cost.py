@@ -9,12 +9,18 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
 from attnblocks import (
+    CPE,
     Attention,
     AttnblocksError,
+    AxialRoPE,
+    Downsample,
+    Global,
     LePE,
+    LocalConv,
     Partition,
     RelPosBias,
     Split,
+    Stripe,
     Window,
     dense_mask,
 )
@@ -38,7 +44,11 @@ if aten._scaled_dot_product_flash_attention_for_cpu.default not in (
 @st.composite
 def specs(draw, backend):
     parts = draw(st.lists(concrete_partitions(max_size=5), min_size=1, max_size=2))
-    pe = draw(st.sampled_from([None, LePE(), RelPosBias(size=9), (LePE(), RelPosBias(size=9))]))
+    pe = draw(
+        st.sampled_from(
+            [None, LePE(), RelPosBias(size=9), (LePE(), RelPosBias(size=9)), CPE(), AxialRoPE()]
+        )
+    )
     pads = ["mask"] if backend == "dense" else ["mask", "zeros", "timm", "torchvision"]
     heads = Split(*parts) if len(parts) > 1 else None
     return Attention(
@@ -71,6 +81,32 @@ def test_macs_equal_the_flop_counter(spec, H, W, B):
     c = cost(layer, (H, W), batch=B)
     assert c.macs == _counted_macs(layer, x)
     assert c.macs == sum(c.parts.values())
+
+
+@pytest.mark.parametrize(
+    ("shape", "spec"),
+    [
+        ((5, 6, 7), Attention(partition=Window((2, 3, 3)), pe=LePE(ndim=3))),
+        ((5, 6, 7), Attention(partition=Window((2, 3, 3)), pe=LePE(ndim=3), backend="dense")),
+        ((9,), Attention(partition=Window((4,)), pe=LePE(ndim=1))),
+        ((9,), Attention(partition=Window((4,)), pe=LePE(ndim=1), backend="dense")),
+        ((5, 6, 7), Attention(partition=Window((2, 3, 3)), pe=CPE(ndim=3))),
+        ((4, 5, 6), Attention(partition=Downsample(2, ndim=3), pe=LocalConv(ndim=3))),
+        ((4, 5, 3), Attention(partition=Window((1, 5, 3)), pe=AxialRoPE())),
+        # frames one token thin: LePE runs a 1 x k conv there, k taps and not k * k
+        ((1, 1), Attention(partition=Global(), pe=LePE())),
+        ((2, 1), Attention(partition=Stripe(2, axis="h"), pe=LePE())),
+        ((3, 3), Attention(partition=Window(1), pe=LocalConv())),
+        ((6, 7), Attention(heads=Split(Window(3), Stripe(1, axis="h")), pe=(CPE(), LePE()))),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, Attention) else "x".join(map(str, v)),
+)
+def test_macs_of_encoders_at_any_rank_equal_the_flop_counter(shape, spec):
+    """Exact: LePE / CPE / LocalConv count ``k^n`` taps on an ``n``-D map, LePE ``k`` on a
+    frame one token thin; AxialRoPE's rotations are elementwise (no MACs)."""
+    layer = spec.build(12, 2)  # head dim 6: AxialRoPE's three axes
+    c = cost(layer, shape, batch=2)
+    assert c.macs == _counted_macs(layer, torch.randn(2, *shape, 12))
 
 
 @given(part=concrete_partitions(max_size=5), H=st.integers(1, 9), W=st.integers(1, 9))

@@ -166,6 +166,16 @@ def test_registry_lists_swin_and_cswin():
     ]
 
 
+def test_num_classes_defaults_to_the_pretrained_cfg():
+    """As ``timm.create_model``: without ``num_classes`` the head has the ``pretrained_cfg``'s
+    classes (ImageNet 1000, Kinetics-400 for Video Swin), an overlay's included."""
+    assert create("swin_tiny", device="meta").head.out_features == 1000
+    assert create("video_swin_t", device="meta").head.out_features == 400
+    model = create("cswin_tiny", pretrained_cfg_overlay={"num_classes": 10}, device="meta")
+    assert model.head.out_features == 10
+    assert create("video_swin_t", num_classes=0, device="meta").num_classes == 0
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"Unknown model 'nope'; registered models: cswin_base"):
         create("nope")

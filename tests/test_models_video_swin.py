@@ -17,6 +17,7 @@ from attnblocks.models import (
     create,
     load_checkpoint,
     model_spec,
+    summary,
 )
 from attnblocks.models.video_swin import video_swin_spec
 
@@ -50,7 +51,8 @@ def tiny_pair():
 
 
 def test_tiny_parameter_count():
-    ours = create("video_swin_t", num_classes=400, device="meta")
+    ours = create("video_swin_t", device="meta")  # 400 classes: its pretrained_cfg, as timm
+    assert ours.head.out_features == ours.pretrained_cfg["num_classes"] == 400
     assert sum(p.numel() for p in ours.parameters()) == TINY_PARAMS
     with torch.device("meta"):
         theirs = video.swin3d_t()
@@ -58,6 +60,34 @@ def test_tiny_parameter_count():
     assert {k: v.shape for k, v in convert_torchvision_video_swin(theirs).items()} == {
         k: v.shape for k, v in ours.state_dict().items()
     }
+
+
+def test_summary_counts_clips_as_torchvision():
+    """``summary`` on a clip: torchvision's published ``_ops`` for ``swin3d_t`` (43.882 G,
+    which is the count at 16 frames of 224x224), and FlopCounterMode's count of torchvision's
+    own model at the pretrained_cfg's 32-frame clip (the default) and a smaller one; on a clip
+    the windows do not divide, fewer (torchvision projects its padding tokens out too)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ours = create("video_swin_t", device="meta")
+    meta = video.Swin3D_T_Weights.KINETICS400_V1.meta
+    s = summary(ours, (16, 224, 224))
+    assert round(s.macs / 1e9, 3) == meta["_ops"] and s.params == meta["num_params"]
+    with torch.device("meta"):
+        theirs = video.swin3d_t().eval()
+    for size in [None, (8, 112, 112), (5, 56, 72)]:
+        got = summary(ours, size)
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            theirs(torch.zeros(1, 3, *got.img_size, device="meta"))
+        if size == (5, 56, 72):
+            assert 0.9 * fc.get_total_flops() // 2 < got.macs < fc.get_total_flops() // 2
+        else:
+            assert got.macs == fc.get_total_flops() // 2, size
+    assert summary(ours).img_size == (32, 224, 224)
+    with pytest.raises(
+        ValueError, match=r"img_size must be a 3-tuple \(T, H, W\), got img_size=224"
+    ):
+        summary(ours, 224)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 4, 64, 64), (1, 3, 5, 56, 72)])

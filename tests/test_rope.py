@@ -123,8 +123,12 @@ def test_specs_repr_eval_pickle():
 
 
 def test_errors():
-    with pytest.raises(AttnblocksError, match="head dim must be a multiple of 4, got head_dim=6"):
-        Attention(pe=AxialRoPE()).build(12, 2)
+    with pytest.raises(AttnblocksError, match=r"head dim must be even .*, got head_dim=5"):
+        Attention(pe=AxialRoPE()).build(10, 2)
+    layer = Attention(pe=AxialRoPE()).build(12, 2)  # head dim 6: three axes, not two
+    with pytest.raises(AttnblocksError, match="2-D map the head dim must be a multiple of 4, got"):
+        layer(torch.randn(1, 3, 4, 12))
+    assert layer(torch.randn(1, 2, 3, 4, 12)).shape == (1, 2, 3, 4, 12)
     with pytest.raises(AttnblocksError, match="AxialRoPE: temperature must be > 1, got"):
         AxialRoPE(temperature=1.0)
     with pytest.raises(TypeError, match="AxialRoPE: temperature must be a number, got '1e4'"):

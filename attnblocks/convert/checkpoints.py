@@ -298,7 +298,7 @@ def load_torchvision_video_swin_checkpoint(model: Backbone, source) -> Backbone:
 
     Example:
         >>> from attnblocks.models import create
-        >>> model = create("video_swin_t", num_classes=400, device="meta")
+        >>> model = create("video_swin_t", device="meta")
         >>> load_torchvision_video_swin_checkpoint(model, {"head.bias": torch.zeros(400)})
         Traceback (most recent call last):
         ...

@@ -199,5 +199,5 @@ def _downsample_kv(g: GroupPlan, shape: tuple, batch: int, dim: int) -> int:
 @register_encoder_cost(LocalConv)
 def _local_conv_cost(spec: LocalConv, g: GroupPlan, gc: GroupCost, backend: str) -> int:
     if isinstance(g.partition, Downsample):  # over the group's (reduced) V map
-        return spec.kernel**2 * gc.frames * g.dim
+        return spec.kernel**spec.ndim * gc.frames * g.dim
     return _lepe_cost(spec, g, gc, backend)  # the LePE form on windows, stripes, global

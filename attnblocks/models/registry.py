@@ -55,7 +55,7 @@ def model_spec(name: str, **options) -> BackboneSpec:
 
 def create(
     name: str,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     features_only: bool = False,
     *,
     out_indices: Sequence[int] | None = None,
@@ -73,7 +73,9 @@ def create(
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: classifier outputs (0: the model returns pooled features).
+        num_classes: classifier outputs (0: the model returns pooled features); by default
+            its ``pretrained_cfg``'s, as in timm: 1000 for the ImageNet models, 400 for
+            Video Swin (Kinetics-400).
         features_only: return the stage maps ``[(B, C_i, H_i, W_i), ...]`` instead of logits.
         out_indices: with ``features_only``, which stages (default all; negative from the end).
         in_chans: image channels (default 3); a 3-channel checkpoint's first conv is adapted
@@ -105,16 +107,18 @@ def create(
     spec = model_spec(name, **options)
     if in_chans is not None:
         spec = replace(spec, in_chans=in_chans)
-    model = spec.build(
-        num_classes, features_only, out_indices=out_indices, device=device, dtype=dtype
-    )
-    model.name = name
     cfg = default_cfg(name)
     if pretrained_cfg is not None and not isinstance(pretrained_cfg, str):
         cfg |= dict(
             pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else pretrained_cfg
         )
     cfg |= dict(pretrained_cfg_overlay or {})
+    if num_classes is None:
+        num_classes = cfg["num_classes"]
+    model = spec.build(
+        num_classes, features_only, out_indices=out_indices, device=device, dtype=dtype
+    )
+    model.name = name
     if img_size is not None:
         h, w = pair("create", "img_size", img_size)
         cfg["input_size"] = (spec.in_chans, h, w)

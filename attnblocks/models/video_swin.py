@@ -83,7 +83,7 @@ def video_swin_spec(
 @register_model
 def video_swin_t(**options) -> BackboneSpec:
     """Video Swin-T (torchvision ``swin3d_t``): 96-192-384-768, depths 2-2-6-2, heads
-    3-6-12-24, window (8, 7, 7), patch (2, 4, 4), drop path 0.1 (28.16M with 400 classes:
-    ``create("video_swin_t", num_classes=400)``)."""
+    3-6-12-24, window (8, 7, 7), patch (2, 4, 4), drop path 0.1; 28,158,070 parameters with
+    ``create("video_swin_t")``'s 400-class head (Kinetics-400, its ``pretrained_cfg``)."""
     options.setdefault("drop_path_rate", 0.1)
     return video_swin_spec(96, (2, 2, 6, 2), (3, 6, 12, 24), **options)

@@ -35,5 +35,11 @@ def _layout_cost(lay: RectLayout, g: GroupPlan, batch: int, itemsize: int, bias:
     elif bias:
         mask = h * T * T * itemsize
     return GroupCost(
-        2 * scores * d, keys.mean().item(), int(keys.max()), scores, mask, batch * nW * T
+        2 * scores * d,
+        keys.mean().item(),
+        int(keys.max()),
+        scores,
+        mask,
+        batch * nW * T,
+        frame=lay.window,
     )
