@@ -30,7 +30,7 @@ from .attention import Attention
 from .lowering import GroupPlan
 from .masks import partition_oracle
 from .partition import Partition
-from .pe import CPE, AxialRoPE, LePE, PositionalEncoder, RelPosBias
+from .pe import CPE, AxialRoPE, ContinuousPosBias, LePE, PositionalEncoder, RelPosBias
 
 __all__ = [
     "Cost",
@@ -156,6 +156,12 @@ def _lepe_cost(spec: LePE, g: GroupPlan, gc: GroupCost, backend: str) -> int:
     if spec.ndim == 2 and 1 in gc.frame:  # a frame one token thin: LePEModule's 1 x k conv
         taps = spec.kernel
     return taps * gc.frames * g.dim  # the depthwise conv over every (padded) window frame
+
+
+@register_encoder_cost(ContinuousPosBias)
+def _cpb_cost(spec: ContinuousPosBias, g: GroupPlan, gc: GroupCost, backend: str) -> int:
+    rows = math.prod(2 * w - 1 for w in gc.frame)  # one MLP input per relative offset
+    return rows * spec.hidden * (len(gc.frame) + g.num_heads)
 
 
 @register_encoder_cost(CPE)

@@ -341,8 +341,11 @@ class ContinuousPosBiasModule(EncoderModule):
         if ref is not None:
             ref = per_axis("ContinuousPosBias", "pretrained", ref, layout.ndim)
         coords = log_relative_coords(layout.window, ref or layout.window)
-        table = self.cpb_mlp(coords.to(device=weight.device, dtype=weight.dtype))
-        table = 16 * torch.sigmoid(table[:, group.heads[0] : group.heads[1]])
+        hidden = self.cpb_mlp[1](
+            self.cpb_mlp[0](coords.to(device=weight.device, dtype=weight.dtype))
+        )
+        h0, h1 = group.heads  # the group's rows of the last linear only
+        table = 16 * torch.sigmoid(F.linear(hidden, self.cpb_mlp[2].weight[h0:h1]))
         index = relative_position_index(layout.window, layout.window).to(weight.device)
         T = layout.tokens
         return table[index.view(-1)].view(T, T, -1).permute(2, 0, 1)

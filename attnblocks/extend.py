@@ -229,11 +229,20 @@ class RulePartition(Partition):
             return WindowCoords(np.zeros(H * W, dtype=np.int64), np.stack([y, x], 1))
         return _layout_frames(lay)
 
-    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
-        """Lines for :func:`~attnblocks.explain`."""
-        keys = partition_oracle(self, H, W).sum(-1)
+    def describe(self, *shape: int, pad: str = "mask") -> list[str]:
+        """Lines for :func:`~attnblocks.explain`, on a map of size ``shape``."""
+        keys = partition_oracle(self, *shape).sum(-1)
         how = "its rule" if self.has_rule() else "its mask"
         lines = [f"keys per query: mean {keys.mean():.1f}, max {keys.max()} (from {how})"]
+        flex = f"flex: one block-masked call, mask_mod from {how}; dense: N x N mask"
+        if len(shape) != 2:
+            return [
+                *lines,
+                "eager/auto: the dense lowering (N x N): declared layouts and sliding windows "
+                f"are 2-D, this map is {len(shape)}-D",
+                flex,
+            ]
+        H, W = shape
         lay = self.layout(H, W, pad)
         slide = self.sliding(H, W) if lay is None else None
         if slide is not None:
@@ -246,7 +255,7 @@ class RulePartition(Partition):
         else:
             (nh, nw), (wh, ww) = lay.counts, lay.window
             lines.append(f"eager/auto: windows {nh}x{nw} of {wh}x{ww} tokens, pad {lay.pad}")
-        lines.append(f"flex: one block-masked call, mask_mod from {how}; dense: N x N mask")
+        lines.append(flex)
         return lines
 
     @classmethod
@@ -623,6 +632,13 @@ class _KeySetOp(RulePartition, abstract=True):
                     f"tokens, so its key set cannot be combined with another's."
                 )
             flat.extend(p.parts if type(p) is type(self) else (p,))
+        ranks = {p.rank for p in flat} - {None}
+        if len(ranks) > 1:
+            raise AttnblocksError(
+                f"{name}: the parts are written for maps of different ranks: "
+                + ", ".join(f"{p!r} ({p.rank}-D)" for p in flat if p.rank is not None)
+                + "."
+            )
         object.__setattr__(self, "parts", tuple(flat))
 
     def __repr__(self) -> str:
@@ -654,11 +670,17 @@ class _KeySetOp(RulePartition, abstract=True):
             out = m if out is None else self.combine(out, m)
         return out
 
-    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
+    @property
+    def rank(self) -> int | None:
+        """The rank the parts fix (they agree: checked at construction), or ``None``."""
+        ranks = {p.rank for p in self.parts} - {None}
+        return ranks.pop() if ranks else None
+
+    def describe(self, *shape: int, pad: str = "mask") -> list[str]:
         lines = [
             f"{self.word} of {len(self.parts)} key sets, one softmax (a key in both counts once)"
         ]
-        return lines + super().describe(H, W, pad)
+        return lines + super().describe(*shape, pad=pad)
 
     @classmethod
     def examples(cls) -> tuple[RulePartition, ...]:
@@ -698,8 +720,11 @@ class KeyUnion(_KeySetOp):
     def combine(a, b):
         return a | b
 
-    def describe(self, H: int, W: int, pad: str = "mask") -> list[str]:
-        lines = super().describe(H, W, pad)
+    def describe(self, *shape: int, pad: str = "mask") -> list[str]:
+        lines = super().describe(*shape, pad=pad)
+        if len(shape) != 2:  # the fast union plans are 2-D: the dense lowering, said above
+            return lines
+        H, W = shape
         plan = union_plan(self, H, W)
         kinds = [_part_kind(p, H, W) for p in self.parts]
         if plan == "disjoint" and "dense" in kinds:

@@ -13,6 +13,7 @@ from attnblocks import (
     Attention,
     AttnblocksError,
     AxialRoPE,
+    ContinuousPosBias,
     Downsample,
     Global,
     LePE,
@@ -93,6 +94,9 @@ def test_macs_equal_the_flop_counter(spec, H, W, B):
         ((5, 6, 7), Attention(partition=Window((2, 3, 3)), pe=CPE(ndim=3))),
         ((4, 5, 6), Attention(partition=Downsample(2, ndim=3), pe=LocalConv(ndim=3))),
         ((4, 5, 3), Attention(partition=Window((1, 5, 3)), pe=AxialRoPE())),
+        ((6, 7), Attention(partition=Window(3, shift=1), pe=ContinuousPosBias(hidden=16))),
+        ((3, 5, 4), Attention(partition=Window((2, 3, 3)), pe=ContinuousPosBias(ndim=3))),
+        ((6, 7), Attention(heads=Split(Window(3), Window(2)), pe=ContinuousPosBias(hidden=8))),
         # frames one token thin: LePE runs a 1 x k conv there, k taps and not k * k
         ((1, 1), Attention(partition=Global(), pe=LePE())),
         ((2, 1), Attention(partition=Stripe(2, axis="h"), pe=LePE())),
@@ -103,7 +107,8 @@ def test_macs_equal_the_flop_counter(spec, H, W, B):
 )
 def test_macs_of_encoders_at_any_rank_equal_the_flop_counter(shape, spec):
     """Exact: LePE / CPE / LocalConv count ``k^n`` taps on an ``n``-D map, LePE ``k`` on a
-    frame one token thin; AxialRoPE's rotations are elementwise (no MACs)."""
+    frame one token thin; AxialRoPE's rotations are elementwise (no MACs); ContinuousPosBias
+    runs its MLP over each group's ``prod(2w - 1)`` offsets, for the group's heads."""
     layer = spec.build(12, 2)  # head dim 6: AxialRoPE's three axes
     c = cost(layer, shape, batch=2)
     assert c.macs == _counted_macs(layer, torch.randn(2, *shape, 12))

@@ -524,6 +524,36 @@ def test_causal_rule_in_3d_equals_the_loop_reference(backend):
             torch.testing.assert_close(layer(x), want, **TOL)
 
 
+def test_set_operations_take_their_parts_rank_and_explain_any_rank():
+    """``Window((4,)) & Causal()`` is 1-D (its window says so), so a ``(B, L, C)`` sequence needs
+    no ``hw``; parts of different ranks are refused; ``explain`` says a union or an
+    intersection off 2-D runs the dense lowering (it raised a TypeError)."""
+    from attnblocks import Causal, explain
+
+    part = Window((4,)) & Causal()
+    assert part.rank == 1 and (Window(4) | Causal()).rank is None
+    layer = Attention(partition=part).build(8, 2).double()
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    N, allowed = 9, dense_mask(part, (9,))
+    assert torch.equal(allowed, torch.tensor([[j <= i and i // 4 == j // 4 for j in range(N)]
+                                             for i in range(N)]))  # fmt: skip
+    q, k, v = layer.qkv(x).view(2, N, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    a = (q @ k.transpose(-1, -2) / 2).masked_fill(~allowed, float("-inf")).softmax(-1)
+    with torch.no_grad():
+        want = layer.proj((a @ v).transpose(1, 2).reshape(2, N, 8))
+        torch.testing.assert_close(layer(x), want, **TOL)
+    with pytest.raises(AttnblocksError, match=r"KeyUnion: .*Window\(\(4,\)\) \(1-D\), "
+                       r"Window\(\(2, 2, 2\)\) \(3-D\)"):  # fmt: skip
+        Window((4,)) | Window((2, 2, 2))
+    for spec, shape in [
+        (Attention(partition=Window((2, 3, 3)) | Grid((2, 3, 3))), (4, 6, 6)),
+        (Attention(partition=part), (9,)),
+    ]:
+        text = explain(spec, shape, dim=8, num_heads=2)
+        want = "dense lowering (N x N): declared layouts and sliding windows are 2-D, this map "
+        assert f"{want}is {len(shape)}-D" in text, text
+
+
 @pytest.mark.parametrize("shape, size", [((4, 6, 4), (2, 3, 2)), ((9,), (3,))])
 def test_continuous_pos_bias_in_1d_and_3d_equals_the_formula(shape, size):
     """SwinV2's CPB on windows of any rank: per axis the offset ``d`` maps to
