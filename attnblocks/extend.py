@@ -722,11 +722,8 @@ class KeyUnion(_KeySetOp):
 
     def describe(self, *shape: int, pad: str = "mask") -> list[str]:
         lines = super().describe(*shape, pad=pad)
-        if len(shape) != 2:  # the fast union plans are 2-D: the dense lowering, said above
-            return lines
-        H, W = shape
-        plan = union_plan(self, H, W)
-        kinds = [_part_kind(p, H, W) for p in self.parts]
+        plan = union_plan(self, *shape)
+        kinds = [_part_kind(p, *shape) for p in self.parts]
         if plan == "disjoint" and "dense" in kinds:
             dense = self.parts[kinds.index("dense")]
             how = (
@@ -771,13 +768,14 @@ class KeyIntersection(_KeySetOp):
 
 
 @size_cache(256, constant=True)
-def union_plan(partition: KeyUnion, H: int, W: int) -> str | int | None:
-    """How the eager runner lowers ``partition`` on ``H x W``, decided once per size from the
-    parts' oracles: ``"disjoint"`` (no key in two parts' sets for any query: partial attentions
-    merged by log-sum-exp), the index of a part whose set is the whole union (nested: that
-    part alone), or ``None`` (overlapping sets, or a query with no key: the dense lowering).
+def union_plan(partition: KeyUnion, *shape: int) -> str | int | None:
+    """How the eager runner lowers ``partition`` on a map of size ``shape`` (``H, W``, or any
+    rank), decided once per size from the parts' oracles: ``"disjoint"`` (no key in two parts'
+    sets for any query: partial attentions merged by log-sum-exp), the index of a part whose
+    set is the whole union (nested: that part alone), or ``None`` (overlapping sets, or a
+    query with no key: the dense lowering).
     """
-    masks = [partition_oracle(p, H, W) for p in partition.parts]
+    masks = [partition_oracle(p, *shape) for p in partition.parts]
     union = np.logical_or.reduce(masks)
     if not union.any(-1).all():
         return None
@@ -789,14 +787,15 @@ def union_plan(partition: KeyUnion, H: int, W: int) -> str | int | None:
     return None
 
 
-def _part_layout(part: Partition, H: int, W: int) -> RectLayout | None:
-    """A part's windows (built-in rectangular, or a rule's declared layout), else ``None``."""
+def _part_layout(part: Partition, *shape: int) -> RectLayout | None:
+    """A part's windows (built-in rectangular, or a rule's declared layout, which is 2-D),
+    else ``None``."""
     if isinstance(part, RulePartition):
-        return declared_layout(part, H, W, "mask")
+        return declared_layout(part, *shape, "mask") if len(shape) == 2 else None
     from .runners import runner_for
 
     if issubclass(runner_for(part), RectRunner):
-        return rect_layout(part, H, W, pad="mask")
+        return rect_layout(part, *shape, pad="mask")
     return None
 
 
@@ -806,15 +805,16 @@ GATHER_MAX = 1 / 32  # else per-query key lists of at most this fraction (a gath
 
 
 @size_cache(256, constant=True)
-def part_lowering(part: Partition, H: int, W: int, columns: float, gather: float) -> str:
-    """How one part of a disjoint union runs on ``H x W`` (decided once per size):
+def part_lowering(part: Partition, shape: tuple[int, ...], columns: float, gather: float) -> str:
+    """How one part of a disjoint union runs on a map of size ``shape`` (``(H, W)`` or any
+    rank; decided once per size):
     ``"windows"`` (its rectangular layout), ``"columns"`` (dense over the few keys any query
     uses: global tokens), ``"gathered keys"`` (each query's key list), or ``"dense"`` (no
     cheaper form: the union then takes the dense lowering). ``columns`` and ``gather`` are the
     fractions of the ``N`` keys (:data:`COLUMNS_MAX`, :data:`GATHER_MAX`)."""
-    if _part_layout(part, H, W) is not None:
+    if _part_layout(part, *shape) is not None:
         return "windows"
-    allowed, N = partition_oracle(part, H, W), H * W
+    allowed, N = partition_oracle(part, *shape), math.prod(shape)
     if allowed.any(0).sum() <= columns * N:
         return "columns"
     if allowed.sum(-1).max() <= gather * N:
@@ -822,17 +822,17 @@ def part_lowering(part: Partition, H: int, W: int, columns: float, gather: float
     return "dense"
 
 
-def _part_kind(part: Partition, H: int, W: int) -> str:
-    return part_lowering(part, H, W, COLUMNS_MAX, GATHER_MAX)
+def _part_kind(part: Partition, *shape: int) -> str:
+    return part_lowering(part, tuple(shape), COLUMNS_MAX, GATHER_MAX)  # the limits read per call
 
 
 @size_cache(128, constant=True)
 @_normal_tensors
 def _key_columns(
-    partition: Partition, H: int, W: int, device: torch.device
+    partition: Partition, shape: tuple[int, ...], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(K,)`` int64 keys that some query uses and ``(N, K)`` bool: who uses which."""
-    allowed = partition_oracle(partition, H, W)
+    allowed = partition_oracle(partition, *shape)
     cols = np.flatnonzero(allowed.any(0))
     return torch.from_numpy(cols).to(device), torch.from_numpy(allowed[:, cols]).to(device)
 
@@ -840,10 +840,10 @@ def _key_columns(
 @size_cache(128, constant=True)
 @_normal_tensors
 def _key_lists(
-    partition: Partition, H: int, W: int, device: torch.device
+    partition: Partition, shape: tuple[int, ...], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, K)`` int64 key indices of each query (allowed first) and ``(N, K)`` bool valid."""
-    allowed = partition_oracle(partition, H, W)
+    allowed = partition_oracle(partition, *shape)
     K = max(int(allowed.sum(-1).max()), 1)
     order = np.argsort(~allowed, axis=1, kind="stable")[:, :K]
     valid = np.take_along_axis(allowed, order, 1)
@@ -862,31 +862,31 @@ def _lse_window_kernel(q, k, v, bias, layout: RectLayout, scale: float, dropout_
 def _partial(part: Partition, g: Any, qkv: torch.Tensor, scale: float):
     """One part's attention and log-sum-exp.
 
-    Shapes: ``qkv: (B, H, W, 3, c)`` -> ``o: (B, H, W, h, d)``, ``lse: (B, H, W, h)``.
+    Shapes: ``qkv: (B, *shape, 3, c)`` -> ``o: (B, *shape, h, d)``, ``lse: (B, *shape, h)``
+    (``shape`` the map's, ``(H, W)`` on 2-D).
     """
-    B, H, W = qkv.shape[:3]
+    B, shape = qkv.shape[0], tuple(qkv.shape[1:-2])
     h = g.num_heads
-    lay = _part_layout(part, H, W)
+    lay = _part_layout(part, *shape)
     if lay is not None:  # the window runner's gather, with a kernel that keeps the lse
         out = rect_attention(qkv, lay, g, scale, kernel=_lse_window_kernel)
-        out = out.view(B, H, W, h, g.dim // h + 1)
+        out = out.view(B, *shape, h, g.dim // h + 1)
         return out[..., :-1], out[..., -1]
-    q, k, v = rearrange(qkv, "b y x three (h d) -> three b h (y x) d", h=h)
-    if _part_kind(part, H, W) == "columns":
-        cols, allowed = _key_columns(part, H, W, qkv.device)
+    q, k, v = qkv.flatten(1, -3).unflatten(-1, (h, -1)).permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
+    if _part_kind(part, *shape) == "columns":
+        cols, allowed = _key_columns(part, shape, qkv.device)
         mask = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(
             ~allowed, mask_value(q.dtype)
         )
         o, lse = attend_lse(q, k[:, :, cols], v[:, :, cols], mask, scale)
     else:  # gathered keys
-        index, valid = _key_lists(part, H, W, qkv.device)
+        index, valid = _key_lists(part, shape, qkv.device)
         kg, vg = k[:, :, index], v[:, :, index]  # (B, h, N, K, d)
         a = torch.einsum("bhnd,bhnkd->bhnk", q * scale, kg)
         a = a.masked_fill(~valid, mask_value(a.dtype))
         lse = torch.logsumexp(a, -1)
         o = torch.einsum("bhnk,bhnkd->bhnd", torch.exp(a - lse[..., None]), vg)
-    o = rearrange(o, "b h (y x) d -> b y x h d", y=H)
-    return o, rearrange(lse, "b h (y x) -> b y x h", y=H)
+    return o.transpose(1, 2).unflatten(1, shape), lse.transpose(1, 2).unflatten(1, shape)
 
 
 @register_runner(KeyUnion)
@@ -896,7 +896,7 @@ class UnionRunner(RuleRunner):
     nested parts as the largest part's own runner; otherwise (and with encoders or attention
     dropout) the dense lowering.
 
-    Shapes: ``qkv: (B, H, W, 3, c) -> (B, H, W, c)``.
+    Shapes: ``qkv: (B, *shape, 3, c) -> (B, *shape, c)``, a map of any rank.
     """
 
     def __init__(self, spec, group, dim: int, num_heads: int, device=None, dtype=None):
@@ -912,17 +912,15 @@ class UnionRunner(RuleRunner):
 
     def forward(self, qkv: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         g = self.group
-        if qkv.dim() != 5:  # the fast union plans are 2-D
-            return rule_dense_lowering(self, qkv, ctx)
-        H, W = qkv.shape[1], qkv.shape[2]
+        shape = tuple(qkv.shape[1:-2])
         if ctx.encoders or ctx.dropout_p or ctx.pad not in ("mask", "error"):
             return rule_dense_lowering(self, qkv, ctx)
-        plan = union_plan(g.partition, H, W)
+        plan = union_plan(g.partition, *shape)
         if isinstance(plan, int):
             # its own runner, on the real tokens only (as the union's pad='mask' or 'error')
             return self._parts[plan](qkv, dataclasses.replace(ctx, pad="mask", fill=None))
         parts = g.partition.parts
-        if plan != "disjoint" or any(_part_kind(p, H, W) == "dense" for p in parts):
+        if plan != "disjoint" or any(_part_kind(p, *shape) == "dense" for p in parts):
             return rule_dense_lowering(self, qkv, ctx)
         outs, lses = zip(*(_partial(p, g, qkv, ctx.scale) for p in parts))
         lse = torch.logsumexp(torch.stack(lses), 0)
