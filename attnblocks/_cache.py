@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from ._modes import transforming
+
 __all__ = ["MAX_BYTES", "cache_bytes", "clear_caches", "size_cache"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,7 +60,7 @@ def _tracing() -> bool:
         or torch.jit.is_tracing()
         or torch._C._len_torch_dispatch_stack() > 0
         or torch._C._len_torch_function_stack() > 0
-        or torch._C._functorch.peek_interpreter_stack() is not None
+        or transforming()
     )
 
 

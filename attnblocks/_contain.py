@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import torch
 
+from ._modes import transforming
+
 __all__ = ["contained", "own_keys_contained"]
 
 # fn(qkv, ctx) -> out: one head group's attention; qkv: (..., 3, c), out: (..., c)
@@ -56,7 +58,7 @@ def contained(fn: GroupFn, qkv: torch.Tensor, ctx) -> torch.Tensor:
         return torch.cond(finite.all(), _same, lambda o, f: _mark(fn, ctx, o, f), (out, finite))
     if qkv.device.type == "meta":  # no values: nothing to contain
         return fn(qkv, ctx)
-    if _graph_tracing() or _transforming():
+    if _graph_tracing() or transforming():
         return _recompute(fn, qkv, ctx)  # make_fx, vmap: no data-dependent branch either
     out = fn(qkv, ctx)
     if math.isfinite(out.sum(dtype=torch.float32).item()):
@@ -77,13 +79,6 @@ def _graph_tracing() -> bool:
         )
         or type(torch.empty(0)) is not torch.Tensor
     )
-
-
-def _transforming() -> bool:
-    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``) sees this call: under
-    ``vmap`` a value cannot be read (``.item()``), and the read would be per batch, not per
-    sample, anyway."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def _same(out: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
@@ -119,7 +114,7 @@ def own_keys_contained(fn: GroupFn, qkv: torch.Tensor, ctx) -> torch.Tensor:
     if qkv.device.type == "meta":
         return out
     one_branch = torch.compiler.is_exporting() or torch.jit.is_tracing()
-    eager = not (torch.compiler.is_compiling() or one_branch or _graph_tracing() or _transforming())
+    eager = not (torch.compiler.is_compiling() or one_branch or _graph_tracing() or transforming())
     if eager and math.isfinite(qkv.sum(dtype=torch.float32).item()):
         return out
     bad = ~torch.isfinite(qkv).all(-1).all(-1)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._errors import AttnblocksError
+from ._modes import transforming
 
 __all__ = [
     "MATMUL_MAX_TOKENS",
@@ -46,7 +47,7 @@ def attend(
     to ``(B, h, Tq, Tk)``; returns ``(B, h, Tq, d)``.
     """
     inputs = (q, k, v) if mask is None else (q, k, v, mask)
-    if torch._C._functorch.peek_interpreter_stack() is not None:
+    if transforming():
         # torch.func (grad, vmap, jvp, hessian): the fused CPU kernel has no forward-mode
         # derivative, no vmap rule (a per-sample loop) and none for a batched mask
         return attend_matmul(q, k, v, mask, scale, dropout_p)

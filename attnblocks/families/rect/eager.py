@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..._cache import size_cache
+from ..._modes import transforming
 from ...encoders import EncoderModule
 from ...kernels import attend, attend_matmul, use_matmul
 from ...lowering import GroupPlan, RectLayout
@@ -228,7 +229,7 @@ def permute_tokens(
     """
     if (
         not (torch.is_grad_enabled() and x.requires_grad)
-        or torch._C._functorch.peek_interpreter_stack() is not None  # torch.func: no vmap rule
+        or transforming()  # torch.func: the autograd function has no vmap rule
     ):
         return x.index_select(dim, perm)
     return _PermuteTokens.apply(x, dim, perm, inv)
