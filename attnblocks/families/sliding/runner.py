@@ -132,9 +132,11 @@ def _offset_table(encoders, g: GroupPlan) -> torch.Tensor | None:
 
 
 def uses_gather(partition: Dilated, rank: int) -> bool:
-    """Whether ``partition`` on a rank-``rank`` map runs the gather lowering
-    (:func:`~attnblocks.families.sliding.kernels.gather_attention`): any rank but 2, and any
-    stride or causal axis; 2-D plain windows take the slices or tiles.
+    """Whether ``partition`` on a rank-``rank`` map runs the kernels of any rank: the N-d tiles
+    (:func:`~attnblocks.families.sliding.kernels.nd_tiles_attention`, the default there) or,
+    forced, the gather lowering (:func:`~attnblocks.families.sliding.kernels.\
+gather_attention`). Any rank but 2, and any stride or causal axis; 2-D plain windows take the
+    slices or tiles.
 
     Example:
         >>> from attnblocks import Neighborhood
@@ -176,26 +178,30 @@ class DilatedRunner(GroupRunner):
             )
         shape = tuple(qkv.shape[1:-2])
         check_fits(g.partition, *shape)
-        if uses_gather(g.partition, len(shape)):
-            if table is not None:
+        lowering = self.lowering
+        nd = uses_gather(g.partition, len(shape))
+        if nd or lowering == "gather":  # the kernels without an offset bias
+            if table is not None and nd:
                 raise AttnblocksError(
                     f"RelPosBias: {g.partition!r} (head group {g.index}) on a rank-{len(shape)} "
                     f"map has no offset bias: NAT's relative position bias is defined for 2-D "
                     f"maps without stride or causal axes (as in NATTEN 0.21)."
                 )
-            if self.lowering == "slices":
+            if table is not None:
+                raise AttnblocksError(
+                    f"RelPosBias: {g.partition!r} (head group {g.index}) with "
+                    f"lowering='gather' has no offset bias; use 'auto', 'slices' or 'tiles'."
+                )
+            if lowering == "slices":
                 raise AttnblocksError(
                     f"DilatedRunner: lowering='slices' has no form for {g.partition!r} on a "
                     f"rank-{len(shape)} map; use 'tiles' (the default there) or 'gather'."
                 )
-            if self.lowering == "gather":
+            if lowering == "gather":
                 return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
             tile = ND_TILE.get(len(shape), 2)
             return nd_tiles_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p, tile)
         H, W = shape
-        lowering = self.lowering
-        if lowering == "gather":
-            return gather_attention(qkv, g.partition, g.num_heads, ctx.scale, ctx.dropout_p)
         if lowering == "auto":
             grad = torch.is_grad_enabled() and qkv.requires_grad
             lowering = choose_lowering(g.partition, H, W, grad)

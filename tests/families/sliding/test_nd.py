@@ -534,6 +534,10 @@ def test_relpos_bias_on_1d_and_3d_maps_raises_naming_the_spec():
         layer(torch.randn(1, 9, 8), hw=(9,))
     with pytest.raises(AttnblocksError, match=r"kernel=\(3, 5, 5\) is written for 3-D token maps"):
         Attention(partition=Neighborhood((3, 5, 5)), pe=RelPosBias()).build(8, 2)
+    # a forced gather on a 2-D plain window has no offset bias either: refused, never dropped
+    layer.runners[0].lowering = "gather"
+    with pytest.raises(AttnblocksError, match=r"with lowering='gather' has no offset bias"):
+        layer(torch.randn(1, 7, 7, 8))
 
 
 @pytest.mark.parametrize("order", ["row-major", "lowering"])
