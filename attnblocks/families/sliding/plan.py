@@ -85,7 +85,8 @@ def _check_plain(partition: Dilated) -> None:
     if not partition.is_plain:
         raise AttnblocksError(
             f"{partition!r}: the slices and tiles lowerings have no stride or causal axes; "
-            f"such partitions run the gather lowering (gather_plan / gather_attention)."
+            f"such partitions run the N-d tiles (nd_tile_plan) or the gather lowering "
+            f"(gather_plan)."
         )
 
 
@@ -251,11 +252,7 @@ def tile_plan(partition: Dilated, H: int, W: int, tile: int = 8) -> TilePlan:
     allowed = ay[:, None, :, None, :, None] & ax[None, :, None, :, None, :]
     nT, Tq, Tk = query.shape[0], query.shape[1], key.shape[1]
     allowed = allowed.reshape(nT, Tq, Tk)
-    slots = query.reshape(-1)
-    inverse = np.empty(N, dtype=np.int64)
-    real = slots < N
-    inverse[slots[real]] = np.nonzero(real)[0]
-    return TilePlan(query, key, allowed, inverse)
+    return TilePlan(query, key, allowed, _inverse_order(query, N))
 
 
 def _axis_window(i: np.ndarray, n: int, k: int, s: int, causal: bool, border: str):
@@ -335,11 +332,17 @@ def nd_tile_plan(partition: Dilated, shape: tuple[int, ...], tile: int) -> TileP
         )
     allowed[~qreal] = True
     query, key = np.where(qreal, query, N), np.where(kreal, key, N)
+    return TilePlan(query, key, allowed, _inverse_order(query, N))
+
+
+def _inverse_order(query: np.ndarray, N: int) -> np.ndarray:
+    """``(N,)``: the flat tile slot of each of the ``N`` tokens (``query`` holds ``N`` in its
+    padding slots)."""
     slots = query.reshape(-1)
     inverse = np.empty(N, dtype=np.int64)
     real = slots < N
     inverse[slots[real]] = np.nonzero(real)[0]
-    return TilePlan(query, key, allowed, inverse)
+    return inverse
 
 
 def _outer_tiles(a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
