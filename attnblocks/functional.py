@@ -305,8 +305,7 @@ def _given_keys(g: GroupPlan, q: torch.Tensor, k: torch.Tensor) -> bool:
             return True
         raise AttnblocksError(
             f"attention: {part!r} (head group {g.index}) pairs each query with keys at its own "
-            f"map positions, so k and v must be on the query's {fmt_size(size)} map, "
-            f"got "
+            f"map positions, so k and v must be on the query's {fmt_size(size)} map, got "
             f"k.shape={fmt_shape(k.shape)}.\n  Hint: Global() and Downsample() take keys of "
             f"another size."
         )
